@@ -1,0 +1,298 @@
+//! Wiring: composes the capabilities into `nexusd serve` and `nexusd bootstrap`, and owns the
+//! shutdown order (stop accepting → drain requests → close the pool → stop the embedded cluster).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use sqlx::postgres::PgConnectOptions;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::bootstrap::{self, BootstrapReport};
+use crate::config::{Config, DatabaseTarget};
+use crate::db::Database;
+use crate::db::cluster::{self, Cluster, ClusterSpec, Postmaster, StateLock};
+
+/// Requests in flight get this long to finish after SIGTERM (systemd waits 90 s by default;
+/// the whole shutdown stays under 10 s).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+const POOL_CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+const CLUSTER_STOP_GRACE: Duration = Duration::from_secs(5);
+const MAX_BOOTSTRAP_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Where the schema stands, as `/health` reports it.
+#[derive(Debug, Clone)]
+pub enum Readiness {
+    /// No bootstrap attempt has finished yet.
+    Starting,
+    /// The last attempt failed; nexusd keeps retrying.
+    Failed {
+        error: String,
+        attempts: u32,
+    },
+    Ready(Arc<BootstrapReport>),
+}
+
+/// What every request handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub db: Database,
+    pub readiness: watch::Receiver<Readiness>,
+}
+
+/// The database nexusd talks to: options for connections, a printable name, and the embedded
+/// cluster when nexusd runs one.
+struct Target {
+    options: PgConnectOptions,
+    display: String,
+    cluster: Option<Arc<Cluster>>,
+}
+
+fn target(config: &Config) -> Result<Target> {
+    match &config.database.target {
+        DatabaseTarget::External(url) => Ok(Target {
+            options: url.options.clone(),
+            display: url.redacted().to_string(),
+            cluster: None,
+        }),
+        DatabaseTarget::Embedded => {
+            let spec = ClusterSpec::embedded(&config.state_dir);
+            let cluster = Cluster::new(spec, config.database.pg_bindir.as_deref()).context(
+                "preparing the embedded PostgreSQL cluster (no DATABASE_URL or POSTGRES_* set)",
+            )?;
+            Ok(Target {
+                options: cluster.connect_options(cluster::EMBEDDED_DATABASE),
+                display: format!(
+                    "embedded PostgreSQL {} ({}, database {})",
+                    cluster.binaries().version,
+                    config.state_dir.display(),
+                    cluster::EMBEDDED_DATABASE
+                ),
+                cluster: Some(Arc::new(cluster)),
+            })
+        }
+    }
+}
+
+/// `nexusd serve`: listeners first (they answer 503 until the database is ready), then the
+/// embedded cluster and bootstrap in the background, until `shutdown` is cancelled.
+pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<()> {
+    let config = Arc::new(config);
+    let api_addr = config.api.addr;
+    let listener = TcpListener::bind(api_addr)
+        .await
+        .with_context(|| format!("cannot listen on {api_addr} (NEXUSD_API_ADDR)"))?;
+    tracing::info!(addr = %api_addr, "skills API listening");
+
+    let target = target(&config)?;
+    let cluster_stop = CancellationToken::new();
+    let mut _state_lock = None;
+    let mut supervisor = None;
+    // Bootstrap waits for the embedded cluster's first start rather than fail against it.
+    let (cluster_up_tx, cluster_up) = watch::channel(target.cluster.is_none());
+    if let Some(cluster) = &target.cluster {
+        _state_lock = Some(StateLock::try_acquire(&config.state_dir)?.with_context(|| {
+            format!(
+                "another nexusd is running with state directory {} (NEXUSD_STATE_DIR)",
+                config.state_dir.display()
+            )
+        })?);
+        if let Some(pid) = cluster.running_pid() {
+            cluster.stop_stray(pid).await?;
+        }
+        supervisor = Some(tokio::spawn(cluster::supervise(
+            cluster.clone(),
+            cluster::EMBEDDED_DATABASE.to_string(),
+            cluster_stop.clone(),
+            move |pid| {
+                tracing::debug!(pid, "embedded PostgreSQL running");
+                cluster_up_tx.send_replace(true);
+            },
+        )));
+    }
+    tracing::info!(database = %target.display, "knowledge base");
+
+    let db = Database::new(target.options.clone(), &config.database);
+    let (ready_tx, ready_rx) = watch::channel(Readiness::Starting);
+    let bootstrapper = tokio::spawn(bootstrap_until_ready(
+        target.options.clone(),
+        target.display.clone(),
+        config.clone(),
+        cluster_up,
+        ready_tx,
+        shutdown.clone(),
+    ));
+
+    let state = AppState {
+        config: config.clone(),
+        db: db.clone(),
+        readiness: ready_rx,
+    };
+    let app = crate::skills::router(state);
+
+    crate::systemd::notify_ready();
+    let watchdog = crate::systemd::spawn_watchdog(shutdown.clone());
+
+    let server =
+        axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let drain_deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(DRAIN_TIMEOUT).await;
+    };
+    tokio::select! {
+        result = server => result.context("serving the skills API")?,
+        () = drain_deadline => tracing::warn!(timeout = ?DRAIN_TIMEOUT, "requests still running at shutdown were cut off"),
+    }
+    crate::systemd::notify_stopping();
+    tracing::info!("shutting down");
+
+    bootstrapper.abort();
+    if let Some(w) = watchdog {
+        w.abort();
+    }
+    if tokio::time::timeout(POOL_CLOSE_TIMEOUT, db.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("database connections did not close in time");
+    }
+    cluster_stop.cancel();
+    if let Some(supervisor) = supervisor {
+        let limit = CLUSTER_STOP_GRACE + Duration::from_secs(2);
+        if tokio::time::timeout(limit, supervisor).await.is_err() {
+            tracing::error!("the embedded PostgreSQL did not stop in time");
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Retries bootstrap with exponential backoff until it succeeds or nexusd shuts down.
+async fn bootstrap_until_ready(
+    options: PgConnectOptions,
+    display: String,
+    config: Arc<Config>,
+    mut cluster_up: watch::Receiver<bool>,
+    ready: watch::Sender<Readiness>,
+    shutdown: CancellationToken,
+) {
+    tokio::select! {
+        _ = cluster_up.wait_for(|up| *up) => {}
+        () = shutdown.cancelled() => return,
+    }
+    let mut backoff = Duration::from_secs(1);
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match bootstrap::run(&options, &display, config.database.bootstrap.as_ref()).await {
+            Ok(report) => {
+                log_report(&report);
+                crate::systemd::notify_status("serving; database ready");
+                ready.send_replace(Readiness::Ready(Arc::new(report)));
+                return;
+            }
+            Err(e) => {
+                let error = e.to_string();
+                tracing::warn!(%error, attempt = attempts, retry_in = ?backoff, "bootstrap failed; retrying");
+                crate::systemd::notify_status(&format!(
+                    "serving; waiting for the database: {error}"
+                ));
+                ready.send_replace(Readiness::Failed { error, attempts });
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = shutdown.cancelled() => return,
+        }
+        backoff = (backoff * 2).min(MAX_BOOTSTRAP_BACKOFF);
+    }
+}
+
+fn log_report(report: &BootstrapReport) {
+    if report.applied_now.is_empty() {
+        tracing::info!(
+            server = %report.server_version,
+            pgvector = %report.pgvector_version,
+            migration = report.migration_version,
+            "database ready; schema already current"
+        );
+    } else {
+        tracing::info!(
+            server = %report.server_version,
+            pgvector = %report.pgvector_version,
+            migration = report.migration_version,
+            applied = ?report.applied_now,
+            "database ready; migrations applied"
+        );
+    }
+}
+
+/// `nexusd bootstrap`: one attempt, no retries. With the embedded cluster, uses the running one
+/// (a `nexusd serve` may own it) or starts it just for this run.
+pub async fn bootstrap_once(config: &Config) -> Result<BootstrapReport> {
+    let target = target(config)?;
+    let mut own = None;
+    let mut _lock = None;
+    if let Some(cluster) = &target.cluster
+        && cluster.running_pid().is_none()
+    {
+        _lock = match StateLock::try_acquire(&config.state_dir)? {
+            Some(lock) => Some(lock),
+            None => bail!(
+                "a nexusd serve owns {} but its PostgreSQL is not up yet; try again in a moment",
+                config.state_dir.display()
+            ),
+        };
+        own = Some(start_embedded(cluster).await?);
+    }
+    let result = bootstrap::run(
+        &target.options,
+        &target.display,
+        config.database.bootstrap.as_ref(),
+    )
+    .await;
+    if let Some(postmaster) = own {
+        postmaster.stop(CLUSTER_STOP_GRACE).await?;
+    }
+    Ok(result?)
+}
+
+/// Starts the embedded cluster for a one-off command (initialising it on first use).
+pub async fn start_embedded(cluster: &Cluster) -> Result<Postmaster> {
+    cluster.init_if_needed().await?;
+    let postmaster = cluster.start().await?;
+    if let Err(e) = cluster.ensure_database(cluster::EMBEDDED_DATABASE).await {
+        postmaster.stop(CLUSTER_STOP_GRACE).await.ok();
+        return Err(e);
+    }
+    Ok(postmaster)
+}
+
+/// Cancels `token` on SIGTERM or SIGINT. A second SIGINT (Ctrl-C twice in a terminal) exits at
+/// once; repeated SIGTERMs are ignored while the orderly shutdown runs.
+pub fn cancel_on_signals(token: CancellationToken) -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::spawn(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!(signal = name, "shutdown requested");
+        token.cancel();
+        loop {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM again: already shutting down"),
+                _ = int.recv() => {
+                    tracing::warn!("second SIGINT: exiting immediately");
+                    std::process::exit(130);
+                }
+            }
+        }
+    });
+    Ok(())
+}

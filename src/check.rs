@@ -1,0 +1,206 @@
+//! `nexusd check`: validates the configuration and inspects PostgreSQL without changing anything,
+//! printing one line per finding with the fix, so an operator knows what to do before `serve`.
+
+use std::fmt::Display;
+use std::path::Path;
+
+use crate::bootstrap::{self, MIN_SERVER_VERSION_NUM, ServerFacts, StatementsStatus};
+use crate::config::{Config, ConfigErrors, DatabaseTarget};
+use crate::db::cluster::{self, Cluster, ClusterSpec};
+
+/// Collects findings and prints them as they come.
+#[derive(Default)]
+struct Report {
+    failures: usize,
+}
+
+impl Report {
+    fn ok(&mut self, what: impl Display) {
+        println!("ok    {what}");
+    }
+    fn warn(&mut self, what: impl Display) {
+        println!("warn  {what}");
+    }
+    fn fail(&mut self, what: impl Display) {
+        self.failures += 1;
+        println!("FAIL  {what}");
+    }
+}
+
+/// Runs every check; returns whether all passed (warnings allowed).
+pub async fn run(config: Result<Config, ConfigErrors>) -> bool {
+    let mut report = Report::default();
+    let config = match config {
+        Ok(config) => config,
+        Err(errors) => {
+            for e in &errors.0 {
+                report.fail(e);
+            }
+            return false;
+        }
+    };
+    let (options, display) = match &config.database.target {
+        DatabaseTarget::External(url) => {
+            report.ok(format!(
+                "configuration (database {} from {})",
+                url.redacted(),
+                url.source
+            ));
+            (url.options.clone(), url.redacted().to_string())
+        }
+        DatabaseTarget::Embedded => {
+            report.ok("configuration (no database configured: embedded cluster)");
+            match check_embedded(&config, &mut report) {
+                Some(cluster) => (
+                    cluster.connect_options(cluster::EMBEDDED_DATABASE),
+                    format!("embedded cluster in {}", config.state_dir.display()),
+                ),
+                None => return report.failures == 0,
+            }
+        }
+    };
+    check_database(&options, &display, &config, &mut report).await;
+    report.failures == 0
+}
+
+/// Binaries, state directory and whether the cluster runs; returns it when it can be queried.
+fn check_embedded(config: &Config, report: &mut Report) -> Option<Cluster> {
+    check_writable(&config.state_dir, report);
+    let spec = ClusterSpec::embedded(&config.state_dir);
+    let cluster = match Cluster::new(spec, config.database.pg_bindir.as_deref()) {
+        Ok(cluster) => cluster,
+        Err(e) => {
+            report.fail(format!("embedded cluster: {e:#}"));
+            return None;
+        }
+    };
+    let bins = cluster.binaries();
+    report.ok(format!(
+        "PostgreSQL {} server binaries in {}",
+        bins.version,
+        bins.bindir.display()
+    ));
+    if !cluster.is_initialised() {
+        report.warn(
+            "embedded cluster not initialised yet: nexusd serve or nexusd bootstrap creates it",
+        );
+        return None;
+    }
+    match cluster.running_pid() {
+        Some(pid) => {
+            report.ok(format!("embedded cluster running (pid {pid})"));
+            Some(cluster)
+        }
+        None => {
+            report.warn(
+                "embedded cluster not running: nexusd serve starts it (database checks skipped)",
+            );
+            None
+        }
+    }
+}
+
+fn check_writable(dir: &Path, report: &mut Report) {
+    let probe = dir.join(".nexusd-check");
+    let writable = std::fs::create_dir_all(dir).is_ok() && std::fs::write(&probe, b"").is_ok();
+    let _ = std::fs::remove_file(&probe);
+    if writable {
+        report.ok(format!("state directory {} is writable", dir.display()));
+    } else {
+        report.fail(format!(
+            "state directory {} is not writable: create it for the user running nexusd, or set NEXUSD_STATE_DIR",
+            dir.display()
+        ));
+    }
+}
+
+async fn check_database(
+    options: &sqlx::postgres::PgConnectOptions,
+    display: &str,
+    config: &Config,
+    report: &mut Report,
+) {
+    let conn = match bootstrap::connect(options, display).await {
+        Ok(conn) => conn,
+        Err(e) => {
+            report.fail(format!(
+                "{e}: check the address, credentials and that PostgreSQL runs"
+            ));
+            return;
+        }
+    };
+    let facts = match ServerFacts::read(&conn).await {
+        Ok(facts) => facts,
+        Err(e) => {
+            report.fail(e);
+            return;
+        }
+    };
+    if facts.version_num < MIN_SERVER_VERSION_NUM {
+        report.fail(format!(
+            "PostgreSQL {} is too old: nexusd needs 13 or newer",
+            facts.version
+        ));
+    } else {
+        report.ok(format!(
+            "PostgreSQL {} reachable as {} (database {})",
+            facts.version, facts.role, facts.database
+        ));
+    }
+    match (&facts.vector.available, &facts.vector.installed) {
+        (None, _) => report.fail(bootstrap::BootstrapError::PgvectorMissing {
+            major: facts.major(),
+        }),
+        (Some(_), Some(v)) => report.ok(format!("pgvector {v} installed")),
+        (Some(v), None) => {
+            let how = if config.database.bootstrap.is_some() {
+                "bootstrap creates it over NEXUSD_BOOTSTRAP_DATABASE_URL".to_string()
+            } else {
+                format!(
+                    "bootstrap creates it if role {} may (superusers may), else set NEXUSD_BOOTSTRAP_DATABASE_URL",
+                    facts.role
+                )
+            };
+            report.warn(format!("pgvector {v} available but not created yet: {how}"));
+        }
+    }
+    if facts.statements.installed.is_some() {
+        match bootstrap::statements_status(&conn).await {
+            StatementsStatus::Ready => report.ok("pg_stat_statements ready"),
+            StatementsStatus::NotPreloaded { fix } => {
+                report.warn(format!("pg_stat_statements not preloaded: {fix}"))
+            }
+            StatementsStatus::Unavailable { reason } => {
+                report.warn(format!("pg_stat_statements unavailable: {reason}"))
+            }
+        }
+    } else if facts.statements.available.is_some() {
+        report.warn("pg_stat_statements not created yet: bootstrap creates it (statement metrics are off until then)");
+    } else {
+        report.warn("pg_stat_statements is not installed on the server (postgresql-contrib): statement metrics are off");
+    }
+    match bootstrap::applied_versions(&conn).await {
+        Ok(applied) => {
+            let latest = bootstrap::latest_known_migration();
+            let current = applied.iter().copied().max().unwrap_or(0);
+            let pending: Vec<i64> = bootstrap::MIGRATOR
+                .iter()
+                .map(|m| m.version)
+                .filter(|v| !applied.contains(v))
+                .collect();
+            if current > latest {
+                report.fail(format!(
+                    "the schema is at migration {current}, newer than this nexusd knows ({latest}): run the newer nexusd"
+                ));
+            } else if pending.is_empty() {
+                report.ok(format!("schema current (migration {current})"));
+            } else {
+                report.warn(format!(
+                    "migrations pending {pending:?}: nexusd bootstrap applies them (nexusd serve does at start)"
+                ));
+            }
+        }
+        Err(e) => report.fail(e),
+    }
+    conn.close().await;
+}

@@ -1,0 +1,665 @@
+//! Configuration: every setting comes from the environment (systemd's `EnvironmentFile=`), is
+//! parsed once into typed values, and a bad value names its variable and what was expected.
+//!
+//! The variables of the original Dev-Nexus server keep their meaning (`DATABASE_URL`,
+//! `POSTGRES_*`, `KNOWLEDGE_BASE_REPO`, …); nexusd's own settings are `NEXUSD_*`. Secrets never
+//! reach `Debug` output or logs: passwords are redacted in every rendering of a connection.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use sqlx::postgres::{PgConnectOptions, PgSslMode};
+
+/// Everything `nexusd` reads from its environment.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database: DatabaseConfig,
+    pub api: ApiConfig,
+    /// `NEXUSD_STATE_DIR`: the embedded cluster and local backups live here.
+    pub state_dir: PathBuf,
+    pub log: LogConfig,
+    /// `KNOWLEDGE_BASE_REPO`: echoed in `/health` and the agent card, as the original did.
+    pub knowledge_base_repo: String,
+}
+
+/// Where the knowledge base lives and how nexusd connects to it.
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    pub target: DatabaseTarget,
+    /// `POSTGRES_MIN_CONNECTIONS` (default 0: connections are opened on demand).
+    pub min_connections: u32,
+    /// `POSTGRES_MAX_CONNECTIONS` (default 10).
+    pub max_connections: u32,
+    /// `NEXUSD_BOOTSTRAP_DATABASE_URL`: a superuser connection used only to create extensions.
+    pub bootstrap: Option<DatabaseUrl>,
+    /// `NEXUSD_PG_BINDIR`: where the embedded cluster's server binaries are (default: searched).
+    pub pg_bindir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub enum DatabaseTarget {
+    /// `DATABASE_URL` or the `POSTGRES_*` variables name a server nexusd does not manage.
+    External(Box<DatabaseUrl>),
+    /// Nothing configured: nexusd runs its own cluster under the state directory.
+    Embedded,
+}
+
+/// Connection options for a server, with a printable form that hides the password.
+#[derive(Clone)]
+pub struct DatabaseUrl {
+    pub options: PgConnectOptions,
+    /// The variable(s) it came from, for messages.
+    pub source: &'static str,
+    redacted: String,
+}
+
+impl DatabaseUrl {
+    /// The connection as `postgresql://user:***@host:port/db`, safe to log.
+    pub fn redacted(&self) -> &str {
+        &self.redacted
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseUrl")
+            .field("source", &self.source)
+            .field("url", &self.redacted)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// `NEXUSD_API_ADDR` (default `0.0.0.0:8080`).
+    pub addr: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// `NEXUSD_LOG`: a tracing filter such as `info` or `nexusd=debug,sqlx=warn`.
+    pub filter: String,
+    /// `NEXUSD_LOG_FORMAT`: `text` (default) or `json`.
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// One configuration problem: the variable, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{var}: {message}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub message: String,
+}
+
+/// Every problem found in one pass, so a user fixes them all at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+pub const DEFAULT_API_ADDR: &str = "0.0.0.0:8080";
+/// `info`, without sqlx's per-statement notices ("… does not exist, skipping").
+pub const DEFAULT_LOG_FILTER: &str = "info,sqlx=warn";
+const DEFAULT_PG_HOST: &str = "localhost";
+const DEFAULT_PG_PORT: u16 = 5432;
+const DEFAULT_PG_DB: &str = "devnexus";
+const DEFAULT_PG_USER: &str = "devnexus";
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigErrors> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads configuration through `lookup` (the environment in production, a map in tests).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigErrors> {
+        let mut env = Env {
+            lookup: &lookup,
+            errors: Vec::new(),
+        };
+        let database = database_config(&mut env);
+        let addr = env.parse_or(
+            "NEXUSD_API_ADDR",
+            DEFAULT_API_ADDR,
+            "a listen address host:port, e.g. 0.0.0.0:8080 or 127.0.0.1:8080",
+        );
+        let state_dir = env
+            .get("NEXUSD_STATE_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(default_state_dir);
+        let state_dir = absolute(&state_dir);
+        let log = log_config(&mut env);
+        let knowledge_base_repo = env.get("KNOWLEDGE_BASE_REPO").unwrap_or_default();
+
+        match (env.errors.is_empty(), database, addr) {
+            (true, Some(database), Some(addr)) => Ok(Config {
+                database,
+                api: ApiConfig { addr },
+                state_dir,
+                log,
+                knowledge_base_repo,
+            }),
+            _ => Err(ConfigErrors(env.errors)),
+        }
+    }
+}
+
+/// Reads variables, trimming them and treating empty values as unset, and collects errors.
+struct Env<'a> {
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+    errors: Vec<ConfigError>,
+}
+
+impl Env<'_> {
+    fn get(&self, var: &str) -> Option<String> {
+        (self.lookup)(var)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn error(&mut self, var: &'static str, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            var,
+            message: message.into(),
+        });
+    }
+
+    /// Parses `var` (or `default` when unset); on failure records "expected …" and returns None.
+    fn parse_or<T: FromStr>(
+        &mut self,
+        var: &'static str,
+        default: &str,
+        expected: &str,
+    ) -> Option<T> {
+        let raw = self.get(var);
+        let value = raw.as_deref().unwrap_or(default);
+        match value.parse() {
+            Ok(v) => Some(v),
+            Err(_) => {
+                self.error(var, format!("{value:?} is not valid: expected {expected}"));
+                None
+            }
+        }
+    }
+
+    fn bool(&mut self, var: &'static str) -> Option<bool> {
+        let raw = self.get(var)?;
+        match parse_bool(&raw) {
+            Some(b) => Some(b),
+            None => {
+                self.error(var, format!("{raw:?} is not valid: expected true or false"));
+                None
+            }
+        }
+    }
+}
+
+/// `true/false`, `1/0`, `yes/no`, `on/off`, in any case.
+pub fn parse_bool(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+fn database_config(env: &mut Env<'_>) -> Option<DatabaseConfig> {
+    let use_postgresql = env.bool("USE_POSTGRESQL");
+    if use_postgresql == Some(false) {
+        env.error(
+            "USE_POSTGRESQL",
+            "is false, but nexusd always keeps the knowledge base in PostgreSQL (the original's \
+             JSON mode is gone): unset USE_POSTGRESQL or set it to true",
+        );
+    }
+
+    let min: Option<u32> = env.parse_or("POSTGRES_MIN_CONNECTIONS", "0", "a whole number ≥ 0");
+    let max: Option<u32> = env.parse_or("POSTGRES_MAX_CONNECTIONS", "10", "a whole number ≥ 1");
+    if let (Some(min), Some(max)) = (min, max) {
+        if max == 0 {
+            env.error(
+                "POSTGRES_MAX_CONNECTIONS",
+                "is 0: expected a whole number ≥ 1",
+            );
+        } else if min > max {
+            env.error(
+                "POSTGRES_MIN_CONNECTIONS",
+                format!("is {min}, more than POSTGRES_MAX_CONNECTIONS ({max})"),
+            );
+        }
+    }
+
+    let postgres_vars = [
+        "POSTGRES_HOST",
+        "POSTGRES_PORT",
+        "POSTGRES_DB",
+        "POSTGRES_USER",
+        "POSTGRES_PASSWORD",
+    ];
+    let any_postgres_var = postgres_vars.iter().any(|v| env.get(v).is_some());
+
+    let target = if let Some(url) = env.get("DATABASE_URL") {
+        database_url(env, "DATABASE_URL", &url).map(|u| DatabaseTarget::External(Box::new(u)))
+    } else if any_postgres_var || use_postgresql == Some(true) {
+        postgres_vars_target(env).map(|u| DatabaseTarget::External(Box::new(u)))
+    } else {
+        Some(DatabaseTarget::Embedded)
+    };
+
+    let bootstrap = env
+        .get("NEXUSD_BOOTSTRAP_DATABASE_URL")
+        .and_then(|url| database_url(env, "NEXUSD_BOOTSTRAP_DATABASE_URL", &url));
+    let pg_bindir = env.get("NEXUSD_PG_BINDIR").map(PathBuf::from);
+
+    Some(DatabaseConfig {
+        target: target?,
+        min_connections: min?,
+        max_connections: max?,
+        bootstrap,
+        pg_bindir,
+    })
+}
+
+/// Parses a `postgres://` URL. When it carries no password, `POSTGRES_PASSWORD` fills it in: the
+/// original Terraform set `DATABASE_URL` without one and the password in that variable.
+fn database_url(env: &mut Env<'_>, var: &'static str, url: &str) -> Option<DatabaseUrl> {
+    let parsed = url::Url::parse(url).ok();
+    let scheme_ok = parsed
+        .as_ref()
+        .is_some_and(|u| matches!(u.scheme(), "postgres" | "postgresql"));
+    let password_in_url = parsed
+        .as_ref()
+        .and_then(|u| u.password())
+        .map(str::to_string);
+    let options = if scheme_ok {
+        PgConnectOptions::from_str(url)
+            .map_err(|e| redact_text(&e.to_string(), password_in_url.as_deref()))
+    } else {
+        Err("not a postgres:// or postgresql:// URL".to_string())
+    };
+    match options {
+        Ok(mut options) => {
+            let mut source = var;
+            if password_in_url.is_none()
+                && var == "DATABASE_URL"
+                && let Some(password) = env.get("POSTGRES_PASSWORD")
+            {
+                options = options.password(&password);
+                source = "DATABASE_URL + POSTGRES_PASSWORD";
+            }
+            Some(DatabaseUrl {
+                options,
+                source,
+                redacted: redact_url(url),
+            })
+        }
+        Err(reason) => {
+            env.error(
+                var,
+                format!(
+                    "{} is not valid ({reason}): expected postgresql://user:password@host:5432/dbname",
+                    redact_url(url)
+                ),
+            );
+            None
+        }
+    }
+}
+
+fn postgres_vars_target(env: &mut Env<'_>) -> Option<DatabaseUrl> {
+    let host = env
+        .get("POSTGRES_HOST")
+        .unwrap_or_else(|| DEFAULT_PG_HOST.to_string());
+    let port: Option<u16> = env.parse_or(
+        "POSTGRES_PORT",
+        &DEFAULT_PG_PORT.to_string(),
+        "a TCP port number (1-65535)",
+    );
+    let database = env
+        .get("POSTGRES_DB")
+        .unwrap_or_else(|| DEFAULT_PG_DB.to_string());
+    let user = env
+        .get("POSTGRES_USER")
+        .unwrap_or_else(|| DEFAULT_PG_USER.to_string());
+    let password = env.get("POSTGRES_PASSWORD");
+    let ssl_mode = ssl_mode(env);
+    let port = port?;
+    if port == 0 {
+        env.error(
+            "POSTGRES_PORT",
+            "is 0: expected a TCP port number (1-65535)",
+        );
+        return None;
+    }
+
+    let mut options = PgConnectOptions::new_without_pgpass()
+        .host(&host)
+        .port(port)
+        .database(&database)
+        .username(&user)
+        .ssl_mode(ssl_mode?);
+    if let Some(password) = &password {
+        options = options.password(password);
+    }
+    let shown_password = if password.is_some() { ":***" } else { "" };
+    Some(DatabaseUrl {
+        options,
+        source: "POSTGRES_*",
+        redacted: format!("postgresql://{user}{shown_password}@{host}:{port}/{database}"),
+    })
+}
+
+/// `POSTGRES_SSLMODE` with the original's spellings: `disable|false|0` is off, `require|true|1`
+/// verifies the server certificate unless `POSTGRES_SSL_NO_VERIFY` is true; libpq's own mode
+/// names are accepted too.
+fn ssl_mode(env: &mut Env<'_>) -> Option<PgSslMode> {
+    let no_verify = env.bool("POSTGRES_SSL_NO_VERIFY").unwrap_or(false);
+    let raw = env
+        .get("POSTGRES_SSLMODE")
+        .unwrap_or_else(|| "disable".to_string());
+    let mode = match raw.to_ascii_lowercase().as_str() {
+        "disable" | "false" | "0" => PgSslMode::Disable,
+        "require" | "true" | "1" if no_verify => PgSslMode::Require,
+        "require" | "true" | "1" => PgSslMode::VerifyFull,
+        "allow" => PgSslMode::Allow,
+        "prefer" => PgSslMode::Prefer,
+        "verify-ca" => PgSslMode::VerifyCa,
+        "verify-full" => PgSslMode::VerifyFull,
+        _ => {
+            env.error(
+                "POSTGRES_SSLMODE",
+                format!(
+                    "{raw:?} is not valid: expected disable, require, prefer, allow, verify-ca or verify-full"
+                ),
+            );
+            return None;
+        }
+    };
+    Some(mode)
+}
+
+fn log_config(env: &mut Env<'_>) -> LogConfig {
+    let filter = env
+        .get("NEXUSD_LOG")
+        .unwrap_or_else(|| DEFAULT_LOG_FILTER.to_string());
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&filter) {
+        env.error(
+            "NEXUSD_LOG",
+            format!("{filter:?} is not a valid log filter ({e}): expected e.g. info or nexusd=debug,sqlx=warn"),
+        );
+    }
+    let format = match env
+        .get("NEXUSD_LOG_FORMAT")
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+    {
+        None => LogFormat::Text,
+        Some(f) if f == "text" => LogFormat::Text,
+        Some(f) if f == "json" => LogFormat::Json,
+        Some(other) => {
+            env.error(
+                "NEXUSD_LOG_FORMAT",
+                format!("{other:?} is not valid: expected text or json"),
+            );
+            LogFormat::Text
+        }
+    };
+    LogConfig { filter, format }
+}
+
+/// `/var/lib/nexusd` for root (the systemd unit's `StateDirectory=`), `./.nexusd` otherwise.
+fn default_state_dir() -> PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        PathBuf::from("/var/lib/nexusd")
+    } else {
+        PathBuf::from(".nexusd")
+    }
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// A URL with its password replaced by `***`; something unparseable is not echoed at all.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                // Cannot fail for URLs that already carry a password.
+                let _ = u.set_password(Some("***"));
+            }
+            u.to_string()
+        }
+        Err(_) => "<unparseable URL>".to_string(),
+    }
+}
+
+fn redact_text(text: &str, secret: Option<&str>) -> String {
+    match secret {
+        Some(s) if !s.is_empty() => text.replace(s, "***"),
+        _ => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn parse(vars: &[(&str, &str)]) -> Result<Config, ConfigErrors> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    fn error_vars(vars: &[(&str, &str)]) -> Vec<&'static str> {
+        parse(vars).unwrap_err().0.iter().map(|e| e.var).collect()
+    }
+
+    #[test]
+    fn no_configuration_means_embedded_cluster_and_defaults() {
+        let config = parse(&[]).unwrap();
+        assert!(matches!(config.database.target, DatabaseTarget::Embedded));
+        assert_eq!(config.api.addr.to_string(), "0.0.0.0:8080");
+        assert_eq!(config.database.min_connections, 0);
+        assert_eq!(config.database.max_connections, 10);
+        assert_eq!(config.log.format, LogFormat::Text);
+        assert_eq!(config.log.filter, DEFAULT_LOG_FILTER);
+        assert!(config.state_dir.is_absolute());
+    }
+
+    #[test]
+    fn database_url_is_used_and_password_never_shown() {
+        let config = parse(&[(
+            "DATABASE_URL",
+            "postgresql://app:s3cret@db.internal:6543/kb",
+        )])
+        .unwrap();
+        let DatabaseTarget::External(url) = &config.database.target else {
+            panic!("expected an external database");
+        };
+        assert_eq!(url.options.get_host(), "db.internal");
+        assert_eq!(url.options.get_port(), 6543);
+        assert_eq!(url.options.get_database(), Some("kb"));
+        assert_eq!(url.redacted(), "postgresql://app:***@db.internal:6543/kb");
+        let debug = format!("{config:?}");
+        assert!(
+            !debug.contains("s3cret"),
+            "password leaked into Debug: {debug}"
+        );
+    }
+
+    #[test]
+    fn postgres_password_completes_a_database_url_without_one() {
+        let config = parse(&[
+            (
+                "DATABASE_URL",
+                "postgresql://devnexus@10.8.0.2:5432/devnexus",
+            ),
+            ("POSTGRES_PASSWORD", "pw-from-secret"),
+        ])
+        .unwrap();
+        let DatabaseTarget::External(url) = &config.database.target else {
+            panic!("expected an external database");
+        };
+        assert_eq!(url.source, "DATABASE_URL + POSTGRES_PASSWORD");
+        assert!(!format!("{config:?}").contains("pw-from-secret"));
+    }
+
+    #[test]
+    fn postgres_vars_use_the_originals_defaults() {
+        let config = parse(&[("USE_POSTGRESQL", "true"), ("POSTGRES_PASSWORD", "pw")]).unwrap();
+        let DatabaseTarget::External(url) = &config.database.target else {
+            panic!("expected an external database");
+        };
+        assert_eq!(url.options.get_host(), "localhost");
+        assert_eq!(url.options.get_port(), 5432);
+        assert_eq!(url.options.get_database(), Some("devnexus"));
+        assert_eq!(url.options.get_username(), "devnexus");
+        assert_eq!(
+            url.redacted(),
+            "postgresql://devnexus:***@localhost:5432/devnexus"
+        );
+        assert!(matches!(url.options.get_ssl_mode(), PgSslMode::Disable));
+    }
+
+    #[test]
+    fn sslmode_spellings_of_the_original() {
+        let mode = |vars: &[(&str, &str)]| {
+            let mut all = vec![("POSTGRES_HOST", "db")];
+            all.extend_from_slice(vars);
+            match parse(&all).unwrap().database.target {
+                DatabaseTarget::External(u) => u.options.get_ssl_mode(),
+                DatabaseTarget::Embedded => panic!("expected external"),
+            }
+        };
+        assert!(matches!(
+            mode(&[("POSTGRES_SSLMODE", "true")]),
+            PgSslMode::VerifyFull
+        ));
+        assert!(matches!(
+            mode(&[
+                ("POSTGRES_SSLMODE", "require"),
+                ("POSTGRES_SSL_NO_VERIFY", "yes")
+            ]),
+            PgSslMode::Require
+        ));
+        assert!(matches!(
+            mode(&[("POSTGRES_SSLMODE", "0")]),
+            PgSslMode::Disable
+        ));
+        assert_eq!(
+            error_vars(&[("POSTGRES_HOST", "db"), ("POSTGRES_SSLMODE", "maybe")]),
+            ["POSTGRES_SSLMODE"]
+        );
+    }
+
+    #[test]
+    fn use_postgresql_false_is_refused_with_the_reason() {
+        let errors = parse(&[("USE_POSTGRESQL", "false")]).unwrap_err();
+        assert_eq!(errors.0.len(), 1);
+        assert_eq!(errors.0[0].var, "USE_POSTGRESQL");
+        assert!(
+            errors.0[0]
+                .message
+                .contains("unset USE_POSTGRESQL or set it to true")
+        );
+        assert_eq!(
+            error_vars(&[("USE_POSTGRESQL", "perhaps")]),
+            ["USE_POSTGRESQL"]
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_variable_and_all_are_reported() {
+        let errors = parse(&[
+            ("NEXUSD_API_ADDR", "localhost"),
+            ("POSTGRES_MAX_CONNECTIONS", "many"),
+            ("NEXUSD_LOG_FORMAT", "xml"),
+            ("NEXUSD_LOG", "info,[[["),
+        ])
+        .unwrap_err();
+        let vars: Vec<_> = errors.0.iter().map(|e| e.var).collect();
+        assert_eq!(
+            vars,
+            [
+                "POSTGRES_MAX_CONNECTIONS",
+                "NEXUSD_API_ADDR",
+                "NEXUSD_LOG",
+                "NEXUSD_LOG_FORMAT"
+            ]
+        );
+        let api = &errors.0[1];
+        assert!(api.message.contains("\"localhost\"") && api.message.contains("host:port"));
+        // One line, every problem, variable first.
+        let line = errors.to_string();
+        assert!(!line.contains('\n'));
+        assert!(line.starts_with("POSTGRES_MAX_CONNECTIONS: "));
+    }
+
+    #[test]
+    fn pool_bounds_are_checked() {
+        assert_eq!(
+            error_vars(&[("POSTGRES_MAX_CONNECTIONS", "0")]),
+            ["POSTGRES_MAX_CONNECTIONS"]
+        );
+        assert_eq!(
+            error_vars(&[
+                ("POSTGRES_MIN_CONNECTIONS", "5"),
+                ("POSTGRES_MAX_CONNECTIONS", "2")
+            ]),
+            ["POSTGRES_MIN_CONNECTIONS"]
+        );
+        assert_eq!(error_vars(&[("POSTGRES_PORT", "70000")]), ["POSTGRES_PORT"]);
+    }
+
+    #[test]
+    fn bad_database_url_is_reported_without_its_password() {
+        let errors = parse(&[("DATABASE_URL", "mysql://root:hunter2@db/x")]).unwrap_err();
+        assert_eq!(errors.0[0].var, "DATABASE_URL");
+        assert!(!errors.to_string().contains("hunter2"));
+        assert!(errors.to_string().contains("expected postgresql://"));
+        let errors = parse(&[("NEXUSD_BOOTSTRAP_DATABASE_URL", "not a url")]).unwrap_err();
+        assert_eq!(errors.0[0].var, "NEXUSD_BOOTSTRAP_DATABASE_URL");
+    }
+
+    #[test]
+    fn empty_values_count_as_unset() {
+        let config = parse(&[("DATABASE_URL", "  "), ("NEXUSD_API_ADDR", "")]).unwrap();
+        assert!(matches!(config.database.target, DatabaseTarget::Embedded));
+        assert_eq!(config.api.addr.to_string(), DEFAULT_API_ADDR);
+    }
+
+    #[test]
+    fn bool_spellings() {
+        for t in ["true", "TRUE", "1", "yes", "on"] {
+            assert_eq!(parse_bool(t), Some(true), "{t}");
+        }
+        for f in ["false", "0", "No", "off"] {
+            assert_eq!(parse_bool(f), Some(false), "{f}");
+        }
+        assert_eq!(parse_bool("y"), None);
+    }
+}

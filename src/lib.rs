@@ -1,0 +1,14 @@
+//! nexusd: one daemon for a Dev-Nexus VM — PostgreSQL bootstrap and migrations, an embedded
+//! cluster when no database is configured, and the skills API. `main.rs` only parses the command
+//! line and dispatches here, so tests and subcommands share every piece.
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod bootstrap;
+pub mod check;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod skills;
+pub mod systemd;
+pub mod telemetry;

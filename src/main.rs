@@ -1,0 +1,93 @@
+//! The `nexusd` binary: parse the command line, read the configuration, start logging, dispatch.
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use nexusd::cli::{Cli, Command};
+use nexusd::config::Config;
+use tokio_util::sync::CancellationToken;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("nexusd: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let config = Config::from_env();
+
+    if let Command::Check = cli.command {
+        if let Ok(config) = &config {
+            nexusd::telemetry::init(&config.log);
+        }
+        let all_ok = runtime.block_on(nexusd::check::run(config));
+        return if all_ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    }
+
+    let config = match config {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("nexusd: configuration error: {errors}");
+            return ExitCode::from(2);
+        }
+    };
+    nexusd::telemetry::init(&config.log);
+
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve => {
+                let shutdown = CancellationToken::new();
+                nexusd::app::cancel_on_signals(shutdown.clone())?;
+                nexusd::app::serve(config, shutdown).await
+            }
+            Command::Bootstrap => {
+                let report = nexusd::app::bootstrap_once(&config).await?;
+                if report.applied_now.is_empty() {
+                    println!(
+                        "schema already current (migration {})",
+                        report.migration_version
+                    );
+                } else {
+                    println!(
+                        "applied migrations {:?}; schema at migration {}",
+                        report.applied_now, report.migration_version
+                    );
+                }
+                println!(
+                    "PostgreSQL {}, pgvector {}, pg_stat_statements: {}",
+                    report.server_version,
+                    report.pgvector_version,
+                    match &report.statements {
+                        nexusd::bootstrap::StatementsStatus::Ready => "ready".to_string(),
+                        nexusd::bootstrap::StatementsStatus::NotPreloaded { fix } =>
+                            format!("off ({fix})"),
+                        nexusd::bootstrap::StatementsStatus::Unavailable { reason } =>
+                            format!("off ({reason})"),
+                    }
+                );
+                Ok(())
+            }
+            Command::Check => unreachable!("handled above"),
+        }
+    });
+    // Let background tasks (log forwarders, timers) go without waiting for them.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "nexusd failed");
+            eprintln!("nexusd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! `GET /health`: 200 with `status: "healthy"` only when a database query just succeeded and the
+//! schema is current; 503 `unhealthy` otherwise (the original always said healthy).
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+use crate::app::{AppState, Readiness};
+use crate::bootstrap::latest_known_migration;
+
+/// Longer than the pool's acquire timeout, so the pool's own verdict arrives first.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(4);
+
+pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let probe = tokio::time::timeout(
+        PROBE_TIMEOUT,
+        sqlx::query_as::<_, (String, Option<String>)>(
+            "SELECT split_part(version(), ',', 1),
+                    (SELECT extversion FROM pg_extension WHERE extname = 'vector')",
+        )
+        .fetch_one(state.db.pool()),
+    )
+    .await;
+    let probe = match probe {
+        Ok(Ok(row)) => Ok(row),
+        Ok(Err(sqlx::Error::PoolTimedOut)) | Err(_) => Err(state.db.unavailable_reason().await),
+        Ok(Err(e)) => Err(e.to_string()),
+    };
+
+    let readiness = state.readiness.borrow().clone();
+    let migrations = match &readiness {
+        Readiness::Ready(report) => json!({
+            "status": "current",
+            "version": report.migration_version,
+            "latest_known": latest_known_migration(),
+        }),
+        Readiness::Starting => json!({
+            "status": "pending",
+            "version": null,
+            "latest_known": latest_known_migration(),
+        }),
+        Readiness::Failed { error, attempts } => json!({
+            "status": "failed",
+            "version": null,
+            "latest_known": latest_known_migration(),
+            "error": error,
+            "attempts": attempts,
+        }),
+    };
+
+    let (database, pgvector_enabled, db_ok) = match probe {
+        Ok((version, pgvector_version)) => {
+            let enabled = pgvector_version.is_some();
+            (
+                json!({
+                    "status": "healthy",
+                    "version": version,
+                    "pgvector_version": pgvector_version,
+                    "pool": state.db.stats(),
+                    "host": state.db.host,
+                    "database": state.db.name,
+                }),
+                enabled,
+                true,
+            )
+        }
+        Err(message) => (
+            json!({
+                "status": "disconnected",
+                "message": message,
+                "pool": state.db.stats(),
+                "host": state.db.host,
+                "database": state.db.name,
+            }),
+            false,
+            false,
+        ),
+    };
+    let healthy = db_ok && matches!(readiness, Readiness::Ready(_));
+    let body = json!({
+        "status": if healthy { "healthy" } else { "unhealthy" },
+        "service": super::SERVICE_NAME,
+        "version": super::API_VERSION,
+        "nexusd_version": env!("CARGO_PKG_VERSION"),
+        "knowledge_base_repo": state.config.knowledge_base_repo,
+        "database": database,
+        "database_type": "postgresql",
+        "pgvector_enabled": pgvector_enabled,
+        "migrations": migrations,
+        "timestamp": super::now_rfc3339(),
+    });
+    let code = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body))
+}

@@ -1,0 +1,394 @@
+//! Test harness: throwaway PostgreSQL clusters (initdb in a temp dir, a free port on 127.0.0.1,
+//! pg_stat_statements preloaded, pgvector available), one database per test, and helpers to run
+//! the real `nexusd` binary and talk to it over HTTP.
+//!
+//! Every cluster is watched by a small guardian process that stops it and removes its files as
+//! soon as the test process exits — whether the tests passed, failed or the process aborted.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use nexusd::db::cluster::{Cluster, ClusterSpec, Postmaster, small_vm_settings};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{ConnectOptions, Executor};
+
+/// A free TCP port on 127.0.0.1 (the OS picks it; a tiny race with other processes remains).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port on 127.0.0.1")
+}
+
+/// A fresh directory under /tmp that the cluster's user (postgres, when tests run as root) can
+/// enter. Removed by the guardian.
+pub fn temp_root(prefix: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in("/tmp")
+        .expect("creating a temp dir")
+        .keep();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod temp dir");
+    dir
+}
+
+/// Starts a detached process that waits for this test process to exit, then stops whatever
+/// postmaster runs on `data_dir` (immediate shutdown) and removes `root`.
+// Never waited for on purpose: it outlives this process, then init reaps it.
+#[allow(clippy::zombie_processes)]
+pub fn spawn_guardian(data_dir: &Path, root: &Path) {
+    let script = r#"
+        while kill -0 "$1" 2>/dev/null; do sleep 0.2; done
+        pid=$(head -n 1 "$2/postmaster.pid" 2>/dev/null) && kill -QUIT "$pid" 2>/dev/null
+        sleep 1
+        rm -rf "$3"
+    "#;
+    Command::new("sh")
+        .args(["-c", script, "guardian"])
+        .arg(std::process::id().to_string())
+        .arg(data_dir)
+        .arg(root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("starting the cluster guardian");
+}
+
+/// Settings for throwaway clusters: the embedded cluster's, with room for many test databases
+/// and concurrent pools.
+fn test_settings() -> Vec<(String, String)> {
+    let mut settings: Vec<(String, String)> = small_vm_settings()
+        .into_iter()
+        .filter(|(k, _)| k != "max_connections" && k != "shared_buffers")
+        .collect();
+    settings.push(("max_connections".into(), "300".into()));
+    settings.push(("shared_buffers".into(), "64MB".into()));
+    settings
+}
+
+/// A throwaway cluster listening on 127.0.0.1:`port`, superuser `postgres`, trust auth.
+pub struct TestCluster {
+    pub port: u16,
+    pub root: PathBuf,
+    cluster: Cluster,
+    postmaster: Option<Postmaster>,
+}
+
+impl TestCluster {
+    /// Starts a cluster with pg_stat_statements preloaded.
+    pub async fn start() -> Self {
+        Self::start_with(test_settings()).await
+    }
+
+    /// Starts a cluster without pg_stat_statements in shared_preload_libraries.
+    pub async fn start_without_preload() -> Self {
+        let settings = test_settings()
+            .into_iter()
+            .filter(|(k, _)| {
+                !k.starts_with("pg_stat_statements") && k != "shared_preload_libraries"
+            })
+            .collect();
+        Self::start_with(settings).await
+    }
+
+    async fn start_with(settings: Vec<(String, String)>) -> Self {
+        let root = temp_root("nexusd-pg-");
+        let port = free_port();
+        let spec = ClusterSpec {
+            data_dir: root.join("data"),
+            socket_dir: root.join("sock"),
+            port,
+            tcp: true,
+            superuser: "postgres".into(),
+            durable: false,
+            settings,
+        };
+        spawn_guardian(&spec.data_dir, &root);
+        let cluster = Cluster::new(spec, None)
+            .expect("PostgreSQL server binaries (run scripts/setup-debian)");
+        cluster.init_if_needed().await.expect("initdb");
+        let postmaster = cluster.start().await.expect("starting the test cluster");
+        TestCluster {
+            port,
+            root,
+            cluster,
+            postmaster: Some(postmaster),
+        }
+    }
+
+    /// Fast shutdown; the data stays for `restart`.
+    pub async fn stop(&mut self) {
+        if let Some(pm) = self.postmaster.take() {
+            pm.stop(Duration::from_secs(10))
+                .await
+                .expect("stopping the test cluster");
+        }
+    }
+
+    pub async fn restart(&mut self) {
+        assert!(self.postmaster.is_none(), "cluster already running");
+        self.postmaster = Some(
+            self.cluster
+                .start()
+                .await
+                .expect("restarting the test cluster"),
+        );
+    }
+
+    /// Superuser connection options for `database` over TCP.
+    pub fn options(&self, database: &str) -> PgConnectOptions {
+        PgConnectOptions::new_without_pgpass()
+            .host("127.0.0.1")
+            .port(self.port)
+            .username("postgres")
+            .database(database)
+            .disable_statement_logging()
+    }
+
+    pub fn url(&self, database: &str) -> String {
+        format!("postgresql://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// A new, empty database for one test.
+    pub async fn create_db(&self) -> TestDb {
+        create_db(self.port).await
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        // Immediate shutdown without an async runtime; the guardian removes the files.
+        if let Some(pm) = &self.postmaster {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pm.pid()),
+                nix::sys::signal::Signal::SIGQUIT,
+            );
+        }
+    }
+}
+
+/// The cluster shared by all tests of one test binary, started on first use. It runs on its own
+/// thread and runtime so it outlives each test's runtime.
+pub fn shared_port() -> u16 {
+    static PORT: OnceLock<u16> = OnceLock::new();
+    *PORT.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime for the shared cluster");
+            rt.block_on(async move {
+                let cluster = TestCluster::start().await;
+                tx.send(cluster.port).expect("reporting the shared cluster");
+                // Keep the cluster (and the tasks forwarding its log) alive for the whole process.
+                std::future::pending::<()>().await;
+                drop(cluster);
+            });
+        });
+        rx.recv().expect("the shared test cluster failed to start")
+    })
+}
+
+/// A database of its own on the shared cluster.
+pub async fn shared_db() -> TestDb {
+    create_db(shared_port()).await
+}
+
+async fn create_db(port: u16) -> TestDb {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let name = format!(
+        "t{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let admin = PgConnectOptions::new_without_pgpass()
+        .host("127.0.0.1")
+        .port(port)
+        .username("postgres")
+        .database("postgres")
+        .disable_statement_logging();
+    let mut conn: sqlx::PgConnection = sqlx::Connection::connect_with(&admin)
+        .await
+        .expect("connecting to the test cluster");
+    conn.execute(format!("CREATE DATABASE {name}").as_str())
+        .await
+        .expect("creating the test database");
+    TestDb { name, port }
+}
+
+/// One test's database.
+pub struct TestDb {
+    pub name: String,
+    pub port: u16,
+}
+
+impl TestDb {
+    /// Superuser connection options.
+    pub fn options(&self) -> PgConnectOptions {
+        PgConnectOptions::new_without_pgpass()
+            .host("127.0.0.1")
+            .port(self.port)
+            .username("postgres")
+            .database(&self.name)
+            .disable_statement_logging()
+    }
+
+    pub fn url(&self) -> String {
+        format!(
+            "postgresql://postgres@127.0.0.1:{}/{}",
+            self.port, self.name
+        )
+    }
+
+    pub async fn pool(&self) -> PgPool {
+        PgPoolOptions::new()
+            .max_connections(4)
+            .connect_with(self.options())
+            .await
+            .expect("connecting to the test database")
+    }
+
+    /// Runs nexusd's bootstrap on this database as the superuser.
+    pub async fn bootstrap(&self) -> nexusd::bootstrap::BootstrapReport {
+        nexusd::bootstrap::run(&self.options(), &self.name, None)
+            .await
+            .expect("bootstrap")
+    }
+}
+
+/// Path of the nexusd binary cargo built for these tests.
+pub fn nexusd_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_nexusd")
+}
+
+/// A `nexusd` command with a clean environment (no PG*, no DATABASE_URL from the developer's
+/// shell) plus `vars`.
+pub fn nexusd_command(args: &[&str], vars: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(nexusd_bin());
+    cmd.args(args).env_clear();
+    for key in ["PATH", "HOME", "LANG"] {
+        if let Ok(value) = std::env::var(key) {
+            cmd.env(key, value);
+        }
+    }
+    cmd.env("NEXUSD_LOG", "info,nexusd=debug");
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// A running `nexusd serve`, killed at drop if the test did not stop it.
+pub struct Nexusd {
+    pub child: Child,
+    pub api: String,
+    pub log: PathBuf,
+}
+
+impl Nexusd {
+    /// Starts `nexusd serve` on a free port; its log goes to a file shown on failure.
+    pub fn serve(vars: &[(&str, &str)]) -> Self {
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let log =
+            std::env::temp_dir().join(format!("nexusd-test-{}-{port}.log", std::process::id()));
+        let file = std::fs::File::create(&log).expect("creating the log file");
+        let mut all: Vec<(&str, &str)> = vec![("NEXUSD_API_ADDR", addr.as_str())];
+        all.extend_from_slice(vars);
+        let child = nexusd_command(&["serve"], &all)
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("starting nexusd serve");
+        Nexusd {
+            child,
+            api: format!("http://{addr}"),
+            log,
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// GET `path`, returning status and JSON body (None when the server does not answer).
+    pub async fn get(&self, path: &str) -> Option<(u16, serde_json::Value)> {
+        let response = http()
+            .get(format!("{}{path}", self.api))
+            .send()
+            .await
+            .ok()?;
+        let status = response.status().as_u16();
+        let body = response.json().await.unwrap_or(serde_json::Value::Null);
+        Some((status, body))
+    }
+
+    /// Polls `/health` until `want` status, failing with the log after `limit`.
+    pub async fn wait_health(&self, want: u16, limit: Duration) -> serde_json::Value {
+        let deadline = Instant::now() + limit;
+        let mut last = None;
+        while Instant::now() < deadline {
+            if let Some((status, body)) = self.get("/health").await {
+                if status == want {
+                    return body;
+                }
+                last = Some((status, body));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!(
+            "/health did not answer {want} within {limit:?}; last answer {last:?}\n--- nexusd log ---\n{}",
+            self.log_text()
+        );
+    }
+
+    /// SIGTERM, then waits (at most `limit`) for the exit; returns status and time taken.
+    pub fn terminate(&mut self, limit: Duration) -> (ExitStatus, Duration) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("sending SIGTERM");
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("waiting for nexusd") {
+                return (status, started.elapsed());
+            }
+            if started.elapsed() > limit {
+                let _ = self.child.kill();
+                panic!(
+                    "nexusd did not exit within {limit:?}\n--- log ---\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Nexusd {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_file(&self.log);
+        }
+    }
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .no_proxy()
+        .build()
+        .expect("HTTP client")
+}
