@@ -14,6 +14,8 @@ use crate::bootstrap::{self, BootstrapReport};
 use crate::config::{Config, DatabaseTarget};
 use crate::db::Database;
 use crate::db::cluster::{self, Cluster, ClusterSpec, Postmaster, StateLock};
+use crate::skills::auth::Authenticator;
+use crate::skills::registry::Registry;
 
 /// Requests in flight get this long to finish after SIGTERM (systemd waits 90 s by default;
 /// the whole shutdown stays under 10 s).
@@ -41,6 +43,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub db: Database,
     pub readiness: watch::Receiver<Readiness>,
+    pub skills: Arc<Registry>,
+    pub auth: Arc<Authenticator>,
 }
 
 /// The database nexusd talks to: options for connections, a printable name, and the embedded
@@ -81,6 +85,12 @@ fn target(config: &Config) -> Result<Target> {
 /// embedded cluster and bootstrap in the background, until `shutdown` is cancelled.
 pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<()> {
     let config = Arc::new(config);
+    let skills = Arc::new(crate::skills::registry(&config)?);
+    if !config.api.auth.required {
+        tracing::warn!(
+            "REQUIRE_AUTH_FOR_WRITE is false: write skills accept calls without credentials"
+        );
+    }
     let api_addr = config.api.addr;
     let listener = TcpListener::bind(api_addr)
         .await
@@ -127,9 +137,11 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<()> {
     ));
 
     let state = AppState {
+        auth: Arc::new(Authenticator::new(&config.api.auth)),
         config: config.clone(),
         db: db.clone(),
         readiness: ready_rx,
+        skills,
     };
     let app = crate::skills::router(state);
 

@@ -75,7 +75,62 @@ impl fmt::Debug for DatabaseUrl {
 pub struct ApiConfig {
     /// `NEXUSD_API_ADDR` (default `0.0.0.0:8080`).
     pub addr: SocketAddr,
+    /// `HOST_OVERRIDE`: the public base URL shown in the agent card (the Cloud Run URL when
+    /// proxied); `http://localhost:<port>` otherwise, as the original did.
+    pub public_url: String,
+    pub cors: CorsConfig,
+    pub auth: AuthConfig,
+    /// `NEXUSD_PROTECTED_SKILLS`: skills that need credentials on top of the write skills.
+    pub extra_protected: Vec<String>,
+    /// `ORCHESTRATOR_URL` / `PATTERN_MINER_URL`: the other agents, shown in the agent card.
+    pub orchestrator_url: Option<String>,
+    pub pattern_miner_url: Option<String>,
 }
+
+/// Which browser origins may call the API.
+#[derive(Debug, Clone)]
+pub struct CorsConfig {
+    /// `CORS_ORIGINS`: exact origins, comma-separated.
+    pub origins: Vec<String>,
+    /// `ALLOWED_ORIGIN_REGEX`: origins matching it entirely are allowed too.
+    pub origin_regex: Option<regex::Regex>,
+}
+
+/// Who may call the protected (write) skills.
+#[derive(Clone)]
+pub struct AuthConfig {
+    /// `REQUIRE_AUTH_FOR_WRITE` (default true).
+    pub required: bool,
+    /// `NEXUSD_API_TOKENS`: static bearer tokens, for agents that are not on Google.
+    pub api_tokens: Vec<String>,
+    /// `NEXUSD_AUTH_AUDIENCE`: the `aud` a Google ID token must carry (unset: ID tokens refused).
+    pub audience: Option<String>,
+    /// `ALLOWED_SERVICE_ACCOUNTS`: the `email`s whose ID tokens are accepted (empty: none).
+    pub allowed_accounts: Vec<String>,
+    /// `NEXUSD_GOOGLE_CERTS_URL`: where Google's token signing keys (JWKS) come from.
+    pub certs_url: String,
+}
+
+impl fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("required", &self.required)
+            .field(
+                "api_tokens",
+                &format_args!("[{} redacted]", self.api_tokens.len()),
+            )
+            .field("audience", &self.audience)
+            .field("allowed_accounts", &self.allowed_accounts)
+            .field("certs_url", &self.certs_url)
+            .finish()
+    }
+}
+
+/// The original's default `CORS_ORIGINS`.
+pub const DEFAULT_CORS_ORIGINS: &str = "http://localhost:3000,http://localhost:5173,\
+https://dev-nexus-frontend.vercel.app,\
+https://dev-nexus-frontend-noig7bsv5-milan-patels-projects-187b35de.vercel.app";
+pub const DEFAULT_GOOGLE_CERTS_URL: &str = "https://www.googleapis.com/oauth2/v3/certs";
 
 #[derive(Debug, Clone)]
 pub struct LogConfig {
@@ -143,6 +198,7 @@ impl Config {
             DEFAULT_API_ADDR,
             "a listen address host:port, e.g. 0.0.0.0:8080 or 127.0.0.1:8080",
         );
+        let api = addr.map(|addr| api_config(&mut env, addr));
         let state_dir = env
             .get("NEXUSD_STATE_DIR")
             .map(PathBuf::from)
@@ -151,10 +207,10 @@ impl Config {
         let log = log_config(&mut env);
         let knowledge_base_repo = env.get("KNOWLEDGE_BASE_REPO").unwrap_or_default();
 
-        match (env.errors.is_empty(), database, addr) {
-            (true, Some(database), Some(addr)) => Ok(Config {
+        match (env.errors.is_empty(), database, api) {
+            (true, Some(database), Some(api)) => Ok(Config {
                 database,
-                api: ApiConfig { addr },
+                api,
                 state_dir,
                 log,
                 knowledge_base_repo,
@@ -202,6 +258,28 @@ impl Env<'_> {
         }
     }
 
+    /// A comma-separated list, entries trimmed, empty entries dropped.
+    fn list(&self, var: &str) -> Option<Vec<String>> {
+        self.get(var).map(|v| split_list(&v))
+    }
+
+    /// An http(s) URL without a trailing slash.
+    fn url(&mut self, var: &'static str) -> Option<String> {
+        let raw = self.get(var)?;
+        match url::Url::parse(&raw) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => {
+                Some(raw.trim_end_matches('/').to_string())
+            }
+            _ => {
+                self.error(
+                    var,
+                    format!("{raw:?} is not valid: expected an http:// or https:// URL"),
+                );
+                None
+            }
+        }
+    }
+
     fn bool(&mut self, var: &'static str) -> Option<bool> {
         let raw = self.get(var)?;
         match parse_bool(&raw) {
@@ -211,6 +289,65 @@ impl Env<'_> {
                 None
             }
         }
+    }
+}
+
+/// Splits a comma-separated value, trimming entries and dropping empty ones.
+pub fn split_list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn api_config(env: &mut Env<'_>, addr: SocketAddr) -> ApiConfig {
+    let public_url = env
+        .url("HOST_OVERRIDE")
+        .unwrap_or_else(|| format!("http://localhost:{}", addr.port()));
+    let origins = env
+        .list("CORS_ORIGINS")
+        .unwrap_or_else(|| split_list(DEFAULT_CORS_ORIGINS));
+    let origin_regex = env.get("ALLOWED_ORIGIN_REGEX").and_then(|raw| {
+        // Anchored: an origin must match as a whole, as Starlette's allow_origin_regex does.
+        match regex::Regex::new(&format!("^(?:{raw})$")) {
+            Ok(re) => Some(re),
+            Err(e) => {
+                env.error(
+                    "ALLOWED_ORIGIN_REGEX",
+                    format!("{raw:?} is not a valid regular expression ({e})"),
+                );
+                None
+            }
+        }
+    });
+    let auth = AuthConfig {
+        required: env.bool("REQUIRE_AUTH_FOR_WRITE").unwrap_or(true),
+        api_tokens: env.list("NEXUSD_API_TOKENS").unwrap_or_default(),
+        audience: env.get("NEXUSD_AUTH_AUDIENCE"),
+        allowed_accounts: env.list("ALLOWED_SERVICE_ACCOUNTS").unwrap_or_default(),
+        certs_url: env
+            .url("NEXUSD_GOOGLE_CERTS_URL")
+            .unwrap_or_else(|| DEFAULT_GOOGLE_CERTS_URL.to_string()),
+    };
+    if auth.api_tokens.iter().any(|t| t.len() < 16) {
+        env.error(
+            "NEXUSD_API_TOKENS",
+            "holds a token shorter than 16 characters: use long random tokens (e.g. openssl rand -hex 32)",
+        );
+    }
+    ApiConfig {
+        addr,
+        public_url,
+        cors: CorsConfig {
+            origins,
+            origin_regex,
+        },
+        auth,
+        extra_protected: env.list("NEXUSD_PROTECTED_SKILLS").unwrap_or_default(),
+        orchestrator_url: env.url("ORCHESTRATOR_URL"),
+        pattern_miner_url: env.url("PATTERN_MINER_URL"),
     }
 }
 
@@ -650,6 +787,73 @@ mod tests {
         let config = parse(&[("DATABASE_URL", "  "), ("NEXUSD_API_ADDR", "")]).unwrap();
         assert!(matches!(config.database.target, DatabaseTarget::Embedded));
         assert_eq!(config.api.addr.to_string(), DEFAULT_API_ADDR);
+    }
+
+    #[test]
+    fn api_settings_and_their_defaults() {
+        let config = parse(&[]).unwrap();
+        assert!(
+            config.api.auth.required,
+            "writes need credentials unless switched off"
+        );
+        assert!(config.api.auth.allowed_accounts.is_empty());
+        assert_eq!(config.api.auth.certs_url, DEFAULT_GOOGLE_CERTS_URL);
+        assert_eq!(config.api.public_url, "http://localhost:8080");
+        assert_eq!(config.api.cors.origins.len(), 4);
+        assert!(config.api.cors.origin_regex.is_none());
+
+        let config = parse(&[
+            ("REQUIRE_AUTH_FOR_WRITE", "false"),
+            (
+                "ALLOWED_SERVICE_ACCOUNTS",
+                " a@x.iam.gserviceaccount.com, ,b@y.com ",
+            ),
+            (
+                "NEXUSD_API_TOKENS",
+                "0123456789abcdef0123,fedcba9876543210fedc",
+            ),
+            ("CORS_ORIGINS", "https://app.example.com"),
+            ("ALLOWED_ORIGIN_REGEX", r"https://.*\.example\.org"),
+            ("HOST_OVERRIDE", "https://agent.example.com/"),
+        ])
+        .unwrap();
+        assert!(!config.api.auth.required);
+        assert_eq!(
+            config.api.auth.allowed_accounts,
+            ["a@x.iam.gserviceaccount.com", "b@y.com"]
+        );
+        assert_eq!(config.api.cors.origins, ["https://app.example.com"]);
+        let re = config.api.cors.origin_regex.as_ref().unwrap();
+        assert!(re.is_match("https://a.example.org"));
+        assert!(
+            !re.is_match("https://a.example.org.evil.com"),
+            "the regex must match whole origins"
+        );
+        assert_eq!(config.api.public_url, "https://agent.example.com");
+        assert!(
+            !format!("{config:?}").contains("0123456789abcdef0123"),
+            "token leaked into Debug"
+        );
+    }
+
+    #[test]
+    fn bad_api_settings_are_named() {
+        assert_eq!(
+            error_vars(&[("ALLOWED_ORIGIN_REGEX", "(")]),
+            ["ALLOWED_ORIGIN_REGEX"]
+        );
+        assert_eq!(
+            error_vars(&[("NEXUSD_API_TOKENS", "short")]),
+            ["NEXUSD_API_TOKENS"]
+        );
+        assert_eq!(
+            error_vars(&[("NEXUSD_GOOGLE_CERTS_URL", "ftp://x")]),
+            ["NEXUSD_GOOGLE_CERTS_URL"]
+        );
+        assert_eq!(
+            error_vars(&[("REQUIRE_AUTH_FOR_WRITE", "sometimes")]),
+            ["REQUIRE_AUTH_FOR_WRITE"]
+        );
     }
 
     #[test]

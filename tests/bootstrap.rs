@@ -417,6 +417,15 @@ const REFERENCE_INDEXES: &[&str] = &[
 
 type Column = (String, String, bool, Option<String>);
 
+/// Every migration this build carries, oldest first.
+fn all_migrations() -> Vec<i64> {
+    bootstrap::MIGRATOR.iter().map(|m| m.version).collect()
+}
+
+fn latest() -> i64 {
+    bootstrap::latest_known_migration()
+}
+
 async fn columns(pool: &PgPool, table: &str) -> Vec<Column> {
     sqlx::query_as(
         "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull,
@@ -498,7 +507,7 @@ fn assert_reference_columns(
 async fn bootstrap_creates_every_reference_table_column_and_index() {
     let db = shared_db().await;
     let report = db.bootstrap().await;
-    assert_eq!(report.applied_now, vec![1]);
+    assert_eq!(report.applied_now, all_migrations());
     assert_eq!(
         report.migration_version,
         bootstrap::latest_known_migration()
@@ -592,7 +601,10 @@ async fn second_bootstrap_changes_nothing() {
         "second run applied {:?}",
         report.applied_now
     );
-    assert_eq!(report.migration_version, 1);
+    assert_eq!(
+        report.migration_version,
+        bootstrap::latest_known_migration()
+    );
     let after = schema_snapshot(&pool).await;
     assert_eq!(before, after);
 }
@@ -689,7 +701,7 @@ async fn adopts_a_database_built_by_the_original_without_losing_data() {
         .expect("loading the original schema");
 
     let report = db.bootstrap().await;
-    assert_eq!(report.applied_now, vec![1]);
+    assert_eq!(report.applied_now, all_migrations());
 
     for (table, expected) in REFERENCE_SCHEMA {
         assert_reference_columns(table, &columns(&pool, table).await, expected);
@@ -790,7 +802,7 @@ async fn app_role_needs_the_bootstrap_url_to_create_extensions() {
     let report = bootstrap::run(&app, "app", config.database.bootstrap.as_ref())
         .await
         .unwrap();
-    assert_eq!(report.applied_now, vec![1]);
+    assert_eq!(report.applied_now, all_migrations());
     assert_eq!(report.statements, StatementsStatus::Ready);
     let owner: String =
         sqlx::query_scalar("SELECT tableowner::text FROM pg_tables WHERE tablename = 'patterns'")
@@ -846,7 +858,7 @@ async fn without_preloaded_statements_bootstrap_says_which_setting_to_change() {
     let report = db.bootstrap().await;
     assert_eq!(
         report.applied_now,
-        vec![1],
+        all_migrations(),
         "the rest of bootstrap must still work"
     );
     match &report.statements {
@@ -870,7 +882,7 @@ async fn without_preloaded_statements_bootstrap_says_which_setting_to_change() {
     );
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
-        stdout.contains("schema already current (migration 1)"),
+        stdout.contains(&format!("schema already current (migration {})", latest())),
         "{stdout}"
     );
     assert!(
@@ -901,7 +913,10 @@ async fn bootstrap_command_applies_then_reports_current() {
         String::from_utf8_lossy(&first.stderr)
     );
     let stdout = String::from_utf8_lossy(&first.stdout);
-    assert!(stdout.contains("applied migrations [1]"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("applied migrations {:?}", all_migrations())),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("pgvector 0.8.0") && stdout.contains("pg_stat_statements: ready"),
         "{stdout}"
@@ -912,7 +927,8 @@ async fn bootstrap_command_applies_then_reports_current() {
         .unwrap();
     assert!(second.status.success());
     assert!(
-        String::from_utf8_lossy(&second.stdout).contains("schema already current (migration 1)")
+        String::from_utf8_lossy(&second.stdout)
+            .contains(&format!("schema already current (migration {})", latest()))
     );
 
     let check = nexusd_command(&["check"], &[("DATABASE_URL", &url)])
@@ -921,7 +937,7 @@ async fn bootstrap_command_applies_then_reports_current() {
     let stdout = String::from_utf8_lossy(&check.stdout);
     assert!(check.status.success(), "{stdout}");
     assert!(
-        stdout.contains("ok    schema current (migration 1)"),
+        stdout.contains(&format!("ok    schema current (migration {})", latest())),
         "{stdout}"
     );
     assert!(
@@ -941,7 +957,10 @@ async fn check_reports_pending_migrations_and_unreachable_servers() {
         output.status.success(),
         "pending migrations are a warning: {stdout}"
     );
-    assert!(stdout.contains("warn  migrations pending [1]"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("warn  migrations pending {:?}", all_migrations())),
+        "{stdout}"
+    );
     // check changed nothing.
     let pool = db.pool().await;
     let tables: i64 =

@@ -86,6 +86,8 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
         "version": super::API_VERSION,
         "nexusd_version": env!("CARGO_PKG_VERSION"),
         "knowledge_base_repo": state.config.knowledge_base_repo,
+        "skills_registered": state.skills.len(),
+        "skills": state.skills.ids(),
         "database": database,
         "database_type": "postgresql",
         "pgvector_enabled": pgvector_enabled,

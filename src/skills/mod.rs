@@ -1,44 +1,416 @@
-//! The HTTP surface of the skills API: the Dev-Nexus A2A endpoints, with honest health and
-//! JSON errors for every protocol problem.
+//! The HTTP surface of the skills API: the Dev-Nexus A2A endpoints (`/`, `/health`,
+//! `/.well-known/agent.json`, `/a2a/execute`, `/a2a/cancel`, `/openapi.json`), CORS, auth and
+//! JSON errors for every protocol problem (skills-api.md).
 
+mod activity;
+pub mod auth;
+pub mod cors;
 mod health;
+mod knowledge;
+mod openapi;
+mod patterns;
+pub mod registry;
+mod repository;
+mod runtime;
+pub mod schema;
+pub mod store;
 
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
 use axum::Router;
-use axum::http::StatusCode;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::header::{AUTHORIZATION, ORIGIN};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use serde_json::json;
+use axum::routing::{get, post};
+use serde_json::{Map, Value, json};
 
-use crate::app::AppState;
+use crate::app::{AppState, Readiness};
+use crate::config::Config;
+use registry::{Registry, Skill, SkillContext, SkillError};
 
 /// Service identity the original reported; clients display and compare it.
 pub const SERVICE_NAME: &str = "pattern-discovery-agent";
 /// The API version of the original server that nexusd is compatible with.
 pub const API_VERSION: &str = "2.0.0";
+/// Request bodies above this are refused with 413.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// A skill that runs longer is abandoned (its transaction rolls back).
+const SKILL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Every skill, in the reference's registration order (dev-nexus reference §3.0), then
+/// nexusd's own. The one place to add a skill.
+pub fn registry(config: &Config) -> Result<Registry> {
+    let skills: Vec<Skill> = vec![
+        patterns::query_patterns(),
+        patterns::get_cross_repo_patterns(),
+        repository::get_repository_list(),
+        repository::get_deployment_info(),
+        repository::add_repository(),
+        knowledge::add_lesson_learned(),
+        knowledge::update_dependency_info(),
+        knowledge::add_deployment_info(),
+        runtime::add_runtime_issue(),
+        runtime::get_pattern_health(),
+        runtime::query_known_issues(),
+        activity::get_recent_actions(),
+    ];
+    Registry::new(
+        skills,
+        &config.api.extra_protected,
+        config.api.auth.required,
+    )
+}
 
 /// All API routes.
 pub fn router(state: AppState) -> Router {
+    let cors = Arc::new(state.config.api.cors.clone());
     Router::new()
+        .route("/", get(root))
         .route("/health", get(health::health))
+        .route("/.well-known/agent.json", get(agent_card))
+        .route("/a2a/execute", post(execute))
+        .route("/a2a/cancel", post(cancel))
+        .route("/openapi.json", get(openapi::document))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(log_request))
+        .layer(middleware::from_fn_with_state(cors, cors::layer))
         .with_state(state)
 }
 
+/// A JSON response with a status.
+pub fn json_response(status: StatusCode, body: Value) -> Response {
+    (status, axum::Json(body)).into_response()
+}
+
 async fn not_found() -> Response {
-    (
-        StatusCode::NOT_FOUND,
-        axum::Json(json!({"detail": "Not Found"})),
-    )
-        .into_response()
+    json_response(StatusCode::NOT_FOUND, json!({"detail": "Not Found"}))
 }
 
 async fn method_not_allowed() -> Response {
-    (
+    json_response(
         StatusCode::METHOD_NOT_ALLOWED,
-        axum::Json(json!({"detail": "Method Not Allowed"})),
+        json!({"detail": "Method Not Allowed"}),
     )
-        .into_response()
+}
+
+/// Logs every request: method, path, origin, whether credentials came (never what), status, time.
+async fn log_request(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let origin = request
+        .headers()
+        .get(ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let authorization = request.headers().contains_key(AUTHORIZATION);
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    if path == "/health" && status == 200 {
+        tracing::debug!(%method, %path, status, ms, "request");
+    } else {
+        tracing::info!(%method, %path, status, ms, %origin, authorization, "request");
+    }
+    response
+}
+
+/// The public base URL of this agent.
+fn agent_url(state: &AppState) -> &str {
+    &state.config.api.public_url
+}
+
+async fn root(State(state): State<AppState>) -> Response {
+    let url = agent_url(&state);
+    json_response(
+        StatusCode::OK,
+        json!({
+            "service": "Pattern Discovery Agent A2A Server",
+            "version": API_VERSION,
+            "architecture": "modular",
+            "agent_card": format!("{url}/.well-known/agent.json"),
+            "health": format!("{url}/health"),
+            "endpoints": {
+                "execute": "/a2a/execute",
+                "cancel": "/a2a/cancel",
+                "agent_card": "/.well-known/agent.json",
+                "health": "/health",
+                "openapi": "/openapi.json",
+            },
+            "skills_registered": state.skills.len(),
+            "skills": state.skills.ids(),
+        }),
+    )
+}
+
+async fn agent_card(State(state): State<AppState>) -> Response {
+    let protected: Vec<&str> = state
+        .skills
+        .iter()
+        .filter(|s| state.skills.is_protected(s))
+        .map(|s| s.id)
+        .collect();
+    let note = if protected.is_empty() {
+        "All skills are public (REQUIRE_AUTH_FOR_WRITE is false).".to_string()
+    } else {
+        format!(
+            "Read skills are public. These skills need 'Authorization: Bearer <token>' (a Google ID token \
+             for an allowed service account, or an API token): {}",
+            protected.join(", ")
+        )
+    };
+    let api = &state.config.api;
+    json_response(
+        StatusCode::OK,
+        json!({
+            "name": "pattern_discovery_agent",
+            "description": "Automated architectural consistency and pattern discovery across repositories: a \
+                            PostgreSQL + pgvector knowledge base of patterns, decisions, components, lessons, \
+                            deployments and runtime issues.",
+            "version": API_VERSION,
+            "url": agent_url(&state),
+            "capabilities": {"streaming": false, "multimodal": false, "authentication": "optional"},
+            "skills": state.skills.card_entries(),
+            "metadata": {
+                "repository": "patelmm79/dev-nexus",
+                "documentation": "https://github.com/patelmm79/dev-nexus#readme",
+                "authentication_note": note,
+                "knowledge_base": state.config.knowledge_base_repo,
+                "external_agents": {
+                    "dependency_orchestrator": api.orchestrator_url,
+                    "pattern_miner": api.pattern_miner_url,
+                },
+                "architecture": "modular",
+                "skill_count": state.skills.len(),
+                "implementation": format!("nexusd {}", env!("CARGO_PKG_VERSION")),
+            },
+        }),
+    )
+}
+
+/// Reads a JSON object body of at most [`MAX_BODY_BYTES`]; the error is the response to send.
+async fn read_object(body: Body) -> Result<Map<String, Value>, Response> {
+    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|_| {
+            json_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                json!({"success": false, "error": "Request body too large: the limit is 1 MiB"}),
+            )
+        })?;
+    let invalid = |why: String| {
+        json_response(
+            StatusCode::BAD_REQUEST,
+            json!({"success": false, "error": format!("Invalid request body: {why}")}),
+        )
+    };
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(other) => Err(invalid(format!(
+            "expected a JSON object, got {}",
+            kind(&other)
+        ))),
+        Err(e) => Err(invalid(e.to_string())),
+    }
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// `POST /a2a/execute` with `{"skill_id", "input"}`.
+async fn execute(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let started = Instant::now();
+    let mut request = match read_object(body).await {
+        Ok(map) => map,
+        Err(response) => return response,
+    };
+    let skill_id = match request.remove("skill_id") {
+        Some(Value::String(id)) if !id.is_empty() => id,
+        None | Some(Value::Null) | Some(Value::String(_)) => {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                json!({"success": false, "error": "Missing required field: skill_id"}),
+            );
+        }
+        Some(other) => {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                json!({"success": false, "error": format!("Invalid request body: 'skill_id' must be a string, got {}", kind(&other))}),
+            );
+        }
+    };
+    let mut input = match request.remove("input") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(map)) => map,
+        Some(other) => {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                json!({"success": false, "error": format!("Invalid request body: 'input' must be an object, got {}", kind(&other))}),
+            );
+        }
+    };
+
+    let Some(skill) = state.skills.get(&skill_id) else {
+        let mut body = json!({
+            "success": false,
+            "error": format!("Unknown skill: {skill_id}"),
+            "available_skills": state.skills.ids(),
+        });
+        stamp(&mut body, started);
+        return json_response(StatusCode::OK, body);
+    };
+
+    // Credentials before input validation, as the original did.
+    if state.skills.is_protected(skill)
+        && let Err(failure) = state.auth.verify(headers.get(AUTHORIZATION)).await
+    {
+        tracing::warn!(skill = skill.id, reason = %failure, "authentication failed");
+        return json_response(
+            StatusCode::UNAUTHORIZED,
+            json!({
+                "success": false,
+                "error": "Authentication required",
+                "message": format!("Skill '{}' requires A2A authentication", skill.id),
+                "skill": skill.id,
+            }),
+        );
+    }
+
+    skill.apply_aliases(&mut input);
+    let (status, body) = run_skill(&state, skill, input, started).await;
+    json_response(status, body)
+}
+
+/// Validates and runs one skill; returns the HTTP status and the full response body.
+async fn run_skill(
+    state: &AppState,
+    skill: &Skill,
+    input: Map<String, Value>,
+    started: Instant,
+) -> (StatusCode, Value) {
+    let outcome = if let Err(problem) = schema::validate(&skill.input_schema, &input) {
+        Err(SkillError::Invalid(problem))
+    } else if let Some(reason) = skill.uses_database.then(|| unready_reason(state)).flatten() {
+        Err(SkillError::Unavailable(reason))
+    } else {
+        let ctx = SkillContext {
+            state: state.clone(),
+        };
+        match tokio::time::timeout(SKILL_TIMEOUT, (skill.handler)(ctx, input)).await {
+            // The pool only says it timed out; say why the database cannot be reached.
+            Ok(Err(SkillError::Unavailable(_))) => {
+                Err(SkillError::Unavailable(state.db.unavailable_reason().await))
+            }
+            Ok(result) => result,
+            Err(_) => Err(SkillError::Internal(format!(
+                "the skill did not finish within {} s",
+                SKILL_TIMEOUT.as_secs()
+            ))),
+        }
+    };
+
+    let (status, mut body) = match outcome {
+        Ok(output) => {
+            let mut body = Map::from_iter([("success".to_string(), Value::Bool(true))]);
+            body.extend(output);
+            (StatusCode::OK, Value::Object(body))
+        }
+        Err(error) => {
+            let (status, message, extra) = match error {
+                SkillError::Invalid(message) | SkillError::Internal(message) => {
+                    (StatusCode::OK, message, Map::new())
+                }
+                SkillError::Failed { error, extra } => (StatusCode::OK, error, extra),
+                SkillError::Unavailable(reason) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("Database unavailable: {reason}"),
+                    Map::new(),
+                ),
+            };
+            let mut body = Map::from_iter([
+                ("success".to_string(), Value::Bool(false)),
+                ("error".to_string(), Value::String(message)),
+                ("skill_id".to_string(), Value::String(skill.id.to_string())),
+            ]);
+            body.extend(skill.empty_keys());
+            body.extend(extra);
+            (status, Value::Object(body))
+        }
+    };
+    stamp(&mut body, started);
+    let outcome = if status == StatusCode::OK && body["success"] == true {
+        "success"
+    } else if status == StatusCode::OK {
+        "failure"
+    } else {
+        "unavailable"
+    };
+    tracing::info!(
+        skill = skill.id,
+        outcome,
+        ms = started.elapsed().as_millis() as u64,
+        "skill"
+    );
+    (status, body)
+}
+
+/// Why database skills cannot run now, if they cannot.
+fn unready_reason(state: &AppState) -> Option<String> {
+    match &*state.readiness.borrow() {
+        Readiness::Ready(_) => None,
+        Readiness::Starting => {
+            Some("the database is not ready yet (bootstrap has not finished)".into())
+        }
+        Readiness::Failed { error, .. } => Some(error.clone()),
+    }
+}
+
+/// Adds `timestamp` (RFC 3339, UTC) and `execution_time_ms` to a response body.
+fn stamp(body: &mut Value, started: Instant) {
+    if let Value::Object(map) = body {
+        map.insert("timestamp".into(), Value::String(now_rfc3339()));
+        let ms = (started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
+        map.insert("execution_time_ms".into(), json!(ms));
+    }
+}
+
+/// `POST /a2a/cancel`: skills run synchronously within their request, so there is never a task
+/// to cancel; the answer keeps the original's shape.
+async fn cancel(body: Body) -> Response {
+    let mut request = match read_object(body).await {
+        Ok(map) => map,
+        Err(response) => return response,
+    };
+    match request.remove("task_id") {
+        Some(Value::String(id)) if !id.is_empty() => json_response(
+            StatusCode::OK,
+            json!({
+                "success": true,
+                "task_id": id,
+                "status": "cancelled",
+                "message": "Task cancelled successfully (skills run within their request; nothing was left running)",
+            }),
+        ),
+        _ => json_response(
+            StatusCode::BAD_REQUEST,
+            json!({"success": false, "error": "Missing required field: task_id"}),
+        ),
+    }
 }
 
 /// Current time as RFC 3339 in UTC with microseconds, e.g. `2026-11-24T05:03:00.123456Z`.

@@ -333,6 +333,48 @@ impl Nexusd {
         Some((status, body))
     }
 
+    /// Runs a skill over `POST /a2a/execute`.
+    pub async fn exec(&self, skill: &str, input: serde_json::Value) -> (u16, serde_json::Value) {
+        self.exec_with(skill, input, None).await
+    }
+
+    /// Runs a skill with an `Authorization` header value.
+    pub async fn exec_with(
+        &self,
+        skill: &str,
+        input: serde_json::Value,
+        authorization: Option<&str>,
+    ) -> (u16, serde_json::Value) {
+        let mut request = http()
+            .post(format!("{}/a2a/execute", self.api))
+            .json(&serde_json::json!({"skill_id": skill, "input": input}));
+        if let Some(value) = authorization {
+            request = request.header("Authorization", value);
+        }
+        let response = request.send().await.expect("POST /a2a/execute");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("a JSON body"))
+    }
+
+    /// Runs a skill that must succeed, returning its body.
+    pub async fn ok(&self, skill: &str, input: serde_json::Value) -> serde_json::Value {
+        let (status, body) = self.exec(skill, input.clone()).await;
+        assert!(
+            status == 200 && body["success"] == true,
+            "{skill} {input} failed: {status} {body}"
+        );
+        body
+    }
+
+    /// Starts `nexusd serve` on `database_url` and waits until it is healthy.
+    pub async fn ready(database_url: &str, vars: &[(&str, &str)]) -> Self {
+        let mut all = vec![("DATABASE_URL", database_url)];
+        all.extend_from_slice(vars);
+        let nexusd = Self::serve(&all);
+        nexusd.wait_health(200, Duration::from_secs(60)).await;
+        nexusd
+    }
+
     /// Polls `/health` until `want` status, failing with the log after `limit`.
     pub async fn wait_health(&self, want: u16, limit: Duration) -> serde_json::Value {
         let deadline = Instant::now() + limit;

@@ -1,0 +1,90 @@
+//! The knowledge-base store: every SQL statement the skills run, grouped by the tables it owns.
+//! Handlers never write SQL; they call these functions inside a transaction (writes) or a
+//! read-only snapshot (multi-query reads). All values are bound parameters.
+
+pub mod activity;
+pub mod knowledge;
+pub mod patterns;
+pub mod repositories;
+pub mod runtime;
+
+use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+
+/// Starts a read-only REPEATABLE READ transaction: several queries, one consistent snapshot.
+pub async fn snapshot(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
+}
+
+/// The repository's id, creating it (with a NULL problem domain) when it does not exist yet.
+/// Safe under concurrency: the insert waits for a concurrent one and then does nothing, and
+/// the following statement sees the committed row.
+pub async fn ensure_repository(conn: &mut PgConnection, name: &str) -> Result<i32, sqlx::Error> {
+    sqlx::query("INSERT INTO repositories (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
+        .bind(name)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query_scalar("SELECT id FROM repositories WHERE name = $1")
+        .bind(name)
+        .fetch_one(&mut *conn)
+        .await
+}
+
+pub async fn repository_id(
+    conn: &mut PgConnection,
+    name: &str,
+) -> Result<Option<i32>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM repositories WHERE name = $1")
+        .bind(name)
+        .fetch_optional(conn)
+        .await
+}
+
+pub async fn repository_names(conn: &mut PgConnection) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT name::text FROM repositories ORDER BY name")
+        .fetch_all(conn)
+        .await
+}
+
+/// A `timestamptz` as the original rendered it: ISO 8601 with `+00:00`.
+pub fn iso(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, false)
+}
+
+pub fn iso_opt(t: Option<DateTime<Utc>>) -> Option<String> {
+    t.map(iso)
+}
+
+/// A `timestamp` (no zone) as ISO 8601 without an offset.
+pub fn iso_naive(t: NaiveDateTime) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.6f").to_string()
+}
+
+/// Escapes `%`, `_` and `\` for a LIKE pattern.
+pub fn like_escape(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn timestamps_render_like_the_original() {
+        let t = Utc.with_ymd_and_hms(2026, 11, 23, 20, 26, 38).unwrap();
+        assert_eq!(iso(t), "2026-11-23T20:26:38.000000+00:00");
+        assert_eq!(iso_naive(t.naive_utc()), "2026-11-23T20:26:38.000000");
+    }
+
+    #[test]
+    fn like_patterns_are_escaped() {
+        assert_eq!(like_escape("50%_a\\b"), "50\\%\\_a\\\\b");
+    }
+}
