@@ -17,11 +17,12 @@ use crate::db::cluster::{self, Cluster, ClusterSpec, Postmaster, StateLock};
 use crate::skills::auth::Authenticator;
 use crate::skills::registry::Registry;
 
-/// Requests in flight get this long to finish after SIGTERM (systemd waits 90 s by default;
-/// the whole shutdown stays under 10 s).
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
-const POOL_CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
-const CLUSTER_STOP_GRACE: Duration = Duration::from_secs(5);
+/// Shutdown budget, 10 s in all: requests in flight get `DRAIN_TIMEOUT` to finish, pooled
+/// connections `POOL_CLOSE_TIMEOUT` to close, and the embedded PostgreSQL `CLUSTER_STOP_GRACE`
+/// for a fast shutdown before [`Postmaster::stop`] escalates (at most 2 s more).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+const POOL_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+const CLUSTER_STOP_GRACE: Duration = Duration::from_secs(4);
 const MAX_BOOTSTRAP_BACKOFF: Duration = Duration::from_secs(60);
 
 /// Where the schema stands, as `/health` reports it.
@@ -116,6 +117,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<()> {
         supervisor = Some(tokio::spawn(cluster::supervise(
             cluster.clone(),
             cluster::EMBEDDED_DATABASE.to_string(),
+            CLUSTER_STOP_GRACE,
             cluster_stop.clone(),
             move |pid| {
                 tracing::debug!(pid, "embedded PostgreSQL running");
@@ -173,7 +175,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<()> {
     }
     cluster_stop.cancel();
     if let Some(supervisor) = supervisor {
-        let limit = CLUSTER_STOP_GRACE + Duration::from_secs(2);
+        let limit = CLUSTER_STOP_GRACE + Duration::from_millis(2500);
         if tokio::time::timeout(limit, supervisor).await.is_err() {
             tracing::error!("the embedded PostgreSQL did not stop in time");
         }
@@ -242,9 +244,13 @@ fn log_report(report: &BootstrapReport) {
     }
 }
 
-/// `nexusd bootstrap`: one attempt, no retries. With the embedded cluster, uses the running one
-/// (a `nexusd serve` may own it) or starts it just for this run.
-pub async fn bootstrap_once(config: &Config) -> Result<BootstrapReport> {
+/// Runs `work` for a one-off command (`bootstrap`, `import-json`, …) against the configured
+/// database, bootstrapped first. With the embedded cluster, uses the running one (a `nexusd
+/// serve` may own it) or starts it just for the command and stops it afterwards.
+pub async fn with_database<T>(
+    config: &Config,
+    work: impl AsyncFnOnce(&Database, BootstrapReport) -> Result<T>,
+) -> Result<T> {
     let target = target(config)?;
     let mut own = None;
     let mut _lock = None;
@@ -260,16 +266,23 @@ pub async fn bootstrap_once(config: &Config) -> Result<BootstrapReport> {
         };
         own = Some(start_embedded(cluster).await?);
     }
-    let result = bootstrap::run(
-        &target.options,
-        &target.display,
-        config.database.bootstrap.as_ref(),
-    )
+    let result = async {
+        let report = bootstrap::run(
+            &target.options,
+            &target.display,
+            config.database.bootstrap.as_ref(),
+        )
+        .await?;
+        let db = Database::new(target.options.clone(), &config.database);
+        let outcome = work(&db, report).await;
+        db.close().await;
+        outcome
+    }
     .await;
     if let Some(postmaster) = own {
         postmaster.stop(CLUSTER_STOP_GRACE).await?;
     }
-    Ok(result?)
+    result
 }
 
 /// Starts the embedded cluster for a one-off command (initialising it on first use).

@@ -58,6 +58,27 @@ Dev-Nexus knowledge-base schema. Idempotent: a second run changes nothing. With 
 cluster, uses the running one or starts it for the duration of the command.")]
     Bootstrap,
 
+    /// Load a Dev-Nexus JSON knowledge base (knowledge_base.json) into the database
+    #[command(
+        name = "import-json",
+        long_about = "\
+Load a Dev-Nexus JSON knowledge base — the knowledge_base.json the original GitHub Action wrote —
+from a file, '-' (standard input) or an http(s) URL: repositories with their patterns, keywords,
+decisions, reusable components, dependencies, deployment information, lessons and history.
+
+Each repository is written in its own transaction; re-running the import changes nothing that is
+already there. Records that cannot be stored (a repository name that is not owner/repo, a pattern
+without a name, …) are skipped and listed with the reason. Exits 1 if any repository failed.
+Pattern embeddings are not computed here: run `nexusd embed` afterwards."
+    )]
+    ImportJson {
+        /// Path, '-' for standard input, or http(s) URL of knowledge_base.json
+        source: String,
+        /// Report what would be written without writing anything
+        #[arg(long)]
+        dry_run: bool,
+    },
+
     /// Validate the configuration and check PostgreSQL; print what is wrong and how to fix it
     #[command(long_about = "\
 Validate every configuration variable, then check that PostgreSQL is reachable, recent enough,

@@ -9,6 +9,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod import;
 pub mod skills;
 pub mod systemd;
 pub mod telemetry;

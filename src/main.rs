@@ -51,7 +51,8 @@ fn main() -> ExitCode {
                 nexusd::app::serve(config, shutdown).await
             }
             Command::Bootstrap => {
-                let report = nexusd::app::bootstrap_once(&config).await?;
+                let report =
+                    nexusd::app::with_database(&config, async |_, report| Ok(report)).await?;
                 if report.applied_now.is_empty() {
                     println!(
                         "schema already current (migration {})",
@@ -76,6 +77,22 @@ fn main() -> ExitCode {
                     }
                 );
                 Ok(())
+            }
+            Command::ImportJson { source, dry_run } => {
+                let kb = nexusd::import::load(&source).await?;
+                let summary = nexusd::app::with_database(&config, async |db, _| {
+                    nexusd::import::run(db.pool(), &kb, dry_run).await
+                })
+                .await?;
+                print!("{}", summary.render(&source, dry_run));
+                if summary.failed.is_empty() {
+                    Ok(())
+                } else {
+                    Err(anyhow::anyhow!(
+                        "{} repositories could not be imported",
+                        summary.failed.len()
+                    ))
+                }
             }
             Command::Check => unreachable!("handled above"),
         }

@@ -274,7 +274,8 @@ async fn embedded_cluster_starts_recovers_stops_and_keeps_its_data() {
     assert!(took <= Duration::from_secs(10), "shutdown took {took:?}");
     assert!(
         !alive(restarted_pid),
-        "PostgreSQL still running after nexusd stopped"
+        "PostgreSQL still running after nexusd stopped\n{}",
+        nexusd.log_text()
     );
     assert!(
         !state.join("pg/postmaster.pid").exists(),

@@ -392,6 +392,18 @@ impl Cluster {
 
     /// Starts `postgres` as a child and waits until it accepts connections.
     pub async fn start(&self) -> Result<Postmaster> {
+        let mut postmaster = self.spawn()?;
+        match self.wait_ready(&mut postmaster).await {
+            Ok(()) => Ok(postmaster),
+            Err(e) => {
+                postmaster.stop(Duration::from_secs(5)).await.ok();
+                Err(e)
+            }
+        }
+    }
+
+    /// Starts `postgres` as a child, its output forwarded to our log.
+    pub fn spawn(&self) -> Result<Postmaster> {
         self.write_settings()?;
         self.private_dir(&self.spec.socket_dir)?;
         let mut cmd = self.command("postgres");
@@ -415,12 +427,21 @@ impl Cluster {
         if let Some(err) = child.stderr.take() {
             tokio::spawn(forward_log(err, tail.clone()));
         }
-        let mut postmaster = Postmaster { child, pid, tail };
+        Ok(Postmaster {
+            child,
+            pid,
+            tail,
+            exited: false,
+        })
+    }
 
+    /// Waits until a spawned server accepts connections (crash recovery may take a while).
+    pub async fn wait_ready(&self, postmaster: &mut Postmaster) -> Result<()> {
         let probe = self.connect_options("postgres").disable_statement_logging();
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Some(status) = postmaster.child.try_wait().context("watching postgres")? {
+                postmaster.exited = true;
                 // Let the log forwarders catch the last lines.
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 bail!(
@@ -436,13 +457,12 @@ impl Cluster {
                 break;
             }
             if Instant::now() > deadline {
-                postmaster.stop(Duration::from_secs(5)).await.ok();
                 bail!("postgres did not accept connections within {START_TIMEOUT:?}");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        tracing::info!(pid = pid.as_raw(), socket = %self.spec.socket_path().display(), "PostgreSQL is up");
-        Ok(postmaster)
+        tracing::info!(pid = postmaster.pid(), socket = %self.spec.socket_path().display(), "PostgreSQL is up");
+        Ok(())
     }
 
     /// Creates `database` if it does not exist yet.
@@ -585,12 +605,27 @@ impl Cluster {
     }
 }
 
-/// A running `postgres` child.
+/// A running `postgres` child. Dropped without [`Postmaster::stop`] (e.g. a start abandoned at
+/// shutdown), it still gets an immediate-shutdown signal rather than being left behind.
 #[derive(Debug)]
 pub struct Postmaster {
     child: Child,
     pid: Pid,
     tail: Arc<Mutex<VecDeque<String>>>,
+    /// Set once the process has been reaped, so its PID is never signalled again.
+    exited: bool,
+}
+
+impl Drop for Postmaster {
+    fn drop(&mut self) {
+        if !self.exited && matches!(self.child.try_wait(), Ok(None)) {
+            tracing::warn!(
+                pid = self.pid.as_raw(),
+                "abandoning a starting PostgreSQL: immediate shutdown"
+            );
+            let _ = kill(self.pid, Signal::SIGQUIT);
+        }
+    }
 }
 
 impl Postmaster {
@@ -600,18 +635,22 @@ impl Postmaster {
 
     /// Waits until the server exits on its own.
     pub async fn wait(&mut self) -> Result<ExitStatus> {
-        self.child.wait().await.context("waiting for postgres")
+        let status = self.child.wait().await.context("waiting for postgres")?;
+        self.exited = true;
+        Ok(status)
     }
 
     /// Fast shutdown (SIGINT: disconnect clients, checkpoint, exit); immediate shutdown
-    /// (SIGQUIT) if that takes longer than `grace`, SIGKILL as a last resort.
+    /// (SIGQUIT, safe: the next start replays the WAL) if that takes longer than `grace`, SIGKILL
+    /// as a last resort. Takes at most `grace` + 2 s.
     pub async fn stop(mut self, grace: Duration) -> Result<()> {
         for (signal, wait) in [
             (Signal::SIGINT, grace),
-            (Signal::SIGQUIT, Duration::from_secs(2)),
-            (Signal::SIGKILL, Duration::from_secs(2)),
+            (Signal::SIGQUIT, Duration::from_secs(1)),
+            (Signal::SIGKILL, Duration::from_secs(1)),
         ] {
             if let Some(status) = self.child.try_wait()? {
+                self.exited = true;
                 tracing::debug!(%status, "postgres already stopped");
                 return Ok(());
             }
@@ -619,6 +658,7 @@ impl Postmaster {
             let _ = kill(self.pid, signal);
             if let Ok(status) = tokio::time::timeout(wait, self.child.wait()).await {
                 let status = status?;
+                self.exited = true;
                 tracing::info!(%status, ?signal, "PostgreSQL stopped");
                 return Ok(());
             }
@@ -657,53 +697,25 @@ async fn forward_log(stream: impl AsyncRead + Unpin, tail: Arc<Mutex<VecDeque<St
 }
 
 /// Runs the cluster until `cancel`: initdb on first use, start, create `database`, restart with
-/// backoff whenever the server dies, fast shutdown at the end. `on_up` is told each start's PID.
+/// backoff whenever the server dies, shutdown (fast within `stop_grace`) at the end. `on_up` is
+/// told each start's PID.
 pub async fn supervise(
     cluster: Arc<Cluster>,
     database: String,
+    stop_grace: Duration,
     cancel: CancellationToken,
     on_up: impl Fn(i32) + Send + 'static,
 ) {
     const MAX_BACKOFF: Duration = Duration::from_secs(30);
     let mut backoff = Duration::from_secs(1);
     loop {
-        let started = async {
-            cluster.init_if_needed().await?;
-            let postmaster = cluster.start().await?;
-            if let Err(e) = cluster.ensure_database(&database).await {
-                postmaster.stop(Duration::from_secs(5)).await.ok();
-                return Err(e);
-            }
-            Ok::<_, anyhow::Error>(postmaster)
-        };
-        let outcome = tokio::select! {
-            r = started => r,
-            () = cancel.cancelled() => return,
-        };
-        match outcome {
-            Ok(mut postmaster) => {
-                on_up(postmaster.pid());
-                let up_since = Instant::now();
-                tokio::select! {
-                    status = postmaster.wait() => {
-                        if up_since.elapsed() > Duration::from_secs(60) {
-                            backoff = Duration::from_secs(1);
-                        }
-                        let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
-                        tracing::error!(
-                            %status,
-                            restart_in = ?backoff,
-                            last_output = %postmaster.log_tail(),
-                            "the embedded PostgreSQL exited unexpectedly; restarting it"
-                        );
-                    }
-                    () = cancel.cancelled() => {
-                        if let Err(e) = postmaster.stop(Duration::from_secs(5)).await {
-                            tracing::error!(error = %format!("{e:#}"), "stopping PostgreSQL");
-                        }
-                        return;
-                    }
+        match run_once(&cluster, &database, stop_grace, &cancel, &on_up).await {
+            Ok(Run::Stopped) => return,
+            Ok(Run::Died { uptime }) => {
+                if uptime > Duration::from_secs(60) {
+                    backoff = Duration::from_secs(1);
                 }
+                tracing::info!(restart_in = ?backoff, "restarting the embedded PostgreSQL");
             }
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), retry_in = ?backoff, "could not start the embedded PostgreSQL");
@@ -742,6 +754,68 @@ impl StateLock {
             Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
             Err((_, errno)) => Err(anyhow!("locking {}: {errno}", path.display())),
         }
+    }
+}
+
+/// How one run of the server ended.
+enum Run {
+    /// Shutdown was asked for and the server stopped.
+    Stopped,
+    /// The server exited on its own after `uptime`.
+    Died { uptime: Duration },
+}
+
+/// Starts the server once and runs it until it dies or `cancel`. Once `postgres` is spawned,
+/// shutdown always stops it properly, even in the middle of start-up.
+async fn run_once(
+    cluster: &Cluster,
+    database: &str,
+    stop_grace: Duration,
+    cancel: &CancellationToken,
+    on_up: &(impl Fn(i32) + Send),
+) -> Result<Run> {
+    tokio::select! {
+        r = cluster.init_if_needed() => { r?; }
+        () = cancel.cancelled() => return Ok(Run::Stopped),
+    }
+    let mut postmaster = cluster.spawn()?;
+    let ready = async {
+        cluster.wait_ready(&mut postmaster).await?;
+        cluster.ensure_database(database).await
+    };
+    let ready = tokio::select! {
+        r = ready => r,
+        () = cancel.cancelled() => {
+            stop_logged(postmaster, stop_grace).await;
+            return Ok(Run::Stopped);
+        }
+    };
+    if let Err(e) = ready {
+        postmaster.stop(Duration::from_secs(5)).await.ok();
+        return Err(e);
+    }
+    on_up(postmaster.pid());
+    let up_since = Instant::now();
+    tokio::select! {
+        status = postmaster.wait() => {
+            let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+            tracing::error!(
+                %status,
+                last_output = %postmaster.log_tail(),
+                "the embedded PostgreSQL exited unexpectedly; restarting it"
+            );
+            Ok(Run::Died { uptime: up_since.elapsed() })
+        }
+        () = cancel.cancelled() => {
+            stop_logged(postmaster, stop_grace).await;
+            Ok(Run::Stopped)
+        }
+    }
+}
+
+async fn stop_logged(postmaster: Postmaster, grace: Duration) {
+    if let Err(e) = postmaster.stop(grace).await {
+        tracing::error!(error = %format!("{e:#}"), "stopping PostgreSQL");
     }
 }
 

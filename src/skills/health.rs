@@ -14,8 +14,9 @@ use crate::bootstrap::latest_known_migration;
 /// Longer than the pool's acquire timeout, so the pool's own verdict arrives first.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(4);
 
-pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    let probe = tokio::time::timeout(
+/// The server version and pgvector version, or why the database cannot answer.
+async fn probe(state: &AppState) -> Result<(String, Option<String>), String> {
+    let answer = tokio::time::timeout(
         PROBE_TIMEOUT,
         sqlx::query_as::<_, (String, Option<String>)>(
             "SELECT split_part(version(), ',', 1),
@@ -24,13 +25,23 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
         .fetch_one(state.db.pool()),
     )
     .await;
-    let probe = match probe {
+    match answer {
         Ok(Ok(row)) => Ok(row),
         Ok(Err(sqlx::Error::PoolTimedOut)) | Err(_) => Err(state.db.unavailable_reason().await),
         Ok(Err(e)) => Err(e.to_string()),
+    }
+}
+
+pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let readiness = state.readiness.borrow().clone();
+    // Until the first bootstrap attempt ends (the embedded cluster may still be initialising),
+    // there is nothing to probe yet.
+    let probe = if matches!(readiness, Readiness::Starting) {
+        Err("nexusd is starting: waiting for the database".to_string())
+    } else {
+        probe(&state).await
     };
 
-    let readiness = state.readiness.borrow().clone();
     let migrations = match &readiness {
         Readiness::Ready(report) => json!({
             "status": "current",

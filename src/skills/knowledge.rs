@@ -2,7 +2,6 @@
 //! `update_dependency_info`, `add_deployment_info`. Each runs in one transaction that first
 //! ensures the repository exists.
 
-use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -11,7 +10,7 @@ use super::registry::{
     repository_schema,
 };
 use super::store::knowledge::{NewDependency, NewDeployment, NewLesson};
-use super::store::{self, iso_naive, knowledge};
+use super::store::{self, iso_naive, knowledge, parse_datetime};
 
 pub const LESSON_CATEGORIES: [&str; 5] = [
     "performance",
@@ -341,18 +340,6 @@ struct DeploymentInfo {
     last_deployed: Option<String>,
 }
 
-/// ISO 8601 with or without an offset (naive times are taken as UTC).
-pub fn parse_datetime(text: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(text)
-        .map(|t| t.with_timezone(&Utc))
-        .ok()
-        .or_else(|| {
-            NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
-                .ok()
-                .map(|t| t.and_utc())
-        })
-}
-
 async fn run_add_deployment(
     ctx: SkillContext,
     input: Map<String, Value>,
@@ -408,13 +395,5 @@ mod tests {
             Some(("g/h".into(), None))
         );
         assert_eq!(item_name(&json!(3)), None);
-    }
-
-    #[test]
-    fn deployment_times_with_or_without_offset() {
-        assert!(parse_datetime("2026-11-20T10:00:00Z").is_some());
-        assert!(parse_datetime("2026-11-20T10:00:00.123+02:00").is_some());
-        assert!(parse_datetime("2026-11-20T10:00:00").is_some());
-        assert!(parse_datetime("yesterday").is_none());
     }
 }

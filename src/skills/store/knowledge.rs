@@ -96,11 +96,14 @@ pub async fn add_dependencies(
     let versions: Vec<Option<&str>> = deps.iter().map(|d| d.version.as_deref()).collect();
     let result = sqlx::query(
         "INSERT INTO dependencies (repo_id, dependency_name, dependency_type, dependency_version)
-         SELECT DISTINCT ON (d.name, d.kind) $1, d.name, d.kind, d.version
-           FROM unnest($2::text[], $3::text[], $4::text[]) AS d(name, kind, version)
+         SELECT $1, u.name, u.kind, u.version
+           FROM (SELECT DISTINCT ON (d.name, d.kind) d.name, d.kind, d.version, d.ord
+                   FROM unnest($2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS d(name, kind, version, ord)
+                  ORDER BY d.name, d.kind, d.ord) u
           WHERE NOT EXISTS (SELECT 1 FROM dependencies x
-                             WHERE x.repo_id = $1 AND x.dependency_name = d.name
-                               AND x.dependency_type IS NOT DISTINCT FROM d.kind)",
+                             WHERE x.repo_id = $1 AND x.dependency_name = u.name
+                               AND x.dependency_type IS NOT DISTINCT FROM u.kind)
+          ORDER BY u.ord",
     )
     .bind(repo_id)
     .bind(names)

@@ -3,6 +3,7 @@
 //! read-only snapshot (multi-query reads). All values are bound parameters.
 
 pub mod activity;
+pub mod analysis;
 pub mod knowledge;
 pub mod patterns;
 pub mod repositories;
@@ -64,6 +65,26 @@ pub fn iso_naive(t: NaiveDateTime) -> String {
     t.format("%Y-%m-%dT%H:%M:%S%.6f").to_string()
 }
 
+/// ISO 8601 with or without an offset (naive times are taken as UTC), or a bare date.
+pub fn parse_datetime(text: &str) -> Option<DateTime<Utc>> {
+    let text = text.trim();
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .ok()
+        .or_else(|| {
+            NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
+                .or_else(|_| NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f"))
+                .ok()
+                .map(|t| t.and_utc())
+        })
+        .or_else(|| {
+            chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                .ok()
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .map(|t| t.and_utc())
+        })
+}
+
 /// Escapes `%`, `_` and `\` for a LIKE pattern.
 pub fn like_escape(text: &str) -> String {
     text.replace('\\', "\\\\")
@@ -81,6 +102,19 @@ mod tests {
         let t = Utc.with_ymd_and_hms(2026, 11, 23, 20, 26, 38).unwrap();
         assert_eq!(iso(t), "2026-11-23T20:26:38.000000+00:00");
         assert_eq!(iso_naive(t.naive_utc()), "2026-11-23T20:26:38.000000");
+    }
+
+    #[test]
+    fn datetimes_with_or_without_offset() {
+        assert!(parse_datetime("2026-11-20T10:00:00Z").is_some());
+        assert!(parse_datetime("2026-11-20T10:00:00.123+02:00").is_some());
+        assert!(parse_datetime("2026-11-20T10:00:00").is_some());
+        assert!(parse_datetime("2026-11-20 10:00:00.5").is_some());
+        assert_eq!(
+            parse_datetime("2026-11-20").map(iso).as_deref(),
+            Some("2026-11-20T00:00:00.000000+00:00")
+        );
+        assert!(parse_datetime("yesterday").is_none());
     }
 
     #[test]

@@ -1,0 +1,252 @@
+//! `nexusd import-json` against a real database: the example knowledge base lands where the
+//! skills read it, a second run changes nothing, dry runs write nothing, URLs work, and bad input
+//! is refused with a clear message.
+
+mod support;
+
+use std::path::PathBuf;
+
+use axum::Router;
+use axum::routing::get;
+use serde_json::json;
+use support::{Nexusd, nexusd_command, shared_db};
+
+fn fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/knowledge_base.json")
+}
+
+fn import(url: &str, args: &[&str]) -> (bool, String, String) {
+    let mut all = vec!["import-json"];
+    all.extend_from_slice(args);
+    let output = nexusd_command(&all, &[("DATABASE_URL", url)])
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).to_string(),
+        String::from_utf8_lossy(&output.stderr).to_string(),
+    )
+}
+
+/// The counts line of one kind in the summary table.
+fn row(summary: &str, kind: &str) -> Vec<u64> {
+    let line = summary
+        .lines()
+        .find(|l| l.starts_with(kind))
+        .unwrap_or_else(|| panic!("no {kind} line in:\n{summary}"));
+    line[kind.len()..]
+        .split_whitespace()
+        .map(|n| n.parse().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_example_knowledge_base_lands_where_the_skills_read_it() {
+    let db = shared_db().await;
+    let path = fixture();
+    let (ok, out, err) = import(&db.url(), &[path.to_str().unwrap()]);
+    assert!(ok, "{out}\n{err}");
+    assert_eq!(row(&out, "repositories"), [3, 0, 1]);
+    assert_eq!(row(&out, "patterns"), [5, 0, 0]);
+    assert_eq!(row(&out, "keyword links"), [16, 0, 0]);
+    assert_eq!(row(&out, "decisions"), [2, 0, 0]);
+    assert_eq!(row(&out, "components"), [1, 0, 0]);
+    assert_eq!(row(&out, "dependencies"), [4, 0, 0]);
+    assert_eq!(row(&out, "deployments"), [1, 0, 0]);
+    assert_eq!(row(&out, "lessons"), [2, 0, 0]);
+    assert_eq!(row(&out, "history"), [2, 0, 0]);
+    assert!(
+        out.contains("not-a-repository: the repository name is not of the form owner/repo"),
+        "{out}"
+    );
+    assert!(
+        out.contains("acme/payments-api: pattern 3: no name"),
+        "{out}"
+    );
+    assert!(
+        out.contains("acme/empty: 1 keywords: the repository has no pattern to attach them to"),
+        "{out}"
+    );
+
+    let nexusd = Nexusd::ready(&db.url(), &[]).await;
+    let list = nexusd
+        .ok("get_repository_list", json!({"include_metadata": false}))
+        .await;
+    assert_eq!(
+        list["repositories"],
+        json!(["acme/empty", "acme/payments-api", "acme/web"])
+    );
+
+    // Repository keywords became pattern keywords: keyword search finds them.
+    let q = nexusd
+        .ok("query_patterns", json!({"keywords": ["RETRY"]}))
+        .await;
+    assert_eq!(q["matches"][0]["repository"], "acme/payments-api");
+    let auth = nexusd
+        .ok("query_patterns", json!({"keywords": ["auth"]}))
+        .await;
+    assert_eq!(auth["total_matches"], 2);
+
+    let cross = nexusd.ok("get_cross_repo_patterns", json!({})).await;
+    assert_eq!(cross["total_patterns"], 2);
+
+    let info = nexusd
+        .ok(
+            "get_deployment_info",
+            json!({"repository": "acme/payments-api", "include_history": true}),
+        )
+        .await;
+    assert_eq!(info["deployment"]["ci_cd_platform"], "cloud_build");
+    assert_eq!(
+        info["deployment"]["infrastructure"]["region"],
+        "us-central1"
+    );
+    assert_eq!(
+        info["deployment"]["reusable_components"][0]["api_contract"],
+        "get(url) -> Response"
+    );
+    assert_eq!(info["lessons_learned"].as_array().unwrap().len(), 2);
+    assert_eq!(info["lessons_learned"][0]["lesson"], "Batch inserts");
+    assert_eq!(info["lessons_learned"][0]["recorded_by"], "ops-bot");
+    assert_eq!(
+        info["dependencies"]["consumers"][0]["repository"],
+        "acme/web"
+    );
+    assert_eq!(
+        info["dependencies"]["external_dependencies"],
+        json!(["fastapi", "asyncpg", "pydantic"])
+    );
+    assert_eq!(info["latest_patterns"]["problem_domain"], "payments");
+    assert_eq!(info["latest_patterns"]["commit_sha"], "a1b2c3d");
+    assert_eq!(
+        info["latest_patterns"]["analyzed_at"],
+        "2026-01-10T08:00:00.000000+00:00"
+    );
+    assert_eq!(info["history"][0]["commit_sha"], "0ldc0de");
+    assert_eq!(info["history"][0]["patterns_count"], 2);
+    let pool = db.pool().await;
+    let decision: (String, String) = sqlx::query_as(
+        "SELECT why, alternatives FROM technical_decisions WHERE what = 'Use PostgreSQL'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        decision,
+        ("One store for everything".into(), "MySQL, MongoDB".into())
+    );
+
+    // A second run changes nothing.
+    let before = digest(&pool).await;
+    let (ok, out, _) = import(&db.url(), &[path.to_str().unwrap()]);
+    assert!(ok);
+    assert!(
+        out.contains("0 repositories written, 3 unchanged, 1 skipped, 0 failed"),
+        "{out}"
+    );
+    for kind in [
+        "patterns",
+        "decisions",
+        "components",
+        "dependencies",
+        "deployments",
+        "lessons",
+        "history",
+    ] {
+        assert_eq!(row(&out, kind)[0], 0, "{kind} written again:\n{out}");
+    }
+    assert_eq!(
+        before,
+        digest(&pool).await,
+        "the second import changed rows"
+    );
+}
+
+async fn digest(pool: &sqlx::PgPool) -> String {
+    sqlx::query_scalar(
+        "SELECT string_agg(t, ';' ORDER BY t) FROM (
+            SELECT 'r' || md5(string_agg(r::text, ',' ORDER BY r.id)) AS t FROM repositories r
+            UNION ALL SELECT 'p' || md5(string_agg(p::text, ',' ORDER BY p.id)) FROM patterns p
+            UNION ALL SELECT 'k' || md5(string_agg(k::text, ',' ORDER BY k.pattern_id, k.keyword_id)) FROM pattern_keywords k
+            UNION ALL SELECT 'd' || md5(string_agg(d::text, ',' ORDER BY d.id)) FROM dependencies d
+            UNION ALL SELECT 's' || md5(string_agg(s::text, ',' ORDER BY s.id)) FROM deployment_scripts s
+            UNION ALL SELECT 'l' || md5(string_agg(l::text, ',' ORDER BY l.id)) FROM lessons_learned l
+            UNION ALL SELECT 'h' || md5(string_agg(h::text, ',' ORDER BY h.id)) FROM analysis_history h
+            UNION ALL SELECT 'c' || md5(string_agg(c::text, ',' ORDER BY c.id)) FROM reusable_components c) x",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn dry_run_and_urls() {
+    let db = shared_db().await;
+    let path = fixture();
+    let (ok, out, _) = import(&db.url(), &["--dry-run", path.to_str().unwrap()]);
+    assert!(ok);
+    assert!(out.starts_with("would import"), "{out}");
+    assert_eq!(row(&out, "patterns"), [5, 0, 0]);
+    let pool = db.pool().await;
+    let repos: i64 = sqlx::query_scalar("SELECT count(*) FROM repositories")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(repos, 0, "a dry run wrote");
+
+    // Served over HTTP, like the original's raw.githubusercontent.com URL.
+    let body = std::fs::read_to_string(&path).unwrap();
+    let app = Router::new().route("/kb.json", get(move || async move { body }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+    let url = format!("http://{addr}/kb.json");
+    let db_url = db.url();
+    let (ok, out, err) = tokio::task::spawn_blocking(move || import(&db_url, &[&url]))
+        .await
+        .unwrap();
+    assert!(ok, "{err}");
+    assert_eq!(row(&out, "repositories"), [3, 0, 1]);
+
+    let missing = format!("http://{addr}/nope.json");
+    let db_url = db.url();
+    let (ok, _, err) = tokio::task::spawn_blocking(move || import(&db_url, &[&missing]))
+        .await
+        .unwrap();
+    assert!(!ok);
+    assert!(err.contains("HTTP 404"), "{err}");
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_and_nothing_is_written() {
+    let db = shared_db().await;
+    let dir = tempfile::tempdir().unwrap();
+    let not_json = dir.path().join("broken.json");
+    std::fs::write(&not_json, "{ not json").unwrap();
+    let (ok, _, err) = import(&db.url(), &[not_json.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(err.contains("is not valid JSON"), "{err}");
+
+    let wrong = dir.path().join("wrong.json");
+    std::fs::write(&wrong, r#"{"projects": {}}"#).unwrap();
+    let (ok, _, err) = import(&db.url(), &[wrong.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(err.contains("not a Dev-Nexus knowledge base"), "{err}");
+
+    let (ok, _, err) = import(&db.url(), &["/no/such/file.json"]);
+    assert!(!ok);
+    assert!(err.contains("reading /no/such/file.json"), "{err}");
+
+    let pool = db.pool().await;
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('repositories') IS NOT NULL")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    if exists {
+        let repos: i64 = sqlx::query_scalar("SELECT count(*) FROM repositories")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(repos, 0);
+    }
+}
