@@ -200,6 +200,16 @@ pub async fn run(pool: &PgPool, kb: &Value, dry_run: bool) -> Result<Summary> {
             }
         }
     }
+    if !dry_run && summary.repositories.written + summary.patterns.written > 0 {
+        // A bulk load leaves the planner's statistics behind until autovacuum notices.
+        sqlx::raw_sql(
+            "ANALYZE repositories, patterns, keywords, pattern_keywords, technical_decisions, \
+             reusable_components, dependencies, deployment_scripts, lessons_learned, analysis_history",
+        )
+        .execute(pool)
+        .await
+        .context("updating planner statistics after the import")?;
+    }
     Ok(summary)
 }
 

@@ -22,19 +22,24 @@ pub struct RepositorySummary {
     pub keywords: Vec<String>,
 }
 
+/// Every repository with its pattern count and top keywords, by name. One pass over the
+/// pattern-keyword links (aggregated by id, joined to the keyword text last), not one query per
+/// repository.
 pub async fn summaries(conn: &mut PgConnection) -> Result<Vec<RepositorySummary>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT r.name::text AS name, r.problem_domain, r.last_analyzed,
-                (SELECT count(*) FROM patterns p WHERE p.repo_id = r.id) AS pattern_count,
-                ARRAY(SELECT k.keyword::text
-                        FROM patterns p
-                        JOIN pattern_keywords pk ON pk.pattern_id = p.id
-                        JOIN keywords k ON k.id = pk.keyword_id
-                       WHERE p.repo_id = r.id
-                       GROUP BY k.keyword
-                       ORDER BY count(*) DESC, k.keyword
-                       LIMIT 5) AS keywords
+        "WITH counts AS (SELECT repo_id, count(*) AS n FROM patterns GROUP BY repo_id),
+              usage AS (SELECT p.repo_id, pk.keyword_id, count(*) AS uses
+                          FROM patterns p JOIN pattern_keywords pk ON pk.pattern_id = p.id
+                         GROUP BY p.repo_id, pk.keyword_id),
+              ranked AS (SELECT u.repo_id, k.keyword,
+                                row_number() OVER (PARTITION BY u.repo_id ORDER BY u.uses DESC, k.keyword) AS rank
+                           FROM usage u JOIN keywords k ON k.id = u.keyword_id)
+         SELECT r.name::text AS name, r.problem_domain, r.last_analyzed, coalesce(c.n, 0) AS pattern_count,
+                coalesce(array_agg(k.keyword::text ORDER BY k.rank) FILTER (WHERE k.rank IS NOT NULL), '{}') AS keywords
            FROM repositories r
+           LEFT JOIN counts c ON c.repo_id = r.id
+           LEFT JOIN ranked k ON k.repo_id = r.id AND k.rank <= 5
+          GROUP BY r.id, c.n
           ORDER BY r.name",
     )
     .fetch_all(conn)
