@@ -1,0 +1,79 @@
+//! The deployment files (systemd unit, cloud-init user-data, terraform, provisioning scripts),
+//! checked by the Python scripts in `tests/deploy/`: one test per check, run with the test
+//! virtualenv's Python (`NEXUSD_TEST_VENV`, default `/opt/nexusd-test-venv`, made by
+//! `scripts/setup-debian --test` with python-hcl2). The tools they drive must be installed:
+//! `systemd-analyze` (Debian `systemd`), `cloud-init`, `shellcheck`; a missing one fails the
+//! test with the package to install. Only `terraform`, which Debian does not package, may be
+//! missing: its checks then report a skip (exit 77) instead of failing.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Exit status of a check that cannot run here for a reason that is not a failure.
+const SKIPPED: i32 = 77;
+
+fn python() -> PathBuf {
+    let venv = std::env::var_os("NEXUSD_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/opt/nexusd-test-venv"));
+    let python = venv.join("bin/python");
+    assert!(
+        python.is_file(),
+        "{} not found: run `scripts/setup-debian --test` as root (it creates the test virtualenv \
+         with python-hcl2), or set NEXUSD_TEST_VENV",
+        python.display()
+    );
+    python
+}
+
+/// Runs `tests/deploy/<script>` with `args`; panics with its report unless every assertion held.
+fn run_check(script: &str, args: &[&str]) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/deploy");
+    let output = Command::new(python())
+        .arg(dir.join(script))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .unwrap_or_else(|e| panic!("could not run {script}: {e}"));
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    match output.status.code() {
+        Some(0) => {}
+        Some(SKIPPED) => eprintln!("{script} skipped:\n{report}"),
+        _ => panic!("{script} failed ({}):\n{report}", output.status),
+    }
+}
+
+#[test]
+fn systemd_unit_passes_systemd_analyze_verify_and_is_hardened() {
+    run_check("check_systemd.py", &[env!("CARGO_BIN_EXE_nexusd")]);
+}
+
+#[test]
+fn cloud_init_user_data_passes_cloud_init_schema() {
+    run_check("check_cloud_init.py", &[]);
+}
+
+#[test]
+fn cloud_init_example_is_what_terraform_renders() {
+    run_check("check_user_data_render.py", &[]);
+}
+
+#[test]
+fn provisioning_scripts_pass_shellcheck_and_use_pipefail() {
+    run_check("check_scripts.py", &[]);
+}
+
+#[test]
+fn terraform_is_fmt_clean() {
+    run_check("check_terraform_fmt.py", &[]);
+}
+
+#[test]
+fn terraform_security_facts_hold() {
+    run_check("check_terraform_hcl.py", &[]);
+}
