@@ -20,6 +20,7 @@ pub struct Config {
     /// `NEXUSD_STATE_DIR`: the embedded cluster and local backups live here.
     pub state_dir: PathBuf,
     pub log: LogConfig,
+    pub external: ExternalConfig,
     /// `KNOWLEDGE_BASE_REPO`: echoed in `/health` and the agent card, as the original did.
     pub knowledge_base_repo: String,
 }
@@ -82,10 +83,54 @@ pub struct ApiConfig {
     pub auth: AuthConfig,
     /// `NEXUSD_PROTECTED_SKILLS`: skills that need credentials on top of the write skills.
     pub extra_protected: Vec<String>,
-    /// `ORCHESTRATOR_URL` / `PATTERN_MINER_URL`: the other agents, shown in the agent card.
-    pub orchestrator_url: Option<String>,
-    pub pattern_miner_url: Option<String>,
 }
+
+/// Services outside nexusd that some skills call.
+#[derive(Debug, Clone)]
+pub struct ExternalConfig {
+    pub github: GitHubConfig,
+    /// `ORCHESTRATOR_URL` (+ `ORCHESTRATOR_TOKEN`): the dependency-orchestrator agent.
+    pub orchestrator: Option<AgentEndpoint>,
+    /// `PATTERN_MINER_URL` (+ `PATTERN_MINER_TOKEN`): the pattern-miner agent.
+    pub pattern_miner: Option<AgentEndpoint>,
+}
+
+/// The GitHub REST API, for the documentation and architecture skills.
+#[derive(Clone)]
+pub struct GitHubConfig {
+    /// `GITHUB_TOKEN`: without it the GitHub skills answer "GITHUB_TOKEN not configured" and the
+    /// architecture skills are not registered, as in the original.
+    pub token: Option<String>,
+    /// `NEXUSD_GITHUB_API_URL` (default `https://api.github.com`).
+    pub api_url: String,
+}
+
+impl fmt::Debug for GitHubConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GitHubConfig")
+            .field("token", &self.token.as_ref().map(|_| "[redacted]"))
+            .field("api_url", &self.api_url)
+            .finish()
+    }
+}
+
+/// Another A2A agent: its base URL and the bearer token nexusd sends it, if any.
+#[derive(Clone)]
+pub struct AgentEndpoint {
+    pub url: String,
+    pub token: Option<String>,
+}
+
+impl fmt::Debug for AgentEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AgentEndpoint")
+            .field("url", &self.url)
+            .field("token", &self.token.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
+}
+
+pub const DEFAULT_GITHUB_API_URL: &str = "https://api.github.com";
 
 /// Which browser origins may call the API.
 #[derive(Debug, Clone)]
@@ -205,6 +250,7 @@ impl Config {
             .unwrap_or_else(default_state_dir);
         let state_dir = absolute(&state_dir);
         let log = log_config(&mut env);
+        let external = external_config(&mut env);
         let knowledge_base_repo = env.get("KNOWLEDGE_BASE_REPO").unwrap_or_default();
 
         match (env.errors.is_empty(), database, api) {
@@ -213,6 +259,7 @@ impl Config {
                 api,
                 state_dir,
                 log,
+                external,
                 knowledge_base_repo,
             }),
             _ => Err(ConfigErrors(env.errors)),
@@ -346,8 +393,27 @@ fn api_config(env: &mut Env<'_>, addr: SocketAddr) -> ApiConfig {
         },
         auth,
         extra_protected: env.list("NEXUSD_PROTECTED_SKILLS").unwrap_or_default(),
-        orchestrator_url: env.url("ORCHESTRATOR_URL"),
-        pattern_miner_url: env.url("PATTERN_MINER_URL"),
+    }
+}
+
+fn external_config(env: &mut Env<'_>) -> ExternalConfig {
+    let mut agent = |url_var: &'static str, token_var: &'static str| {
+        env.url(url_var).map(|url| AgentEndpoint {
+            url,
+            token: env.get(token_var),
+        })
+    };
+    let orchestrator = agent("ORCHESTRATOR_URL", "ORCHESTRATOR_TOKEN");
+    let pattern_miner = agent("PATTERN_MINER_URL", "PATTERN_MINER_TOKEN");
+    ExternalConfig {
+        github: GitHubConfig {
+            token: env.get("GITHUB_TOKEN"),
+            api_url: env
+                .url("NEXUSD_GITHUB_API_URL")
+                .unwrap_or_else(|| DEFAULT_GITHUB_API_URL.to_string()),
+        },
+        orchestrator,
+        pattern_miner,
     }
 }
 

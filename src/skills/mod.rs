@@ -54,10 +54,14 @@ pub fn registry(config: &Config) -> Result<Registry> {
         knowledge::add_lesson_learned(),
         knowledge::update_dependency_info(),
         knowledge::add_deployment_info(),
+        // 9-11: health_check_external, check_documentation_standards, validate_documentation_update
         runtime::add_runtime_issue(),
         runtime::get_pattern_health(),
         runtime::query_known_issues(),
         activity::get_recent_actions(),
+        // 16-18 (only with GITHUB_TOKEN): the architecture skills.
+        // 19-22: the component skills.
+        // Then nexusd's own skills.
     ];
     Registry::new(
         skills,
@@ -166,7 +170,7 @@ async fn agent_card(State(state): State<AppState>) -> Response {
             protected.join(", ")
         )
     };
-    let api = &state.config.api;
+    let external = &state.config.external;
     json_response(
         StatusCode::OK,
         json!({
@@ -184,8 +188,8 @@ async fn agent_card(State(state): State<AppState>) -> Response {
                 "authentication_note": note,
                 "knowledge_base": state.config.knowledge_base_repo,
                 "external_agents": {
-                    "dependency_orchestrator": api.orchestrator_url,
-                    "pattern_miner": api.pattern_miner_url,
+                    "dependency_orchestrator": external.orchestrator.as_ref().map(|a| &a.url),
+                    "pattern_miner": external.pattern_miner.as_ref().map(|a| &a.url),
                 },
                 "architecture": "modular",
                 "skill_count": state.skills.len(),
