@@ -79,6 +79,16 @@ Pattern embeddings are not computed here: run `nexusd embed` afterwards."
         dry_run: bool,
     },
 
+    /// Forward the skills API to a nexusd elsewhere (what Cloud Run runs)
+    #[command(long_about = "\
+Run as the reverse proxy in front of the VM: forward /, /health, /.well-known/agent.json,
+/openapi.json and /a2a/* to NEXUSD_PROXY_UPSTREAM (e.g. http://10.8.0.2:8080 through the VPC
+connector), passing the caller's Authorization through and adding X-Forwarded-For/-Proto/-Host.
+CORS (CORS_ORIGINS, ALLOWED_ORIGIN_REGEX) is answered here; bodies over 1 MiB get 413; an
+unreachable upstream gives a JSON 502, one slower than NEXUSD_PROXY_TIMEOUT seconds (60) a JSON
+504. Listens on NEXUSD_API_ADDR, or 0.0.0.0:$PORT on Cloud Run. Needs no database.")]
+    Proxy,
+
     /// Validate the configuration and check PostgreSQL; print what is wrong and how to fix it
     #[command(long_about = "\
 Validate every configuration variable, then check that PostgreSQL is reachable, recent enough,

@@ -238,9 +238,14 @@ impl Config {
             errors: Vec::new(),
         };
         let database = database_config(&mut env);
+        // Cloud Run tells the container its port in PORT; NEXUSD_API_ADDR wins when both are set.
+        let default_addr = match env.get("PORT") {
+            Some(port) => format!("0.0.0.0:{port}"),
+            None => DEFAULT_API_ADDR.to_string(),
+        };
         let addr = env.parse_or(
             "NEXUSD_API_ADDR",
-            DEFAULT_API_ADDR,
+            &default_addr,
             "a listen address host:port, e.g. 0.0.0.0:8080 or 127.0.0.1:8080",
         );
         let api = addr.map(|addr| api_config(&mut env, addr));
@@ -335,6 +340,54 @@ impl Env<'_> {
                 self.error(var, format!("{raw:?} is not valid: expected true or false"));
                 None
             }
+        }
+    }
+}
+
+/// `nexusd proxy`: where to forward and how long to wait.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// `NEXUSD_PROXY_UPSTREAM` (required): the VM's nexusd, e.g. `http://10.8.0.2:8080`.
+    pub upstream: String,
+    /// `NEXUSD_PROXY_TIMEOUT` seconds (default 60): a slower upstream answer becomes a 504.
+    pub timeout: std::time::Duration,
+}
+
+impl ProxyConfig {
+    pub fn from_env() -> Result<Self, ConfigErrors> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigErrors> {
+        let mut env = Env {
+            lookup: &lookup,
+            errors: Vec::new(),
+        };
+        let present = env.get("NEXUSD_PROXY_UPSTREAM").is_some();
+        let upstream = env.url("NEXUSD_PROXY_UPSTREAM");
+        if !present {
+            env.error(
+                "NEXUSD_PROXY_UPSTREAM",
+                "is not set: `nexusd proxy` needs the URL of the nexusd it fronts, e.g. http://10.8.0.2:8080",
+            );
+        }
+        let timeout: Option<u64> = env.parse_or(
+            "NEXUSD_PROXY_TIMEOUT",
+            "60",
+            "a number of seconds, 1 to 3600",
+        );
+        if timeout.is_some_and(|t| !(1..=3600).contains(&t)) {
+            env.error(
+                "NEXUSD_PROXY_TIMEOUT",
+                "expected a number of seconds, 1 to 3600",
+            );
+        }
+        match (env.errors.is_empty(), upstream, timeout) {
+            (true, Some(upstream), Some(timeout)) => Ok(ProxyConfig {
+                upstream,
+                timeout: std::time::Duration::from_secs(timeout),
+            }),
+            _ => Err(ConfigErrors(env.errors)),
         }
     }
 }
@@ -919,6 +972,72 @@ mod tests {
         assert_eq!(
             error_vars(&[("REQUIRE_AUTH_FOR_WRITE", "sometimes")]),
             ["REQUIRE_AUTH_FOR_WRITE"]
+        );
+    }
+
+    #[test]
+    fn cloud_runs_port_sets_the_listener_unless_overridden() {
+        assert_eq!(
+            parse(&[("PORT", "9090")]).unwrap().api.addr.to_string(),
+            "0.0.0.0:9090"
+        );
+        let both = parse(&[("PORT", "9090"), ("NEXUSD_API_ADDR", "127.0.0.1:7000")]).unwrap();
+        assert_eq!(both.api.addr.to_string(), "127.0.0.1:7000");
+    }
+
+    #[test]
+    fn proxy_needs_its_upstream() {
+        fn lookup(
+            vars: &'static [(&'static str, &'static str)],
+        ) -> impl Fn(&str) -> Option<String> {
+            move |k: &str| {
+                vars.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        }
+        let errors = ProxyConfig::from_lookup(lookup(&[])).unwrap_err();
+        assert_eq!(errors.0[0].var, "NEXUSD_PROXY_UPSTREAM");
+        let config = ProxyConfig::from_lookup(lookup(&[(
+            "NEXUSD_PROXY_UPSTREAM",
+            "http://10.8.0.2:8080/",
+        )]))
+        .unwrap();
+        assert_eq!(config.upstream, "http://10.8.0.2:8080");
+        assert_eq!(config.timeout.as_secs(), 60);
+        let errors = ProxyConfig::from_lookup(lookup(&[
+            ("NEXUSD_PROXY_UPSTREAM", "10.8.0.2"),
+            ("NEXUSD_PROXY_TIMEOUT", "0"),
+        ]))
+        .unwrap_err();
+        let vars: Vec<_> = errors.0.iter().map(|e| e.var).collect();
+        assert_eq!(vars, ["NEXUSD_PROXY_UPSTREAM", "NEXUSD_PROXY_TIMEOUT"]);
+    }
+
+    #[test]
+    fn external_services() {
+        let config = parse(&[]).unwrap();
+        assert_eq!(config.external.github.api_url, DEFAULT_GITHUB_API_URL);
+        assert!(config.external.github.token.is_none() && config.external.orchestrator.is_none());
+        let config = parse(&[
+            ("GITHUB_TOKEN", "ghp_secret_value"),
+            ("NEXUSD_GITHUB_API_URL", "http://127.0.0.1:9999/"),
+            ("ORCHESTRATOR_URL", "https://orchestrator.example.com"),
+            ("ORCHESTRATOR_TOKEN", "orch-secret"),
+        ])
+        .unwrap();
+        assert_eq!(config.external.github.api_url, "http://127.0.0.1:9999");
+        let orchestrator = config.external.orchestrator.as_ref().unwrap();
+        assert_eq!(orchestrator.url, "https://orchestrator.example.com");
+        assert_eq!(orchestrator.token.as_deref(), Some("orch-secret"));
+        let debug = format!("{config:?}");
+        assert!(
+            !debug.contains("ghp_secret_value") && !debug.contains("orch-secret"),
+            "{debug}"
+        );
+        assert_eq!(
+            error_vars(&[("PATTERN_MINER_URL", "not a url")]),
+            ["PATTERN_MINER_URL"]
         );
     }
 

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod import;
+pub mod proxy;
 pub mod skills;
 pub mod systemd;
 pub mod telemetry;

@@ -41,6 +41,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let proxy_config = match (&cli.command, nexusd::config::ProxyConfig::from_env()) {
+        (Command::Proxy, Ok(proxy)) => Some(proxy),
+        (Command::Proxy, Err(errors)) => {
+            eprintln!("nexusd: configuration error: {errors}");
+            return ExitCode::from(2);
+        }
+        _ => None,
+    };
     nexusd::telemetry::init(&config.log);
 
     let result = runtime.block_on(async {
@@ -93,6 +101,12 @@ fn main() -> ExitCode {
                         summary.failed.len()
                     ))
                 }
+            }
+            Command::Proxy => {
+                let shutdown = CancellationToken::new();
+                nexusd::app::cancel_on_signals(shutdown.clone())?;
+                let proxy = proxy_config.expect("parsed above for the proxy command");
+                nexusd::proxy::run(config.api.addr, proxy, config.api.cors.clone(), shutdown).await
             }
             Command::Check => unreachable!("handled above"),
         }

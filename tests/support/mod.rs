@@ -298,6 +298,11 @@ pub struct Nexusd {
 impl Nexusd {
     /// Starts `nexusd serve` on a free port; its log goes to a file shown on failure.
     pub fn serve(vars: &[(&str, &str)]) -> Self {
+        Self::start("serve", vars)
+    }
+
+    /// Starts `nexusd <command>` on a free port (`serve` or `proxy`).
+    pub fn start(command: &str, vars: &[(&str, &str)]) -> Self {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let log =
@@ -305,7 +310,7 @@ impl Nexusd {
         let file = std::fs::File::create(&log).expect("creating the log file");
         let mut all: Vec<(&str, &str)> = vec![("NEXUSD_API_ADDR", addr.as_str())];
         all.extend_from_slice(vars);
-        let child = nexusd_command(&["serve"], &all)
+        let child = nexusd_command(&[command], &all)
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()

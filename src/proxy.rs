@@ -1,0 +1,317 @@
+//! `nexusd proxy`: what Cloud Run runs in front of the VM. A small reverse proxy that forwards the
+//! skills API (`/a2a/*`, `/.well-known/agent.json`, `/health`, `/`, `/openapi.json`) to the VM's
+//! nexusd through the VPC connector: the caller's `Authorization` passes through untouched (the
+//! VM verifies it), `X-Forwarded-*` are added, CORS is answered at the edge, bodies are bounded,
+//! and an unreachable or slow VM becomes a JSON 502 or 504 instead of a hang.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware;
+use axum::response::Response;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{CorsConfig, ProxyConfig};
+use crate::skills::{MAX_BODY_BYTES, cors, json_response};
+
+/// Largest upstream response passed on (the agent card is the biggest, tens of kB).
+const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Paths forwarded to the VM; everything else is answered 404 at the edge.
+fn forwarded(path: &str) -> bool {
+    matches!(
+        path,
+        "/" | "/health" | "/.well-known/agent.json" | "/openapi.json"
+    ) || path.starts_with("/a2a/")
+}
+
+/// Headers that describe one hop, not the message: never forwarded in either direction.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+struct Proxy {
+    upstream: String,
+    timeout: Duration,
+    client: reqwest::Client,
+}
+
+/// The proxy's routes, CORS included.
+pub fn router(config: &ProxyConfig, cors: CorsConfig) -> Result<Router> {
+    let client = reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .context("building the proxy's HTTP client")?;
+    let proxy = Arc::new(Proxy {
+        upstream: config.upstream.clone(),
+        timeout: config.timeout,
+        client,
+    });
+    Ok(Router::new()
+        .fallback(forward)
+        .with_state(proxy)
+        .layer(middleware::from_fn_with_state(Arc::new(cors), cors::layer)))
+}
+
+/// Serves the proxy on `addr` until `shutdown`.
+pub async fn run(
+    addr: SocketAddr,
+    config: ProxyConfig,
+    cors: CorsConfig,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let app = router(&config, cors)?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (NEXUSD_API_ADDR or PORT)"))?;
+    tracing::info!(%addr, upstream = %config.upstream, timeout = ?config.timeout, "proxy listening");
+    crate::systemd::notify_ready();
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.cancelled_owned())
+    .await
+    .context("serving the proxy")?;
+    tracing::info!("proxy stopped");
+    Ok(())
+}
+
+fn error(status: StatusCode, message: String) -> Response {
+    json_response(status, json!({"success": false, "error": message}))
+}
+
+async fn forward(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
+    let started = Instant::now();
+    let path = request.uri().path().to_string();
+    if !forwarded(&path) {
+        return json_response(StatusCode::NOT_FOUND, json!({"detail": "Not Found"}));
+    }
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let (parts, body) = request.into_parts();
+    let body = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Request body too large: the limit is 1 MiB".into(),
+            );
+        }
+    };
+    let query = parts
+        .uri
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
+    let url = format!("{}{path}{query}", proxy.upstream);
+    let method = match reqwest::Method::from_bytes(parts.method.as_str().as_bytes()) {
+        Ok(m) => m,
+        Err(_) => return error(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed".into()),
+    };
+    let headers = upstream_headers(&parts.headers, peer);
+    let call = proxy
+        .client
+        .request(method, &url)
+        .headers(headers)
+        .body(body)
+        .timeout(proxy.timeout)
+        .send();
+    let response = match call.await {
+        Ok(r) => r,
+        Err(e) if e.is_timeout() => {
+            tracing::warn!(%path, timeout = ?proxy.timeout, "upstream timed out");
+            return error(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("Upstream timed out after {} s", proxy.timeout.as_secs()),
+            );
+        }
+        Err(e) => {
+            tracing::warn!(%path, error = %error_chain(&e), "upstream unreachable");
+            return error(
+                StatusCode::BAD_GATEWAY,
+                format!("Upstream unavailable: {}", error_chain(&e)),
+            );
+        }
+    };
+    let status =
+        StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut out_headers = HeaderMap::new();
+    for (name, value) in response.headers() {
+        let name = name.as_str();
+        // CORS is the edge's business (answered by our layer); drop the VM's copy.
+        if HOP_BY_HOP.contains(&name)
+            || name.starts_with("access-control-")
+            || name == "vary"
+            || name == "content-length"
+        {
+            continue;
+        }
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_bytes(value.as_bytes()),
+        ) {
+            out_headers.append(n, v);
+        }
+    }
+    let bytes = match read_limited(response, proxy.timeout.saturating_sub(started.elapsed())).await
+    {
+        Ok(bytes) => bytes,
+        Err(message) => return error(StatusCode::BAD_GATEWAY, message),
+    };
+    tracing::info!(%path, status = status.as_u16(), ms = started.elapsed().as_millis() as u64, "proxied");
+    let mut reply = Response::new(Body::from(bytes));
+    *reply.status_mut() = status;
+    *reply.headers_mut() = out_headers;
+    reply
+}
+
+/// The upstream request's headers: the caller's (Authorization included) minus hop-by-hop ones,
+/// plus `X-Forwarded-For/-Proto/-Host`.
+fn upstream_headers(
+    incoming: &HeaderMap,
+    peer: Option<std::net::IpAddr>,
+) -> reqwest::header::HeaderMap {
+    let mut headers = reqwest::header::HeaderMap::new();
+    for (name, value) in incoming {
+        let n = name.as_str();
+        if HOP_BY_HOP.contains(&n)
+            || n == "host"
+            || n == "content-length"
+            || n.starts_with("x-forwarded-")
+        {
+            continue;
+        }
+        if let (Ok(n), Ok(v)) = (
+            reqwest::header::HeaderName::from_bytes(n.as_bytes()),
+            reqwest::header::HeaderValue::from_bytes(value.as_bytes()),
+        ) {
+            headers.append(n, v);
+        }
+    }
+    let get = |name: &str| {
+        incoming
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    // Cloud Run's front end already set X-Forwarded-For/-Proto for the original caller; extend them.
+    let forwarded_for = match (get("x-forwarded-for"), peer) {
+        (Some(chain), Some(ip)) => format!("{chain}, {ip}"),
+        (Some(chain), None) => chain,
+        (None, Some(ip)) => ip.to_string(),
+        (None, None) => String::new(),
+    };
+    let mut set = |name: &'static str, value: Option<String>| {
+        if let Some(v) = value.filter(|v| !v.is_empty())
+            && let Ok(v) = reqwest::header::HeaderValue::from_str(&v)
+        {
+            headers.insert(name, v);
+        }
+    };
+    set("x-forwarded-for", Some(forwarded_for));
+    set(
+        "x-forwarded-proto",
+        get("x-forwarded-proto").or_else(|| Some("http".into())),
+    );
+    set("x-forwarded-host", get(header::HOST.as_str()));
+    headers
+}
+
+/// Reads the upstream body, bounded in size and in time.
+async fn read_limited(
+    mut response: reqwest::Response,
+    time_left: Duration,
+) -> Result<Vec<u8>, String> {
+    let read = async {
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| format!("Upstream broke off: {}", error_chain(&e)))?
+        {
+            if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                return Err("Upstream response too large".to_string());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    };
+    tokio::time::timeout(time_left, read)
+        .await
+        .unwrap_or_else(|_| Err("Upstream timed out while sending its response".into()))
+}
+
+/// "error sending request: … : connection refused": every cause, one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_api_is_forwarded() {
+        for path in [
+            "/",
+            "/health",
+            "/.well-known/agent.json",
+            "/openapi.json",
+            "/a2a/execute",
+            "/a2a/cancel",
+        ] {
+            assert!(forwarded(path), "{path}");
+        }
+        for path in ["/metrics", "/admin", "/a2a", "/healthz"] {
+            assert!(!forwarded(path), "{path}");
+        }
+    }
+
+    #[test]
+    fn forwarded_headers_extend_the_chain_and_drop_hop_by_hop() {
+        let mut incoming = HeaderMap::new();
+        incoming.insert("authorization", HeaderValue::from_static("Bearer abc"));
+        incoming.insert("connection", HeaderValue::from_static("keep-alive"));
+        incoming.insert("host", HeaderValue::from_static("proxy.run.app"));
+        incoming.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
+        incoming.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        let out = upstream_headers(&incoming, Some("10.8.1.3".parse().unwrap()));
+        assert_eq!(out["authorization"], "Bearer abc");
+        assert!(out.get("connection").is_none());
+        assert_eq!(out["x-forwarded-for"], "203.0.113.9, 10.8.1.3");
+        assert_eq!(out["x-forwarded-proto"], "https");
+        assert_eq!(out["x-forwarded-host"], "proxy.run.app");
+        assert!(
+            out.get("host").is_none(),
+            "reqwest sets the upstream's own Host"
+        );
+    }
+}
