@@ -52,6 +52,7 @@ pub struct AppState {
 /// cluster when nexusd runs one.
 struct Target {
     options: PgConnectOptions,
+    password: Option<String>,
     display: String,
     cluster: Option<Arc<Cluster>>,
 }
@@ -60,6 +61,7 @@ fn target(config: &Config) -> Result<Target> {
     match &config.database.target {
         DatabaseTarget::External(url) => Ok(Target {
             options: url.options.clone(),
+            password: url.password().map(str::to_string),
             display: url.redacted().to_string(),
             cluster: None,
         }),
@@ -70,6 +72,7 @@ fn target(config: &Config) -> Result<Target> {
             )?;
             Ok(Target {
                 options: cluster.connect_options(cluster::EMBEDDED_DATABASE),
+                password: None,
                 display: format!(
                     "embedded PostgreSQL {} ({}, database {})",
                     cluster.binaries().version,
@@ -127,7 +130,11 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<()> {
     }
     tracing::info!(database = %target.display, "knowledge base");
 
-    let db = Database::new(target.options.clone(), &config.database);
+    let db = Database::new(
+        target.options.clone(),
+        target.password.as_deref(),
+        &config.database,
+    );
     let (ready_tx, ready_rx) = watch::channel(Readiness::Starting);
     let bootstrapper = tokio::spawn(bootstrap_until_ready(
         target.options.clone(),
@@ -244,17 +251,30 @@ fn log_report(report: &BootstrapReport) {
     }
 }
 
-/// Runs `work` for a one-off command (`bootstrap`, `import-json`, …) against the configured
-/// database, bootstrapped first. With the embedded cluster, uses the running one (a `nexusd
-/// serve` may own it) or starts it just for the command and stops it afterwards.
+/// What a one-off command needs from the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Needs {
+    /// Only its address (listing or pruning backups touches the store alone).
+    Address,
+    /// A running server, as it is (backups and restores must not migrate what they copy).
+    Server,
+    /// A running server with the schema bootstrapped (`bootstrap`, `import-json`).
+    Schema,
+}
+
+/// Runs `work` for a one-off command against the configured database. With the embedded
+/// cluster, uses the running one (a `nexusd serve` may own it) or starts it just for the command
+/// and stops it afterwards. `work` gets the bootstrap report when `needs` is [`Needs::Schema`].
 pub async fn with_database<T>(
     config: &Config,
-    work: impl AsyncFnOnce(&Database, BootstrapReport) -> Result<T>,
+    needs: Needs,
+    work: impl AsyncFnOnce(&Database, Option<BootstrapReport>) -> Result<T>,
 ) -> Result<T> {
     let target = target(config)?;
     let mut own = None;
     let mut _lock = None;
     if let Some(cluster) = &target.cluster
+        && needs != Needs::Address
         && cluster.running_pid().is_none()
     {
         _lock = match StateLock::try_acquire(&config.state_dir)? {
@@ -267,13 +287,23 @@ pub async fn with_database<T>(
         own = Some(start_embedded(cluster).await?);
     }
     let result = async {
-        let report = bootstrap::run(
-            &target.options,
-            &target.display,
-            config.database.bootstrap.as_ref(),
-        )
-        .await?;
-        let db = Database::new(target.options.clone(), &config.database);
+        let report = if needs == Needs::Schema {
+            Some(
+                bootstrap::run(
+                    &target.options,
+                    &target.display,
+                    config.database.bootstrap.as_ref(),
+                )
+                .await?,
+            )
+        } else {
+            None
+        };
+        let db = Database::new(
+            target.options.clone(),
+            target.password.as_deref(),
+            &config.database,
+        );
         let outcome = work(&db, report).await;
         db.close().await;
         outcome

@@ -58,6 +58,31 @@ Dev-Nexus knowledge-base schema. Idempotent: a second run changes nothing. With 
 cluster, uses the running one or starts it for the duration of the command.")]
     Bootstrap,
 
+    /// Take, list, prune and verify backups
+    Backup {
+        #[command(subcommand)]
+        action: BackupAction,
+    },
+
+    /// Restore a backup into a database (refuses a non-empty one without --force)
+    #[command(long_about = "\
+Stream backup ID from the store (GCS or the local directory), check its SHA-256 and CRC32C against
+its manifest, and load it into a database: the configured one by default, or --into NAME (created
+if missing). A database that already holds tables is refused unless --force, which drops its
+tables, views, sequences and functions first (stop `nexusd serve` before restoring over the live
+database). Afterwards the row counts of every table are compared with the manifest's, which were
+taken in the dump's own snapshot; any difference exits 1. Shows progress on a terminal.")]
+    Restore {
+        /// Backup name, as `nexusd backup list` shows it
+        id: String,
+        /// Restore into this database instead of the configured one
+        #[arg(long)]
+        into: Option<String>,
+        /// Drop what the target database holds before restoring
+        #[arg(long)]
+        force: bool,
+    },
+
     /// Load a Dev-Nexus JSON knowledge base (knowledge_base.json) into the database
     #[command(
         name = "import-json",
@@ -95,4 +120,41 @@ Validate every configuration variable, then check that PostgreSQL is reachable, 
 has pgvector and pg_stat_statements, and whether migrations are pending. Changes nothing. Prints
 one line per check (ok / warn / FAIL, with the fix) and exits 1 if any check failed.")]
     Check,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupAction {
+    /// Take one backup now (the nightly job's code path), then apply retention
+    #[command(long_about = "\
+Dump the database with pg_dump (plain SQL by default, NEXUSD_BACKUP_FORMAT=custom for pg_dump's
+custom archive), compressing it with gzip on all cores as it streams into the store
+(NEXUSD_BACKUP_BUCKET=gs://bucket/prefix, or NEXUSD_BACKUP_DIR, default $NEXUSD_STATE_DIR/backups).
+The object is kept only if pg_dump succeeded and the dump is complete; a manifest with sizes,
+checksums and row counts is written last. Then old backups are pruned (see `backup prune`).
+A plain backup restores with: gunzip < dev-nexus-….sql.gz | psql DBNAME")]
+    Run,
+    /// List backups: name, time, size, duration, rows, verification
+    List,
+    /// Apply retention: delete complete backups older than NEXUSD_BACKUP_RETENTION_DAYS, keeping the newest NEXUSD_BACKUP_MIN_KEEP
+    #[command(long_about = "\
+Delete complete backups older than NEXUSD_BACKUP_RETENTION_DAYS (30), always keeping the newest
+NEXUSD_BACKUP_MIN_KEEP (3) good ones (complete and not failed by a verification), and remove
+incomplete uploads and stray files older than a day. Ages come from the store's creation times;
+if the store's clock and this machine's disagree by more than five minutes nothing is deleted.
+At most NEXUSD_BACKUP_MAX_DELETIONS (10) backups go per run.")]
+    Prune {
+        /// Only print what would be deleted
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Restore a backup (default: the newest) into a scratch database and check it against its manifest
+    #[command(long_about = "\
+Stream the backup back, check its SHA-256 and CRC32C against the manifest, restore it into a
+scratch database (the role needs CREATEDB), compare every table's row count with the manifest's,
+drop the scratch database, and record the result beside the backup (shown by `backup list`,
+/health, get_backup_status and the metrics). Exits 1 if the backup does not verify.")]
+    Verify {
+        /// Backup name (default: the newest complete backup)
+        id: Option<String>,
+    },
 }

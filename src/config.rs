@@ -21,6 +21,7 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub log: LogConfig,
     pub external: ExternalConfig,
+    pub backup: BackupConfig,
     /// `KNOWLEDGE_BASE_REPO`: echoed in `/health` and the agent card, as the original did.
     pub knowledge_base_repo: String,
 }
@@ -54,12 +55,19 @@ pub struct DatabaseUrl {
     /// The variable(s) it came from, for messages.
     pub source: &'static str,
     redacted: String,
+    /// The password, kept for the PostgreSQL client tools (pg_dump, psql) nexusd runs.
+    password: Option<String>,
 }
 
 impl DatabaseUrl {
     /// The connection as `postgresql://user:***@host:port/db`, safe to log.
     pub fn redacted(&self) -> &str {
         &self.redacted
+    }
+
+    /// The password, for `PGPASSWORD` of the client tools; never log it.
+    pub fn password(&self) -> Option<&str> {
+        self.password.as_deref()
     }
 }
 
@@ -256,6 +264,7 @@ impl Config {
         let state_dir = absolute(&state_dir);
         let log = log_config(&mut env);
         let external = external_config(&mut env);
+        let backup = backup_config(&mut env, &state_dir);
         let knowledge_base_repo = env.get("KNOWLEDGE_BASE_REPO").unwrap_or_default();
 
         match (env.errors.is_empty(), database, api) {
@@ -265,6 +274,7 @@ impl Config {
                 state_dir,
                 log,
                 external,
+                backup,
                 knowledge_base_repo,
             }),
             _ => Err(ConfigErrors(env.errors)),
@@ -341,6 +351,216 @@ impl Env<'_> {
                 None
             }
         }
+    }
+}
+
+/// Nightly backups: where they go, when, how long they are kept.
+#[derive(Debug, Clone)]
+pub struct BackupConfig {
+    pub destination: BackupDestination,
+    /// `NEXUSD_GCS_ENDPOINT`: a storage endpoint to use instead of Google's (emulators); requests
+    /// are then sent without credentials.
+    pub gcs_endpoint: Option<String>,
+    /// `NEXUSD_BACKUP_SCHEDULE` (seconds-first cron, UTC; default `0 0 2 * * *`); `off`: none.
+    pub schedule: Option<String>,
+    /// `NEXUSD_BACKUP_VERIFY_SCHEDULE` (default `0 0 4 * * Sun`: weekly); `off`: none.
+    pub verify_schedule: Option<String>,
+    /// `NEXUSD_BACKUP_RETENTION_DAYS` (30).
+    pub retention_days: u32,
+    /// `NEXUSD_BACKUP_MIN_KEEP` (3): complete backups kept whatever their age.
+    pub min_keep: u32,
+    /// `NEXUSD_BACKUP_MAX_DELETIONS` (10): more in one prune means something is off.
+    pub max_deletions: u32,
+    /// `NEXUSD_BACKUP_FORMAT`: `plain` (default, restorable with gunzip | psql) or `custom`.
+    pub format: DumpFormat,
+    /// `NEXUSD_BACKUP_GZIP_LEVEL` (3; 1-9).
+    pub gzip_level: u32,
+    /// `NEXUSD_BACKUP_TIMEOUT` seconds (7200): a backup running longer is aborted.
+    pub timeout: std::time::Duration,
+    /// `NEXUSD_BACKUP_RETRY_SECONDS` (120): how long storage requests are retried.
+    pub retry_time_limit: std::time::Duration,
+}
+
+/// Where backups are stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackupDestination {
+    /// `NEXUSD_BACKUP_BUCKET=gs://bucket[/prefix]`.
+    Gcs { bucket: String, prefix: String },
+    /// `NEXUSD_BACKUP_DIR` (default `$NEXUSD_STATE_DIR/backups`).
+    Local { dir: PathBuf },
+}
+
+impl BackupDestination {
+    /// `gs://bucket/prefix/` or the directory, for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            BackupDestination::Gcs { bucket, prefix } => format!("gs://{bucket}/{prefix}"),
+            BackupDestination::Local { dir } => dir.display().to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DumpFormat {
+    /// `pg_dump -Fp`: plain SQL.
+    Plain,
+    /// `pg_dump -Fc -Z0`: the custom archive, compressed by nexusd.
+    Custom,
+}
+
+pub const DEFAULT_BACKUP_SCHEDULE: &str = "0 0 2 * * *";
+pub const DEFAULT_VERIFY_SCHEDULE: &str = "0 0 4 * * Sun";
+
+/// Parses `gs://bucket[/prefix]`; the prefix gets a trailing slash.
+fn parse_bucket(value: &str) -> Result<(String, String), String> {
+    let rest = value
+        .strip_prefix("gs://")
+        .ok_or_else(|| "expected gs://bucket or gs://bucket/prefix".to_string())?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let valid = (3..=63).contains(&bucket.len())
+        && bucket
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c))
+        && bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && bucket.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if !valid {
+        return Err(format!(
+            "{bucket:?} is not a bucket name: 3-63 lowercase letters, digits, '-', '_' or '.'"
+        ));
+    }
+    let prefix = prefix.trim_matches('/');
+    let prefix = if prefix.is_empty() {
+        String::new()
+    } else {
+        format!("{prefix}/")
+    };
+    Ok((bucket.to_string(), prefix))
+}
+
+/// Validates a seconds-first cron expression the way the scheduler will parse it.
+fn valid_cron(expression: &str) -> bool {
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .dom_and_dow(true)
+        .build()
+        .parse(expression)
+        .is_ok()
+}
+
+fn backup_config(env: &mut Env<'_>, state_dir: &Path) -> BackupConfig {
+    let destination = match env.get("NEXUSD_BACKUP_BUCKET") {
+        Some(bucket) => match parse_bucket(&bucket) {
+            Ok((bucket, prefix)) => BackupDestination::Gcs { bucket, prefix },
+            Err(why) => {
+                env.error(
+                    "NEXUSD_BACKUP_BUCKET",
+                    format!("{bucket:?} is not valid: {why}"),
+                );
+                BackupDestination::Local {
+                    dir: state_dir.join("backups"),
+                }
+            }
+        },
+        None => BackupDestination::Local {
+            dir: env
+                .get("NEXUSD_BACKUP_DIR")
+                .map(|d| absolute(Path::new(&d)))
+                .unwrap_or_else(|| state_dir.join("backups")),
+        },
+    };
+    let mut schedule = |var: &'static str, default: &str| -> Option<String> {
+        let value = env.get(var).unwrap_or_else(|| default.to_string());
+        if value.eq_ignore_ascii_case("off") {
+            return None;
+        }
+        if !valid_cron(&value) {
+            env.error(
+                var,
+                format!(
+                    "{value:?} is not a valid schedule: expected a cron expression with seconds first \
+                     (sec min hour day-of-month month day-of-week), e.g. \"0 0 2 * * *\" for 02:00 UTC daily, or off"
+                ),
+            );
+            return None;
+        }
+        Some(value)
+    };
+    let backup_schedule = schedule("NEXUSD_BACKUP_SCHEDULE", DEFAULT_BACKUP_SCHEDULE);
+    let verify_schedule = schedule("NEXUSD_BACKUP_VERIFY_SCHEDULE", DEFAULT_VERIFY_SCHEDULE);
+    let mut bounded = |var: &'static str, default: u32, lo: u32, hi: u32, what: &str| -> u32 {
+        match env.parse_or::<u32>(var, &default.to_string(), what) {
+            Some(v) if (lo..=hi).contains(&v) => v,
+            Some(v) => {
+                env.error(var, format!("{v} is out of range: expected {what}"));
+                default
+            }
+            None => default,
+        }
+    };
+    let retention_days = bounded(
+        "NEXUSD_BACKUP_RETENTION_DAYS",
+        30,
+        1,
+        36500,
+        "a number of days, 1 or more",
+    );
+    let min_keep = bounded("NEXUSD_BACKUP_MIN_KEEP", 3, 1, 1000, "a count, 1 or more");
+    let max_deletions = bounded(
+        "NEXUSD_BACKUP_MAX_DELETIONS",
+        10,
+        1,
+        10000,
+        "a count, 1 or more",
+    );
+    let gzip_level = bounded(
+        "NEXUSD_BACKUP_GZIP_LEVEL",
+        3,
+        1,
+        9,
+        "1 (fastest) to 9 (smallest)",
+    );
+    let timeout = bounded(
+        "NEXUSD_BACKUP_TIMEOUT",
+        7200,
+        10,
+        7 * 86400,
+        "a number of seconds, 10 or more",
+    );
+    let retry = bounded(
+        "NEXUSD_BACKUP_RETRY_SECONDS",
+        120,
+        1,
+        3600,
+        "a number of seconds, 1 to 3600",
+    );
+    let format = match env
+        .get("NEXUSD_BACKUP_FORMAT")
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+    {
+        None => DumpFormat::Plain,
+        Some(f) if f == "plain" => DumpFormat::Plain,
+        Some(f) if f == "custom" => DumpFormat::Custom,
+        Some(other) => {
+            env.error(
+                "NEXUSD_BACKUP_FORMAT",
+                format!("{other:?} is not valid: expected plain or custom"),
+            );
+            DumpFormat::Plain
+        }
+    };
+    BackupConfig {
+        destination,
+        gcs_endpoint: env.url("NEXUSD_GCS_ENDPOINT"),
+        schedule: backup_schedule,
+        verify_schedule,
+        retention_days,
+        min_keep,
+        max_deletions,
+        format,
+        gzip_level,
+        timeout: std::time::Duration::from_secs(timeout.into()),
+        retry_time_limit: std::time::Duration::from_secs(retry.into()),
     }
 }
 
@@ -543,10 +763,11 @@ fn database_url(env: &mut Env<'_>, var: &'static str, url: &str) -> Option<Datab
     let scheme_ok = parsed
         .as_ref()
         .is_some_and(|u| matches!(u.scheme(), "postgres" | "postgresql"));
-    let password_in_url = parsed
-        .as_ref()
-        .and_then(|u| u.password())
-        .map(str::to_string);
+    let password_in_url = parsed.as_ref().and_then(|u| u.password()).map(|p| {
+        percent_encoding::percent_decode_str(p)
+            .decode_utf8_lossy()
+            .to_string()
+    });
     let options = if scheme_ok {
         PgConnectOptions::from_str(url)
             .map_err(|e| redact_text(&e.to_string(), password_in_url.as_deref()))
@@ -556,17 +777,20 @@ fn database_url(env: &mut Env<'_>, var: &'static str, url: &str) -> Option<Datab
     match options {
         Ok(mut options) => {
             let mut source = var;
-            if password_in_url.is_none()
+            let mut password = password_in_url;
+            if password.is_none()
                 && var == "DATABASE_URL"
-                && let Some(password) = env.get("POSTGRES_PASSWORD")
+                && let Some(from_env) = env.get("POSTGRES_PASSWORD")
             {
-                options = options.password(&password);
+                options = options.password(&from_env);
+                password = Some(from_env);
                 source = "DATABASE_URL + POSTGRES_PASSWORD";
             }
             Some(DatabaseUrl {
                 options,
                 source,
                 redacted: redact_url(url),
+                password,
             })
         }
         Err(reason) => {
@@ -622,6 +846,7 @@ fn postgres_vars_target(env: &mut Env<'_>) -> Option<DatabaseUrl> {
         options,
         source: "POSTGRES_*",
         redacted: format!("postgresql://{user}{shown_password}@{host}:{port}/{database}"),
+        password,
     })
 }
 
@@ -1038,6 +1263,60 @@ mod tests {
         assert_eq!(
             error_vars(&[("PATTERN_MINER_URL", "not a url")]),
             ["PATTERN_MINER_URL"]
+        );
+    }
+
+    #[test]
+    fn backups_default_to_a_local_directory_nightly() {
+        let config = parse(&[("NEXUSD_STATE_DIR", "/srv/nexusd")]).unwrap();
+        let b = &config.backup;
+        assert_eq!(
+            b.destination,
+            BackupDestination::Local {
+                dir: "/srv/nexusd/backups".into()
+            }
+        );
+        assert_eq!(b.schedule.as_deref(), Some(DEFAULT_BACKUP_SCHEDULE));
+        assert_eq!((b.retention_days, b.min_keep, b.gzip_level), (30, 3, 3));
+        assert_eq!(b.format, DumpFormat::Plain);
+    }
+
+    #[test]
+    fn backup_bucket_and_schedule_are_checked() {
+        let config = parse(&[
+            ("NEXUSD_BACKUP_BUCKET", "gs://acme-backups/nexusd/prod/"),
+            ("NEXUSD_BACKUP_SCHEDULE", "off"),
+            ("NEXUSD_BACKUP_FORMAT", "custom"),
+        ])
+        .unwrap();
+        assert_eq!(
+            config.backup.destination,
+            BackupDestination::Gcs {
+                bucket: "acme-backups".into(),
+                prefix: "nexusd/prod/".into()
+            }
+        );
+        assert!(config.backup.schedule.is_none());
+        assert_eq!(config.backup.format, DumpFormat::Custom);
+        assert_eq!(
+            error_vars(&[("NEXUSD_BACKUP_BUCKET", "s3://x")]),
+            ["NEXUSD_BACKUP_BUCKET"]
+        );
+        assert_eq!(
+            error_vars(&[("NEXUSD_BACKUP_BUCKET", "gs://Upper_Case")]),
+            ["NEXUSD_BACKUP_BUCKET"]
+        );
+        assert_eq!(
+            error_vars(&[("NEXUSD_BACKUP_SCHEDULE", "0 2 * * *")]),
+            ["NEXUSD_BACKUP_SCHEDULE"]
+        );
+        assert_eq!(
+            error_vars(&[("NEXUSD_BACKUP_GZIP_LEVEL", "0")]),
+            ["NEXUSD_BACKUP_GZIP_LEVEL"]
+        );
+        assert_eq!(
+            error_vars(&[("NEXUSD_BACKUP_MIN_KEEP", "0")]),
+            ["NEXUSD_BACKUP_MIN_KEEP"]
         );
     }
 

@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use nexusd::app::Needs;
 use nexusd::cli::{Cli, Command};
 use nexusd::config::Config;
 use tokio_util::sync::CancellationToken;
@@ -60,7 +61,10 @@ fn main() -> ExitCode {
             }
             Command::Bootstrap => {
                 let report =
-                    nexusd::app::with_database(&config, async |_, report| Ok(report)).await?;
+                    nexusd::app::with_database(&config, Needs::Schema, async |_, report| {
+                        report.ok_or_else(|| anyhow::anyhow!("bootstrap did not run"))
+                    })
+                    .await?;
                 if report.applied_now.is_empty() {
                     println!(
                         "schema already current (migration {})",
@@ -88,7 +92,7 @@ fn main() -> ExitCode {
             }
             Command::ImportJson { source, dry_run } => {
                 let kb = nexusd::import::load(&source).await?;
-                let summary = nexusd::app::with_database(&config, async |db, _| {
+                let summary = nexusd::app::with_database(&config, Needs::Schema, async |db, _| {
                     nexusd::import::run(db.pool(), &kb, dry_run).await
                 })
                 .await?;
@@ -101,6 +105,19 @@ fn main() -> ExitCode {
                         summary.failed.len()
                     ))
                 }
+            }
+            // Boxed: these futures are deep enough to exceed the compiler's layout recursion.
+            Command::Backup { action } => {
+                Box::pin(nexusd::backup::cli::backup(&config, action)).await
+            }
+            Command::Restore { id, into, force } => {
+                Box::pin(nexusd::backup::cli::restore(
+                    &config,
+                    &id,
+                    into.as_deref(),
+                    force,
+                ))
+                .await
             }
             Command::Proxy => {
                 let shutdown = CancellationToken::new();

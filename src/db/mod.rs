@@ -4,6 +4,7 @@
 //! with the database down and reconnects by itself when it comes back.
 
 pub mod cluster;
+pub mod tools;
 
 use std::time::Duration;
 
@@ -23,6 +24,8 @@ const DIAGNOSE_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct Database {
     pool: PgPool,
     options: PgConnectOptions,
+    /// How pg_dump and psql reach the same database.
+    pub tools: tools::ToolConnection,
     /// Host (or socket directory) and port, never credentials.
     pub host: String,
     pub name: String,
@@ -40,8 +43,10 @@ pub struct PoolStats {
 }
 
 impl Database {
-    /// A lazily connecting pool over `options`, sized by the configuration.
-    pub fn new(options: PgConnectOptions, config: &DatabaseConfig) -> Self {
+    /// A lazily connecting pool over `options`, sized by the configuration. `password` is the
+    /// one inside `options` (sqlx does not expose it), for the client tools.
+    pub fn new(options: PgConnectOptions, password: Option<&str>, config: &DatabaseConfig) -> Self {
+        let tools = tools::ToolConnection::from_options(&options, password);
         let options = session_options(options);
         let host = match options.get_socket() {
             Some(dir) => dir.display().to_string(),
@@ -59,6 +64,7 @@ impl Database {
         Database {
             pool,
             options,
+            tools,
             host,
             name,
             min_connections: config.min_connections,
@@ -68,6 +74,12 @@ impl Database {
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// Options for a dedicated connection to the same database (one that must not come from the
+    /// pool, e.g. one holding a snapshot for pg_dump).
+    pub fn connect_options(&self) -> &PgConnectOptions {
+        &self.options
     }
 
     pub fn stats(&self) -> PoolStats {

@@ -1,0 +1,209 @@
+//! The `nexusd backup …` and `nexusd restore` commands: run the jobs once and print what
+//! happened. Each exits non-zero (through its error) when the job did not do its work.
+
+use anyhow::{Result, anyhow, bail};
+use tokio_util::sync::CancellationToken;
+
+use super::status::StatusHandle;
+use super::{BackupError, Backups, Entry};
+use crate::app::{Needs, with_database};
+use crate::cli::BackupAction;
+use crate::config::Config;
+
+async fn open(config: &Config, db: &crate::db::Database) -> Result<Backups> {
+    Backups::open(
+        &config.backup,
+        db.clone(),
+        config.database.pg_bindir.clone(),
+        StatusHandle::default(),
+    )
+    .await
+    .map_err(|e| {
+        anyhow!(
+            "opening the backup store {}: {e}",
+            config.backup.destination.describe()
+        )
+    })
+}
+
+pub async fn backup(config: &Config, action: BackupAction) -> Result<()> {
+    let needs = match action {
+        BackupAction::List | BackupAction::Prune { .. } => Needs::Address,
+        BackupAction::Run | BackupAction::Verify { .. } => Needs::Server,
+    };
+    with_database(config, needs, async |db, _| {
+        let backups = open(config, db).await?;
+        match action {
+            BackupAction::Run => run(&backups).await,
+            BackupAction::List => list(&backups).await,
+            BackupAction::Prune { dry_run } => prune(&backups, dry_run).await,
+            BackupAction::Verify { id } => verify(&backups, id.as_deref()).await,
+        }
+    })
+    .await
+}
+
+async fn run(backups: &Backups) -> Result<()> {
+    let cancel = CancellationToken::new();
+    let on_signal = cancel.clone();
+    // Ctrl-C or SIGTERM abandons the upload cleanly instead of leaving half an object.
+    crate::app::cancel_on_signals(on_signal)?;
+    let manifest = match backups.run(cancel).await {
+        Ok(m) => m,
+        Err(BackupError::Busy) => {
+            bail!("another backup is running (this or another nexusd holds the backup lock)")
+        }
+        Err(BackupError::Failed(e)) => {
+            return Err(e.context("backup failed; nothing was stored as a backup"));
+        }
+    };
+    println!(
+        "backup {}: {} ({} raw) in {:.1} s, {} tables, {} rows -> {}",
+        manifest.name,
+        megabytes(manifest.compressed_bytes),
+        megabytes(manifest.raw_bytes),
+        manifest.duration_seconds,
+        manifest.tables.len(),
+        manifest.tables.values().sum::<i64>(),
+        backups.store().describe()
+    );
+    prune(backups, false).await
+}
+
+fn megabytes(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+fn verified(entry: &Entry) -> String {
+    match &entry.verification {
+        Some(v) if v.ok => format!("yes ({})", v.verified_at.format("%Y-%m-%d %H:%M")),
+        Some(v) => format!("FAILED ({})", v.verified_at.format("%Y-%m-%d %H:%M")),
+        None => "no".into(),
+    }
+}
+
+async fn list(backups: &Backups) -> Result<()> {
+    let entries = backups.list().await?;
+    if entries.is_empty() {
+        println!("no backups in {}", backups.store().describe());
+        return Ok(());
+    }
+    println!(
+        "{:<36} {:<19} {:>11} {:>9} {:>11}  VERIFIED",
+        "ID", "TIME (UTC)", "SIZE", "DURATION", "ROWS"
+    );
+    for e in &entries {
+        match &e.manifest {
+            Some(m) => println!(
+                "{:<36} {:<19} {:>11} {:>8.1}s {:>11}  {}",
+                e.name,
+                m.finished_at.format("%Y-%m-%d %H:%M:%S"),
+                megabytes(e.size),
+                m.duration_seconds,
+                m.tables.values().sum::<i64>(),
+                verified(e)
+            ),
+            None => println!(
+                "{:<36} {:<19} {:>11} {:>9} {:>11}  incomplete (no manifest): not a backup",
+                e.name,
+                e.created.format("%Y-%m-%d %H:%M:%S"),
+                megabytes(e.size),
+                "-",
+                "-"
+            ),
+        }
+    }
+    let complete = entries.iter().filter(|e| e.complete).count();
+    println!(
+        "{complete} complete backups in {}",
+        backups.store().describe()
+    );
+    Ok(())
+}
+
+async fn prune(backups: &Backups, dry_run: bool) -> Result<()> {
+    let plan = backups.prune(dry_run).await?;
+    if let Some(why) = plan.refused {
+        bail!("pruning refused: {why}");
+    }
+    let verb = if dry_run { "would delete" } else { "deleted" };
+    for d in &plan.delete {
+        println!("{verb} {} ({})", d.name, d.reason);
+    }
+    let kept = plan.keep.len();
+    println!(
+        "retention: {} objects {verb}, {kept} backups kept{}",
+        plan.delete.len(),
+        if plan.deferred.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", {} more due but over NEXUSD_BACKUP_MAX_DELETIONS",
+                plan.deferred.len()
+            )
+        }
+    );
+    Ok(())
+}
+
+async fn verify(backups: &Backups, id: Option<&str>) -> Result<()> {
+    let v = backups.verify(id).await?;
+    if v.ok {
+        println!(
+            "verified {}: SHA-256 and CRC32C match the manifest, every table's row count matches ({:.1} s)",
+            v.name, v.duration_seconds
+        );
+        for e in &v.restore_errors {
+            println!("  note: the restore reported: {e}");
+        }
+        Ok(())
+    } else {
+        println!("{} FAILED verification:", v.name);
+        if !v.sha256_ok {
+            println!("  the object's SHA-256 differs from the manifest's");
+        }
+        if !v.crc32c_ok {
+            println!("  the object's CRC32C or size differs from the manifest's");
+        }
+        for m in &v.mismatches {
+            println!("  {m}");
+        }
+        for e in &v.restore_errors {
+            println!("  restore error: {e}");
+        }
+        bail!("backup {} did not verify", v.name)
+    }
+}
+
+pub async fn restore(config: &Config, id: &str, into: Option<&str>, force: bool) -> Result<()> {
+    with_database(config, Needs::Server, async |db, _| {
+        let backups = open(config, db).await?;
+        let r = backups.restore(id, into, force, true).await?;
+        for e in &r.errors {
+            println!("  note: the restore reported: {e}");
+        }
+        if !r.integrity_ok {
+            bail!(
+                "{} was restored into {}, but the object's checksums differ from its manifest",
+                r.name,
+                r.database
+            );
+        }
+        if !r.mismatches.is_empty() {
+            for m in &r.mismatches {
+                println!("  {m}");
+            }
+            bail!(
+                "{} was restored into {}, but row counts differ from the manifest",
+                r.name,
+                r.database
+            );
+        }
+        println!(
+            "restored {} into {}: checksums and every table's row count match the manifest",
+            r.name, r.database
+        );
+        Ok(())
+    })
+    .await
+}

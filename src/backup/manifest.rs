@@ -1,0 +1,118 @@
+//! The manifest written beside each dump, last: what makes a dump a backup. It records how the
+//! object was made and what it must contain — sizes, SHA-256 and CRC32C of the object, server and
+//! pg_dump versions, timings, and per-table row counts taken in the dump's own snapshot — so a
+//! verification can prove a restore complete. Verification results go to a separate
+//! `<name>.verify.json`, so the manifest is never rewritten.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::config::DumpFormat;
+
+pub const MANIFEST_SUFFIX: &str = ".manifest.json";
+pub const VERIFY_SUFFIX: &str = ".verify.json";
+/// Backups are named `dev-nexus-YYYYmmdd_HHMMSS` plus this, as the original's cron job did.
+pub const NAME_PREFIX: &str = "dev-nexus-";
+
+/// The object name for a dump taken at `at`.
+pub fn dump_name(at: DateTime<Utc>, format: DumpFormat) -> String {
+    format!(
+        "{NAME_PREFIX}{}{}",
+        at.format("%Y%m%d_%H%M%S"),
+        extension(format)
+    )
+}
+
+pub fn extension(format: DumpFormat) -> &'static str {
+    match format {
+        DumpFormat::Plain => ".sql.gz",
+        DumpFormat::Custom => ".dump.gz",
+    }
+}
+
+/// Whether `name` is a dump object (not a manifest, verification or foreign file).
+pub fn is_dump(name: &str) -> bool {
+    name.starts_with(NAME_PREFIX) && (name.ends_with(".sql.gz") || name.ends_with(".dump.gz"))
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    pub manifest_version: u32,
+    /// The dump object's name.
+    pub name: String,
+    /// `plain` or `custom`.
+    pub format: String,
+    pub compression: Compression,
+    /// Bytes pg_dump wrote.
+    pub raw_bytes: u64,
+    /// Bytes of the stored object.
+    pub compressed_bytes: u64,
+    /// SHA-256 of the stored object, hex.
+    pub sha256: String,
+    /// CRC32C of the stored object (Castagnoli), as a number.
+    pub crc32c: u32,
+    pub database: String,
+    pub server_version: String,
+    pub pg_dump_version: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub duration_seconds: f64,
+    /// The snapshot pg_dump read, shared with the row counts.
+    pub snapshot: String,
+    /// `schema.table` → rows, counted in the dump's snapshot.
+    pub tables: BTreeMap<String, i64>,
+    /// `local` or `gcs`, and the object's generation there.
+    pub store: String,
+    pub generation: Option<i64>,
+    pub nexusd_version: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Compression {
+    pub codec: String,
+    pub level: u32,
+    /// Independent gzip members of this many raw bytes (compressed in parallel); any gunzip
+    /// reads the concatenation.
+    pub block_bytes: u64,
+}
+
+/// The outcome of `nexusd backup verify` for one backup.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Verification {
+    pub name: String,
+    pub verified_at: DateTime<Utc>,
+    pub ok: bool,
+    pub sha256_ok: bool,
+    pub crc32c_ok: bool,
+    /// Row counts of the scratch restore equal the manifest's.
+    pub rows_ok: bool,
+    /// `schema.table: expected N, restored M` for each difference.
+    pub mismatches: Vec<String>,
+    /// Errors the restore reported (e.g. a statement the scratch database refused).
+    pub restore_errors: Vec<String>,
+    pub duration_seconds: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn names_follow_the_originals_layout() {
+        let at = Utc.with_ymd_and_hms(2026, 11, 24, 2, 0, 5).unwrap();
+        assert_eq!(
+            dump_name(at, DumpFormat::Plain),
+            "dev-nexus-20261124_020005.sql.gz"
+        );
+        assert_eq!(
+            dump_name(at, DumpFormat::Custom),
+            "dev-nexus-20261124_020005.dump.gz"
+        );
+        assert!(is_dump("dev-nexus-20261124_020005.sql.gz"));
+        assert!(!is_dump("dev-nexus-20261124_020005.sql.gz.manifest.json"));
+        assert!(!is_dump("notes.txt"));
+    }
+}

@@ -1,0 +1,111 @@
+//! The backup jobs inside `nexusd serve`, on tokio-cron-scheduler (UTC, seconds first): the
+//! nightly backup, followed by pruning only when it succeeded, and the weekly verification. A
+//! failing job is logged and counted; the scheduler keeps going.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio_cron_scheduler::{Job, JobScheduler};
+use tokio_util::sync::CancellationToken;
+
+use super::{BackupError, Backups};
+
+/// The running scheduler and the token that aborts a backup in flight.
+pub struct Schedule {
+    scheduler: JobScheduler,
+    abort: CancellationToken,
+}
+
+/// Starts the configured jobs; `None` when both schedules are off.
+pub async fn start(backups: Arc<Backups>) -> Result<Option<Schedule>> {
+    let config = backups.config().clone();
+    if config.schedule.is_none() && config.verify_schedule.is_none() {
+        tracing::info!("scheduled backups are off (NEXUSD_BACKUP_SCHEDULE=off)");
+        return Ok(None);
+    }
+    let scheduler = JobScheduler::new()
+        .await
+        .context("starting the backup scheduler")?;
+    let abort = CancellationToken::new();
+
+    if let Some(cron) = &config.schedule {
+        let b = backups.clone();
+        let token = abort.clone();
+        let job = Job::new_async(cron.as_str(), move |id, mut scheduler| {
+            let b = b.clone();
+            let token = token.clone();
+            Box::pin(async move {
+                match b.run(token.child_token()).await {
+                    Ok(_) => {
+                        if let Err(e) = b.prune(false).await {
+                            tracing::error!(error = %format!("{e:#}"), "pruning after the backup failed");
+                        }
+                    }
+                    // Never prune after a failed backup: the old ones may be all there is.
+                    Err(BackupError::Busy) | Err(BackupError::Failed(_)) => {}
+                }
+                if let Ok(next) = scheduler.next_tick_for_job(id).await {
+                    b.status().update(|s| s.next_backup_at = next);
+                }
+            })
+        })
+        .with_context(|| format!("NEXUSD_BACKUP_SCHEDULE {cron:?}"))?;
+        let id = scheduler.add(job).await.context("scheduling the backup")?;
+        let next = scheduler.clone().next_tick_for_job(id).await.ok().flatten();
+        backups.status().update(|s| s.next_backup_at = next);
+        tracing::info!(schedule = %cron, next = ?next, store = %backups.store().describe(), "nightly backups scheduled (UTC)");
+    }
+    if let Some(cron) = &config.verify_schedule {
+        let b = backups.clone();
+        let job = Job::new_async(cron.as_str(), move |id, mut scheduler| {
+            let b = b.clone();
+            Box::pin(async move {
+                if let Err(e) = b.verify(None).await {
+                    tracing::error!(error = %format!("{e:#}"), "the scheduled backup verification could not run");
+                }
+                if let Ok(next) = scheduler.next_tick_for_job(id).await {
+                    b.status().update(|s| s.next_verify_at = next);
+                }
+            })
+        })
+        .with_context(|| format!("NEXUSD_BACKUP_VERIFY_SCHEDULE {cron:?}"))?;
+        let id = scheduler
+            .add(job)
+            .await
+            .context("scheduling the verification")?;
+        let next = scheduler.clone().next_tick_for_job(id).await.ok().flatten();
+        backups.status().update(|s| s.next_verify_at = next);
+    }
+    scheduler
+        .start()
+        .await
+        .context("starting the backup scheduler")?;
+    Ok(Some(Schedule { scheduler, abort }))
+}
+
+impl Schedule {
+    /// Stops scheduling; a backup in flight gets `drain` to finish, then is aborted (its upload
+    /// abandoned, pg_dump killed) and given a moment to clean up.
+    pub async fn stop(mut self, backups: &Backups, drain: Duration) {
+        if let Err(e) = self.scheduler.shutdown().await {
+            tracing::warn!(error = %e, "stopping the backup scheduler");
+        }
+        if !backups.wait_idle(drain).await {
+            tracing::warn!("aborting the backup in flight at shutdown");
+            self.abort.cancel();
+            if !backups.wait_idle(Duration::from_secs(2)).await {
+                tracing::error!("the aborted backup did not stop in time");
+            }
+        }
+    }
+}
+
+impl Backups {
+    /// Waits (at most `limit`) until no backup or verification runs; whether it got there.
+    pub async fn wait_idle(&self, limit: Duration) -> bool {
+        tokio::time::timeout(limit, self.running.lock())
+            .await
+            .is_ok()
+    }
+}
