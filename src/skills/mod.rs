@@ -5,7 +5,11 @@
 mod activity;
 pub mod auth;
 pub mod cors;
+mod doc_rules;
+mod documentation;
+pub mod github;
 mod health;
+mod integration;
 mod knowledge;
 mod openapi;
 mod patterns;
@@ -54,7 +58,9 @@ pub fn registry(config: &Config) -> Result<Registry> {
         knowledge::add_lesson_learned(),
         knowledge::update_dependency_info(),
         knowledge::add_deployment_info(),
-        // 9-11: health_check_external, check_documentation_standards, validate_documentation_update
+        integration::health_check_external(),
+        documentation::check_documentation_standards(),
+        documentation::validate_documentation_update(),
         runtime::add_runtime_issue(),
         runtime::get_pattern_health(),
         runtime::query_known_issues(),
