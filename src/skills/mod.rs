@@ -3,6 +3,8 @@
 //! JSON errors for every protocol problem (skills-api.md).
 
 mod activity;
+mod arch_rules;
+mod architecture;
 pub mod auth;
 pub mod cors;
 mod doc_rules;
@@ -49,7 +51,7 @@ const SKILL_TIMEOUT: Duration = Duration::from_secs(120);
 /// Every skill, in the reference's registration order (dev-nexus reference §3.0), then
 /// nexusd's own. The one place to add a skill.
 pub fn registry(config: &Config) -> Result<Registry> {
-    let skills: Vec<Skill> = vec![
+    let mut skills: Vec<Skill> = vec![
         patterns::query_patterns(),
         patterns::get_cross_repo_patterns(),
         repository::get_repository_list(),
@@ -65,10 +67,17 @@ pub fn registry(config: &Config) -> Result<Registry> {
         runtime::get_pattern_health(),
         runtime::query_known_issues(),
         activity::get_recent_actions(),
-        // 16-18 (only with GITHUB_TOKEN): the architecture skills.
-        // 19-22: the component skills.
-        // Then nexusd's own skills.
     ];
+    // 16-18: only with GITHUB_TOKEN, as in the original.
+    if config.external.github.token.is_some() {
+        skills.extend([
+            architecture::validate_repository_architecture(),
+            architecture::check_specific_standard(),
+            architecture::suggest_improvements(),
+        ]);
+    }
+    // 19-22: the component skills.
+    // Then nexusd's own skills.
     Registry::new(
         skills,
         &config.api.extra_protected,
