@@ -6,6 +6,9 @@ mod activity;
 mod arch_rules;
 mod architecture;
 pub mod auth;
+mod component_scan;
+mod component_scoring;
+mod components;
 pub mod cors;
 mod doc_rules;
 mod documentation;
@@ -76,7 +79,12 @@ pub fn registry(config: &Config) -> Result<Registry> {
             architecture::suggest_improvements(),
         ]);
     }
-    // 19-22: the component skills.
+    skills.extend([
+        components::detect_misplaced_components(),
+        components::analyze_component_centrality(),
+        components::recommend_consolidation_plan(),
+        components::scan_repository_components(),
+    ]);
     // Then nexusd's own skills.
     Registry::new(
         skills,
