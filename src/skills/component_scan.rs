@@ -342,17 +342,20 @@ pub fn kebab(name: &str) -> String {
     out.trim_matches('-').to_string()
 }
 
-/// The component's name: the file stem in kebab-case, or the directory's name for module
-/// files (`mod.rs`, `index.ts`, `__init__.py`, `lib.rs`).
+/// The component's name: the file stem in kebab-case, or for module files (`mod.rs`,
+/// `index.ts`, `__init__.py`, `lib.rs`) the name of the nearest directory that is not a
+/// generic one (`src`, `lib`, …), else the stem.
 fn base_name(path: &str) -> String {
     let name = file_name(path);
     let stem = name.rsplit_once('.').map_or(name, |(s, _)| s);
-    let stem = if matches!(stem, "mod" | "index" | "__init__" | "lib") {
-        path.rsplit('/').nth(1).unwrap_or(stem)
-    } else {
-        stem
-    };
-    kebab(stem)
+    if !matches!(stem, "mod" | "index" | "__init__" | "lib") {
+        return kebab(stem);
+    }
+    let directory = path
+        .rsplit('/')
+        .skip(1)
+        .find(|d| !GENERIC_WORDS.contains(&d.to_lowercase().as_str()));
+    kebab(directory.unwrap_or(stem))
 }
 
 /// `api_client`, `infrastructure`, `data_model`, `service` or `module`, from the words of the
@@ -542,13 +545,15 @@ mod tests {
             "src/grpc/client.rs",
             "src/grpc/mod.rs",
             "src/util.rs",
+            "src/lib.rs",
+            "crates/ledger/src/lib.rs",
         ]
         .iter()
         .map(|p| extract(p, "pub fn x() {}\n").unwrap())
         .collect();
         unique_names(&mut list);
         let names: Vec<&str> = list.iter().map(|c| c.name.as_str()).collect();
-        assert_eq!(names, ["http-client", "grpc-client", "grpc", "util"]);
+        assert_eq!(names, ["http-client", "grpc-client", "grpc", "util", "lib", "ledger"]);
         assert_eq!(kebab("HTTPServer_v2"), "httpserver-v2");
         assert_eq!(kebab("formatMoney"), "format-money");
     }
