@@ -553,7 +553,17 @@ mod tests {
         .collect();
         unique_names(&mut list);
         let names: Vec<&str> = list.iter().map(|c| c.name.as_str()).collect();
-        assert_eq!(names, ["http-client", "grpc-client", "grpc", "util", "lib", "ledger"]);
+        assert_eq!(
+            names,
+            [
+                "http-client",
+                "grpc-client",
+                "grpc",
+                "util",
+                "lib",
+                "ledger"
+            ]
+        );
         assert_eq!(kebab("HTTPServer_v2"), "httpserver-v2");
         assert_eq!(kebab("formatMoney"), "format-money");
     }
