@@ -9,6 +9,7 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
+use super::doc_rules::Priority::{Critical, High, Low, Medium};
 use super::doc_rules::{self, Markdown, PRIORITY_DOCS, Priority};
 use super::github::{Tree, parent_dir};
 
@@ -262,8 +263,6 @@ const fn rule(
         recommendation,
     }
 }
-
-use Priority::{Critical, High, Low, Medium};
 
 const DOC_001: Rule = rule(
     "DOC-001",

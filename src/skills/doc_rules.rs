@@ -121,19 +121,30 @@ pub const MIN_WORDS: usize = 30;
 /// The first file of the tree matching one of `doc`'s names (case-insensitive) in
 /// [`DOC_DIRS`] order.
 pub fn locate(tree: &Tree, doc: &RequiredDoc) -> Option<String> {
-    for dir in DOC_DIRS {
-        for name in doc.alternatives {
-            let wanted = if dir.is_empty() {
-                name.to_lowercase()
-            } else {
-                format!("{dir}/{name}").to_lowercase()
-            };
-            if let Some(path) = tree.paths().find(|p| p.to_lowercase() == wanted) {
-                return Some(path.to_string());
-            }
-        }
-    }
-    None
+    // Candidates in order of preference; one pass over the (possibly huge) tree.
+    let wanted: Vec<String> = DOC_DIRS
+        .iter()
+        .flat_map(|dir| {
+            doc.alternatives.iter().map(move |name| {
+                if dir.is_empty() {
+                    name.to_lowercase()
+                } else {
+                    format!("{dir}/{name}").to_lowercase()
+                }
+            })
+        })
+        .collect();
+    tree.paths()
+        .filter(|p| p.matches('/').count() <= 1)
+        .filter_map(|p| {
+            let lower = p.to_lowercase();
+            wanted
+                .iter()
+                .position(|w| *w == lower)
+                .map(|rank| (rank, p))
+        })
+        .min_by_key(|(rank, _)| *rank)
+        .map(|(_, p)| p.to_string())
 }
 
 /// A document chosen for checking.
