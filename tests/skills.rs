@@ -1070,10 +1070,17 @@ async fn agent_card_root_and_openapi_describe_what_is_enforced() {
         "add_lesson_learned",
         "update_dependency_info",
         "add_deployment_info",
+        "health_check_external",
+        "check_documentation_standards",
+        "validate_documentation_update",
         "add_runtime_issue",
         "get_pattern_health",
         "query_known_issues",
         "get_recent_actions",
+        "detect_misplaced_components",
+        "analyze_component_centrality",
+        "recommend_consolidation_plan",
+        "scan_repository_components",
     ];
 
     let (status, card) = nexusd.get("/.well-known/agent.json").await.unwrap();
@@ -1105,6 +1112,7 @@ async fn agent_card_root_and_openapi_describe_what_is_enforced() {
             "update_dependency_info",
             "add_deployment_info",
             "add_runtime_issue",
+            "scan_repository_components",
         ]
         .contains(&entry["id"].as_str().unwrap());
         assert_eq!(

@@ -3,9 +3,18 @@
 //! JSON errors for every protocol problem (skills-api.md).
 
 mod activity;
+mod arch_rules;
+mod architecture;
 pub mod auth;
+mod component_scan;
+mod component_scoring;
+mod components;
 pub mod cors;
+mod doc_rules;
+mod documentation;
+pub mod github;
 mod health;
+mod integration;
 mod knowledge;
 mod openapi;
 mod patterns;
@@ -45,7 +54,7 @@ const SKILL_TIMEOUT: Duration = Duration::from_secs(120);
 /// Every skill, in the reference's registration order (dev-nexus reference §3.0), then
 /// nexusd's own. The one place to add a skill.
 pub fn registry(config: &Config) -> Result<Registry> {
-    let skills: Vec<Skill> = vec![
+    let mut skills: Vec<Skill> = vec![
         patterns::query_patterns(),
         patterns::get_cross_repo_patterns(),
         repository::get_repository_list(),
@@ -54,15 +63,29 @@ pub fn registry(config: &Config) -> Result<Registry> {
         knowledge::add_lesson_learned(),
         knowledge::update_dependency_info(),
         knowledge::add_deployment_info(),
-        // 9-11: health_check_external, check_documentation_standards, validate_documentation_update
+        integration::health_check_external(),
+        documentation::check_documentation_standards(),
+        documentation::validate_documentation_update(),
         runtime::add_runtime_issue(),
         runtime::get_pattern_health(),
         runtime::query_known_issues(),
         activity::get_recent_actions(),
-        // 16-18 (only with GITHUB_TOKEN): the architecture skills.
-        // 19-22: the component skills.
-        // Then nexusd's own skills.
     ];
+    // 16-18: only with GITHUB_TOKEN, as in the original.
+    if config.external.github.token.is_some() {
+        skills.extend([
+            architecture::validate_repository_architecture(),
+            architecture::check_specific_standard(),
+            architecture::suggest_improvements(),
+        ]);
+    }
+    skills.extend([
+        components::detect_misplaced_components(),
+        components::analyze_component_centrality(),
+        components::recommend_consolidation_plan(),
+        components::scan_repository_components(),
+    ]);
+    // Then nexusd's own skills.
     Registry::new(
         skills,
         &config.api.extra_protected,

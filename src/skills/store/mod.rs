@@ -4,6 +4,7 @@
 
 pub mod activity;
 pub mod analysis;
+pub mod components;
 pub mod knowledge;
 pub mod patterns;
 pub mod repositories;

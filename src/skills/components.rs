@@ -1,0 +1,752 @@
+//! Component sensibility skills (reference §3.10): `detect_misplaced_components`,
+//! `analyze_component_centrality` and `recommend_consolidation_plan` score where a reusable
+//! component belongs from the knowledge base (`component_scoring.rs`) and write nothing;
+//! `scan_repository_components` (protected) re-reads a repository's components from its source
+//! on GitHub (`component_scan.rs`) and replaces its `reusable_components` rows in one
+//! transaction.
+
+use std::collections::BTreeSet;
+
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::component_scan::{self, Extracted};
+use super::component_scoring::{
+    self, CandidateScore, Component, Knowledge, MISPLACED_MARGIN, SAME_COMPONENT_SIMILARITY,
+    round3, terms, tokens,
+};
+use super::github::{GitHub, GitHubError, parse_repository};
+use super::now_rfc3339;
+use super::registry::{
+    Skill, SkillContext, SkillError, SkillOutput, example, handler, output, parse,
+};
+use super::store::{self, components};
+
+/// Misplaced components listed at most.
+const MAX_LISTED: usize = 10;
+
+fn name_field(description: &str) -> Value {
+    json!({"type": "string", "description": description, "minLength": 1, "maxLength": 500})
+}
+
+fn repository_field(description: &str) -> Value {
+    json!({"type": "string", "description": description, "minLength": 1, "maxLength": 255})
+}
+
+/// The knowledge base, read in one snapshot.
+async fn load(ctx: &SkillContext, context: &str) -> Result<Knowledge, SkillError> {
+    async {
+        let mut tx = store::snapshot(ctx.pool()).await?;
+        let knowledge = components::knowledge(&mut tx).await?;
+        tx.commit().await?;
+        Ok(knowledge)
+    }
+    .await
+    .map_err(|e: sqlx::Error| SkillError::from(e).context(context))
+}
+
+fn not_found(repository: &str) -> SkillError {
+    SkillError::failed(format!("Repository not found: {repository}"))
+}
+
+fn require(k: &Knowledge, repository: &str) -> Result<(), SkillError> {
+    k.repository(repository)
+        .map(|_| ())
+        .ok_or_else(|| not_found(repository))
+}
+
+fn all_scores_map(scores: &[CandidateScore]) -> Map<String, Value> {
+    scores
+        .iter()
+        .map(|s| (s.repository.clone(), json!(s.score)))
+        .collect()
+}
+
+fn score_of(scores: &[CandidateScore], repository: &str) -> f64 {
+    scores
+        .iter()
+        .find(|s| s.repository == repository)
+        .map_or(0.0, |s| s.score)
+}
+
+/// The implementations of a component called `name` as seen from `repository`: the rows of
+/// that repository with that name and everything at least [`SAME_COMPONENT_SIMILARITY`]
+/// similar to them elsewhere; when the repository has no such row, the rows with that name
+/// anywhere. Also the terms describing the component.
+fn implementations<'a>(
+    k: &'a Knowledge,
+    name: &str,
+    repository: &str,
+) -> (Vec<&'a Component>, BTreeSet<String>, bool) {
+    let own = k.named(repository, name);
+    let found = !own.is_empty();
+    let mut list: Vec<&Component> = Vec::new();
+    let mut subject = tokens(name);
+    if found {
+        for c in &own {
+            subject.extend(terms(c));
+            list.push(c);
+            for (other, _) in k.similar_to(c, SAME_COMPONENT_SIMILARITY, true) {
+                list.push(other);
+            }
+        }
+    } else {
+        let wanted = component_scoring::normalise_name(name);
+        for c in k
+            .components
+            .iter()
+            .filter(|c| component_scoring::normalise_name(&c.name) == wanted)
+        {
+            subject.extend(terms(c));
+            list.push(c);
+        }
+    }
+    let mut seen = BTreeSet::new();
+    list.retain(|c| seen.insert(c.id.clone()));
+    (list, subject, found)
+}
+
+fn implementation_json(c: &Component, reference: Option<&Component>) -> Value {
+    json!({
+        "component_id": c.id,
+        "component_name": c.name,
+        "repository": c.repository,
+        "location": c.location,
+        "similarity": reference.map(|r| component_scoring::similarity(r, c)),
+        "sync_status": c.sync_status,
+    })
+}
+
+pub fn detect_misplaced_components() -> Skill {
+    Skill {
+        id: "detect_misplaced_components",
+        name: "Detect Misplaced Components",
+        description: "Find reusable components that would be better placed in another repository: for each \
+                      component, its similar copies elsewhere and the canonical score of every repository as \
+                      its home (keyword overlap, usage by dependent repositories, dependency centrality, \
+                      maintenance, size and complexity, first implementation). Read-only.",
+        tags: &[
+            "architecture",
+            "component-sensibility",
+            "consolidation",
+            "code-reuse",
+        ],
+        requires_authentication: false,
+        input_schema: json!({
+            "type": "object",
+            "properties": {
+                "repository": repository_field("Only this repository's components (default: all)"),
+                "component_types": {
+                    "type": "array",
+                    "description": "Only components of these types",
+                    "items": {"type": "string", "minLength": 1, "maxLength": 50},
+                    "maxItems": 20,
+                },
+                "min_similarity_score": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.5},
+                "include_diverged": {
+                    "type": "boolean",
+                    "description": "Count copies whose sync_status is 'diverged' as similar",
+                    "default": true,
+                },
+                "top_k_matches": {"type": "integer", "minimum": 1, "maximum": 50, "default": 5},
+            },
+        }),
+        examples: vec![
+            example(json!({}), "Every component of the knowledge base"),
+            example(
+                json!({"repository": "acme/payments-api", "min_similarity_score": 0.7, "top_k_matches": 3}),
+                "One repository's components, close copies only",
+            ),
+        ],
+        aliases: &[],
+        empty: json!({"misplaced_components": []}),
+        uses_database: true,
+        handler: handler(run_detect),
+    }
+}
+
+#[derive(Deserialize)]
+struct DetectInput {
+    repository: Option<String>,
+    component_types: Option<Vec<String>>,
+    min_similarity_score: Option<f64>,
+    include_diverged: Option<bool>,
+    top_k_matches: Option<usize>,
+}
+
+async fn run_detect(
+    ctx: SkillContext,
+    input: Map<String, Value>,
+) -> Result<SkillOutput, SkillError> {
+    let q: DetectInput = parse(input)?;
+    let k = load(&ctx, "Failed to detect misplaced components").await?;
+    if let Some(r) = &q.repository {
+        require(&k, r)?;
+    }
+    let min = q.min_similarity_score.unwrap_or(0.5);
+    let include_diverged = q.include_diverged.unwrap_or(true);
+    let top_k = q.top_k_matches.unwrap_or(5);
+    let types: Option<Vec<String>> = q
+        .component_types
+        .map(|t| t.iter().map(|s| s.to_lowercase()).collect());
+    let candidates: Vec<&str> = k.repositories.iter().map(|r| r.name.as_str()).collect();
+
+    let in_scope: Vec<&Component> = k
+        .components
+        .iter()
+        .filter(|c| q.repository.as_deref().is_none_or(|r| c.repository == r))
+        .filter(|c| {
+            types
+                .as_ref()
+                .is_none_or(|t| t.contains(&c.component_type.to_lowercase()))
+        })
+        .collect();
+    let mut misplaced: Vec<(f64, Value)> = Vec::new();
+    for c in &in_scope {
+        let similar = k.similar_to(c, min, include_diverged);
+        let mut implementations: Vec<&Component> = vec![c];
+        implementations.extend(similar.iter().map(|(s, _)| *s));
+        let scores = k.score(&terms(c), &implementations, &candidates);
+        let Some(best) = scores.first() else { continue };
+        let current = score_of(&scores, &c.repository);
+        let improvement = round3(best.score - current);
+        if best.repository == c.repository || improvement < MISPLACED_MARGIN {
+            continue;
+        }
+        misplaced.push((
+            improvement,
+            json!({
+                "component_id": c.id,
+                "component_name": c.name,
+                "component_type": c.component_type,
+                "current_location": c.repository,
+                "current_files": c.location.iter().collect::<Vec<_>>(),
+                "similar_components": similar.iter().take(top_k).map(|(s, _)| implementation_json(s, Some(c))).collect::<Vec<_>>(),
+                "similar_count": similar.len(),
+                "potential_consolidation": !similar.is_empty(),
+                "canonical_recommendation": {
+                    "repository": best.repository,
+                    "canonical_score": best.score,
+                    "current_score": current,
+                    "improvement": improvement,
+                    "reasoning": best.reasoning(),
+                    "all_scores": all_scores_map(&scores),
+                },
+            }),
+        ));
+    }
+    misplaced.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let found = misplaced.len();
+    let summary = if in_scope.is_empty() {
+        "No components found matching criteria".to_string()
+    } else {
+        format!(
+            "{found} of {} component(s) would be better placed in another repository",
+            in_scope.len()
+        )
+    };
+    Ok(output(json!({
+        "analyzed_repository": q.repository.as_deref().unwrap_or("all"),
+        "components_analyzed": in_scope.len(),
+        "misplaced_components_found": found,
+        "misplaced_components": misplaced.into_iter().take(MAX_LISTED).map(|(_, v)| v).collect::<Vec<_>>(),
+        "summary": summary,
+        "analysis_timestamp": now_rfc3339(),
+    })))
+}
+
+pub fn analyze_component_centrality() -> Skill {
+    Skill {
+        id: "analyze_component_centrality",
+        name: "Analyze Component Centrality",
+        description: "Score candidate repositories as the home of a component: six weighted factors computed \
+                      from the knowledge base, the best location, and the improvement over the current one. \
+                      Read-only.",
+        tags: &[
+            "architecture",
+            "component-sensibility",
+            "scoring",
+            "analysis",
+        ],
+        requires_authentication: false,
+        input_schema: json!({
+            "type": "object",
+            "properties": {
+                "component_name": name_field("The component's name"),
+                "current_location": repository_field("The repository that holds it now"),
+                "candidate_locations": {
+                    "type": "array",
+                    "description": "Repositories to score (default: all; the current one is always included)",
+                    "items": {"type": "string", "minLength": 1, "maxLength": 255},
+                    "maxItems": 100,
+                },
+            },
+            "required": ["component_name", "current_location"],
+        }),
+        examples: vec![
+            example(
+                json!({"component_name": "retry-policy", "current_location": "acme/payments-api"}),
+                "Score every repository",
+            ),
+            example(
+                json!({"component_name": "retry-policy", "current_location": "acme/payments-api", "candidate_locations": ["acme/platform-lib"]}),
+                "Compare with one candidate",
+            ),
+        ],
+        aliases: &[],
+        empty: json!({}),
+        uses_database: true,
+        handler: handler(run_centrality),
+    }
+}
+
+#[derive(Deserialize)]
+struct CentralityInput {
+    component_name: String,
+    current_location: String,
+    candidate_locations: Option<Vec<String>>,
+}
+
+/// The candidates asked for (each must exist), plus the current location.
+fn candidates<'a>(
+    k: &'a Knowledge,
+    current: &'a str,
+    asked: Option<&'a [String]>,
+) -> Result<Vec<&'a str>, SkillError> {
+    let Some(asked) = asked else {
+        return Ok(k.repositories.iter().map(|r| r.name.as_str()).collect());
+    };
+    let mut list: Vec<&str> = vec![current];
+    for c in asked {
+        require(k, c)?;
+        if !list.contains(&c.as_str()) {
+            list.push(c);
+        }
+    }
+    Ok(list)
+}
+
+async fn run_centrality(
+    ctx: SkillContext,
+    input: Map<String, Value>,
+) -> Result<SkillOutput, SkillError> {
+    let q: CentralityInput = parse(input)?;
+    let k = load(&ctx, "Failed to analyze component centrality").await?;
+    require(&k, &q.current_location)?;
+    let candidates = candidates(&k, &q.current_location, q.candidate_locations.as_deref())?;
+    let (implementations, subject, found) =
+        implementations(&k, &q.component_name, &q.current_location);
+    let scores = k.score(&subject, &implementations, &candidates);
+    let current = score_of(&scores, &q.current_location);
+    let best = scores
+        .first()
+        .map_or((q.current_location.clone(), current), |b| {
+            (b.repository.clone(), b.score)
+        });
+    let reference = implementations
+        .iter()
+        .find(|c| c.repository == q.current_location)
+        .copied();
+    Ok(output(json!({
+        "component_name": q.component_name,
+        "current_location": q.current_location,
+        "component_found": found,
+        "implementations": implementations.iter().map(|c| implementation_json(c, reference)).collect::<Vec<_>>(),
+        "analysis": {
+            "best_location": best.0,
+            "best_score": best.1,
+            "all_scores": scores.iter().map(|s| (s.repository.clone(), s.to_json())).collect::<Map<_, _>>(),
+            "recommendation": {
+                "from": q.current_location,
+                "to": best.0,
+                "improvement": round3(best.1 - current),
+            },
+        },
+        "analysis_timestamp": now_rfc3339(),
+    })))
+}
+
+pub fn recommend_consolidation_plan() -> Skill {
+    Skill {
+        id: "recommend_consolidation_plan",
+        name: "Recommend Consolidation Plan",
+        description: "Plan moving a component into the repository that should own it: four phases with tasks \
+                      and effort estimated from the component's size and the repositories affected, benefits \
+                      and risks, and optional impact/deep analysis from the dependency-orchestrator and \
+                      pattern-miner agents. Nothing is stored.",
+        tags: &[
+            "architecture",
+            "component-sensibility",
+            "planning",
+            "consolidation",
+        ],
+        requires_authentication: false,
+        input_schema: json!({
+            "type": "object",
+            "properties": {
+                "component_name": name_field("The component's name"),
+                "from_repository": repository_field("Where it is now"),
+                "to_repository": repository_field("Where it should go (default: the highest-scoring repository)"),
+                "include_impact_analysis": {"type": "boolean", "default": true},
+                "include_deep_analysis": {"type": "boolean", "default": true},
+            },
+            "required": ["component_name", "from_repository"],
+        }),
+        examples: vec![
+            example(
+                json!({"component_name": "retry-policy", "from_repository": "acme/payments-api"}),
+                "Plan a move to the best-scoring repository",
+            ),
+            example(
+                json!({"component_name": "retry-policy", "from_repository": "acme/payments-api", "to_repository": "acme/platform-lib", "include_deep_analysis": false}),
+                "Plan a move to a chosen repository",
+            ),
+        ],
+        aliases: &[],
+        empty: json!({}),
+        uses_database: true,
+        handler: handler(run_plan),
+    }
+}
+
+#[derive(Deserialize)]
+struct PlanInput {
+    component_name: String,
+    from_repository: String,
+    to_repository: Option<String>,
+    include_impact_analysis: Option<bool>,
+    include_deep_analysis: Option<bool>,
+}
+
+/// Eight hex characters, random per call.
+fn recommendation_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    format!("{:08x}", h.finish() as u32)
+}
+
+async fn run_plan(ctx: SkillContext, input: Map<String, Value>) -> Result<SkillOutput, SkillError> {
+    let q: PlanInput = parse(input)?;
+    let k = load(&ctx, "Failed to recommend consolidation plan").await?;
+    let from = q.from_repository.as_str();
+    require(&k, from)?;
+    if let Some(to) = &q.to_repository {
+        require(&k, to)?;
+    }
+    let (implementations, subject, _) = implementations(&k, &q.component_name, from);
+    let all: Vec<&str> = k.repositories.iter().map(|r| r.name.as_str()).collect();
+    let scores = k.score(&subject, &implementations, &all);
+    let to = q
+        .to_repository
+        .clone()
+        .or_else(|| scores.first().map(|s| s.repository.clone()))
+        .unwrap_or_else(|| from.to_string());
+    let from_score = score_of(&scores, from);
+    let to_score = score_of(&scores, &to);
+    let improvement = round3(to_score - from_score);
+
+    let mut affected: BTreeSet<String> = implementations
+        .iter()
+        .map(|c| c.repository.clone())
+        .collect();
+    affected.extend(k.dependents(from).into_iter().map(String::from));
+    affected.remove(&to);
+    let affected: Vec<String> = affected.into_iter().collect();
+
+    let phases =
+        component_scoring::plan_phases(&q.component_name, from, &to, &implementations, &affected);
+    let total: f64 = phases.iter().map(|p| p.hours).sum();
+    let mut plan = Map::new();
+    for (i, phase) in phases.iter().enumerate() {
+        let mut value = json!({
+            "name": phase.name,
+            "description": phase.description,
+            "tasks": phase.tasks,
+            "estimated_hours": phase.hours,
+        });
+        if let (Value::Object(map), Value::Object(extra)) = (&mut value, &phase.extra) {
+            map.extend(extra.clone());
+        }
+        plan.insert(format!("phase_{}", i + 1), value);
+    }
+    plan.insert("total_estimated_hours".into(), json!(total));
+    plan.insert(
+        "total_estimated_effort".into(),
+        json!(component_scoring::effort_range(total)),
+    );
+
+    let external = &ctx.state.config.external;
+    let risk = match affected.len() {
+        0 => "low",
+        1 | 2 => "medium",
+        _ => "high",
+    };
+    let impact = q.include_impact_analysis.unwrap_or(true).then(|| {
+        if external.orchestrator.is_some() {
+            json!({
+                "source": "knowledge_base",
+                "note": "dependency-orchestrator is configured, but nexusd computes impact from its own dependency data",
+                "affected_repositories": affected,
+                "risk_level": risk,
+            })
+        } else {
+            json!({"error": "dependency-orchestrator not configured", "affected_repositories": [], "risk_level": "unknown"})
+        }
+    });
+    let source = implementations.iter().find(|c| c.repository == from);
+    let target = implementations.iter().find(|c| c.repository == to);
+    let deep = q.include_deep_analysis.unwrap_or(true).then(|| {
+        if external.pattern_miner.is_some() {
+            let compatibility = match (
+                source.and_then(|c| c.api_signature.as_deref()),
+                target.and_then(|c| c.api_signature.as_deref()),
+            ) {
+                (Some(a), Some(b)) if a == b => Some("identical"),
+                (Some(_), Some(_)) => Some("different"),
+                _ => None,
+            };
+            let methods = |c: Option<&&Component>| -> BTreeSet<String> {
+                c.map(|c| c.public_methods.iter().cloned().collect()).unwrap_or_default()
+            };
+            let (a, b) = (methods(source), methods(target));
+            let mut differences: Vec<String> = a
+                .difference(&b)
+                .map(|m| format!("{m} exists only in {from}"))
+                .collect();
+            if target.is_some() {
+                differences.extend(b.difference(&a).map(|m| format!("{m} exists only in {to}")));
+            }
+            json!({
+                "source": "knowledge_base",
+                "note": "pattern-miner is configured, but nexusd compares the recorded signatures and methods itself",
+                "api_compatibility": compatibility,
+                "behavioral_differences": differences,
+            })
+        } else {
+            json!({"error": "pattern-miner not configured", "api_compatibility": null, "behavioral_differences": []})
+        }
+    });
+
+    let reasoning = if to == from {
+        format!(
+            "{from} is already the best-scoring location for {} (score {from_score})",
+            q.component_name
+        )
+    } else if improvement > 0.0 {
+        format!(
+            "{to} scores {to_score} against {from_score} for {from} as the home of {}",
+            q.component_name
+        )
+    } else {
+        format!(
+            "{to} scores {to_score}, not higher than {from_score} for {from}: the data does not support moving {}",
+            q.component_name
+        )
+    };
+    let copies = implementations.len();
+    let benefits = [
+        if copies > 1 {
+            format!(
+                "One maintained implementation of {} in {to} instead of {copies}",
+                q.component_name
+            )
+        } else {
+            format!(
+                "{} lives where the data says it is used most ({to})",
+                q.component_name
+            )
+        },
+        format!("Canonical score {to_score} in {to} against {from_score} in {from}"),
+        format!(
+            "{} repositories can depend on a single copy; fixes land once",
+            affected.len()
+        ),
+    ];
+    let diverged = implementations
+        .iter()
+        .any(|c| c.sync_status.eq_ignore_ascii_case("diverged"));
+    let risks = [
+        if affected.is_empty() {
+            "No dependent repositories are recorded; confirm with the owners before moving"
+                .to_string()
+        } else {
+            format!(
+                "{} repositories must switch to {to}: {}",
+                affected.len(),
+                affected.join(", ")
+            )
+        },
+        if diverged {
+            "Some copies have diverged (sync_status); their behaviour must be reconciled first"
+                .to_string()
+        } else {
+            format!(
+                "Callers of {from}'s copy may rely on behaviour specific to it; run their tests after the switch"
+            )
+        },
+    ];
+    let id = recommendation_id();
+    let timestamp = now_rfc3339();
+    Ok(output(json!({
+        "recommendation_id": id,
+        "component_name": q.component_name,
+        "from_repository": from,
+        "to_repository": to,
+        "consolidation_plan": plan,
+        "impact_analysis": impact,
+        "deep_analysis": deep,
+        "recommendation": {
+            "recommendation_id": id,
+            "timestamp": timestamp,
+            "component_id": source.map_or_else(|| format!("{from}:{}", q.component_name), |c| c.id.clone()),
+            "from_repository": from,
+            "to_repository": to,
+            "priority": component_scoring::priority(improvement),
+            "confidence": component_scoring::confidence(improvement),
+            "improvement": improvement,
+            "reasoning": reasoning,
+            "benefits": benefits,
+            "risks": risks,
+            "estimated_effort_hours": component_scoring::effort_range(total).trim_end_matches(" hours"),
+            "status": "pending",
+            "related_recommendations": [],
+        },
+        "recommendation_timestamp": timestamp,
+    })))
+}
+
+pub fn scan_repository_components() -> Skill {
+    Skill {
+        id: "scan_repository_components",
+        name: "Scan Repository Components",
+        description: "Re-read a repository's reusable components from its source on GitHub (public items, \
+                      imports, size and complexity of each source file with a public API) and make them the \
+                      repository's recorded components in one transaction. Needs GITHUB_TOKEN.",
+        tags: &[
+            "architecture",
+            "component-sensibility",
+            "scanning",
+            "repository-analysis",
+        ],
+        requires_authentication: true,
+        input_schema: json!({
+            "type": "object",
+            "properties": {
+                "repository": {"type": "string", "description": "Repository in owner/repo form, as recorded in the knowledge base", "maxLength": 255},
+            },
+            "required": ["repository"],
+        }),
+        examples: vec![example(
+            json!({"repository": "acme/payments-api"}),
+            "Rescan a repository's components",
+        )],
+        aliases: &[],
+        empty: json!({}),
+        uses_database: true,
+        handler: handler(run_scan),
+    }
+}
+
+#[derive(Deserialize)]
+struct ScanInput {
+    repository: String,
+}
+
+fn scan_error(e: GitHubError, repository: &str) -> SkillError {
+    match e {
+        GitHubError::NotConfigured | GitHubError::InvalidRepository | GitHubError::NotFound(_) => {
+            e.for_repository(repository)
+        }
+        other => {
+            let message = format!("Failed to scan repository components: {other}");
+            other.into_skill_error(message)
+        }
+    }
+}
+
+async fn run_scan(ctx: SkillContext, input: Map<String, Value>) -> Result<SkillOutput, SkillError> {
+    let q: ScanInput = parse(input)?;
+    let repository = q.repository.trim().to_string();
+    if repository.is_empty() {
+        return Err(SkillError::failed(
+            "Repository name is required (format: 'owner/repo')",
+        ));
+    }
+    let missing = || {
+        SkillError::failed(format!(
+            "Repository '{repository}' not found in knowledge base"
+        ))
+    };
+    {
+        let mut conn = ctx.pool().acquire().await?;
+        store::repository_id(&mut conn, &repository)
+            .await?
+            .ok_or_else(missing)?;
+    }
+
+    // Read from GitHub before any transaction is open.
+    let gh =
+        GitHub::new(&ctx.state.config.external.github).map_err(|e| scan_error(e, &repository))?;
+    parse_repository(&repository).map_err(|e| scan_error(e, &repository))?;
+    let info = gh
+        .repository(&repository)
+        .await
+        .map_err(|e| scan_error(e, &repository))?;
+    let tree = gh
+        .tree(&repository, &info.default_branch)
+        .await
+        .map_err(|e| scan_error(e, &repository))?;
+    let files = component_scan::candidate_files(&tree);
+    let contents = gh
+        .files(&repository, &info.default_branch, files.clone())
+        .await
+        .map_err(|e| scan_error(e, &repository))?;
+    let mut found: Vec<Extracted> = contents
+        .iter()
+        .filter_map(|(path, text)| component_scan::extract(path, text))
+        .collect();
+    component_scan::unique_names(&mut found);
+
+    let replaced = async {
+        let mut tx = ctx.pool().begin().await?;
+        let Some(repo_id) = store::repository_id(&mut tx, &repository).await? else {
+            return Ok(None);
+        };
+        let replaced =
+            components::replace_for_repository(&mut tx, repo_id, &repository, &found).await?;
+        tx.commit().await?;
+        Ok(Some(replaced))
+    }
+    .await
+    .map_err(|e: sqlx::Error| SkillError::from(e).context("Failed to scan repository components"))?
+    .ok_or_else(missing)?;
+
+    Ok(output(json!({
+        "repository": repository,
+        "components_found": found.len(),
+        "vectors_generated": 0,
+        "pattern_extraction": "disabled",
+        "extraction": "static",
+        "components": found.iter().map(|c| json!({
+            "name": c.name,
+            "type": c.component_type,
+            "files": [c.location],
+            "loc": c.lines_of_code,
+            "methods": c.public_methods,
+            "description": c.purpose,
+            "language": c.language,
+            "cyclomatic_complexity": c.cyclomatic_complexity,
+        })).collect::<Vec<_>>(),
+        "branch": info.default_branch,
+        "files_scanned": contents.len(),
+        "components_inserted": replaced.inserted,
+        "components_updated": replaced.updated,
+        "components_unchanged": replaced.unchanged,
+        "components_removed": replaced.removed,
+    })))
+}
