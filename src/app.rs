@@ -10,6 +10,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::backup::Backups;
+use crate::backup::status::StatusHandle;
 use crate::bootstrap::{self, BootstrapReport};
 use crate::config::{Config, DatabaseTarget};
 use crate::db::Database;
@@ -17,12 +19,13 @@ use crate::db::cluster::{self, Cluster, ClusterSpec, Postmaster, StateLock};
 use crate::skills::auth::Authenticator;
 use crate::skills::registry::Registry;
 
-/// Shutdown budget, 10 s in all: requests in flight get `DRAIN_TIMEOUT` to finish, pooled
-/// connections `POOL_CLOSE_TIMEOUT` to close, and the embedded PostgreSQL `CLUSTER_STOP_GRACE`
-/// for a fast shutdown before [`Postmaster::stop`] escalates (at most 2 s more).
+/// Shutdown budget, 10 s in all: requests and a backup in flight get `DRAIN_TIMEOUT` to finish
+/// (an unfinished backup is then aborted, 1 s), pooled connections `POOL_CLOSE_TIMEOUT` to
+/// close, and the embedded PostgreSQL `CLUSTER_STOP_GRACE` for a fast shutdown before
+/// [`Postmaster::stop`] escalates (at most 2 s more).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 const POOL_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
-const CLUSTER_STOP_GRACE: Duration = Duration::from_secs(4);
+const CLUSTER_STOP_GRACE: Duration = Duration::from_secs(3);
 const MAX_BOOTSTRAP_BACKOFF: Duration = Duration::from_secs(60);
 
 /// Where the schema stands, as `/health` reports it.
@@ -46,6 +49,39 @@ pub struct AppState {
     pub readiness: watch::Receiver<Readiness>,
     pub skills: Arc<Registry>,
     pub auth: Arc<Authenticator>,
+    /// `None` when the backup store could not be opened (the reason is in `backup_status`).
+    pub backups: Option<Arc<Backups>>,
+    pub backup_status: StatusHandle,
+}
+
+/// Opens the backup store; on failure nexusd keeps serving and reports why backups are off.
+async fn open_backups(
+    config: &Config,
+    db: &Database,
+    status: &StatusHandle,
+) -> Option<Arc<Backups>> {
+    match Backups::open(
+        &config.backup,
+        db.clone(),
+        config.database.pg_bindir.clone(),
+        status.clone(),
+    )
+    .await
+    {
+        Ok(b) => Some(Arc::new(b)),
+        Err(e) => {
+            let why = format!(
+                "cannot open the backup store {}: {e}",
+                config.backup.destination.describe()
+            );
+            tracing::error!("{why}; backups are off");
+            status.update(|s| {
+                s.store = config.backup.destination.describe();
+                s.unavailable = Some(why);
+            });
+            None
+        }
+    }
 }
 
 /// The database nexusd talks to: options for connections, a printable name, and the embedded
@@ -145,12 +181,33 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<()> {
         shutdown.clone(),
     ));
 
+    let backup_status = StatusHandle::default();
+    let backups = open_backups(&config, &db, &backup_status).await;
+    let schedule = match &backups {
+        Some(b) => {
+            let seed = b.clone();
+            // Remember the last good backup across restarts (/health, metrics) without delaying start.
+            tokio::spawn(async move { seed.load_status().await });
+            match crate::backup::schedule::start(b.clone()).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "backups will not be scheduled");
+                    backup_status.update(|s| s.unavailable = Some(format!("{e:#}")));
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+
     let state = AppState {
         auth: Arc::new(Authenticator::new(&config.api.auth)),
         config: config.clone(),
         db: db.clone(),
         readiness: ready_rx,
         skills,
+        backups: backups.clone(),
+        backup_status,
     };
     let app = crate::skills::router(state);
 
@@ -163,10 +220,24 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<()> {
         shutdown.cancelled().await;
         tokio::time::sleep(DRAIN_TIMEOUT).await;
     };
-    tokio::select! {
-        result = server => result.context("serving the skills API")?,
-        () = drain_deadline => tracing::warn!(timeout = ?DRAIN_TIMEOUT, "requests still running at shutdown were cut off"),
-    }
+    // A backup in flight gets the same drain time as requests, then is aborted cleanly.
+    let stop_backups = async {
+        shutdown.cancelled().await;
+        if let (Some(schedule), Some(b)) = (schedule, &backups) {
+            schedule.stop(b, DRAIN_TIMEOUT).await;
+        }
+    };
+    let serve_requests = async {
+        tokio::select! {
+            result = server => result.context("serving the skills API"),
+            () = drain_deadline => {
+                tracing::warn!(timeout = ?DRAIN_TIMEOUT, "requests still running at shutdown were cut off");
+                Ok(())
+            }
+        }
+    };
+    let (served, ()) = tokio::join!(serve_requests, stop_backups);
+    served?;
     crate::systemd::notify_stopping();
     tracing::info!("shutting down");
 

@@ -1110,6 +1110,19 @@ const REFERENCE_ORDER: [&str; 22] = [
     "scan_repository_components",
 ];
 
+/// nexusd's own skills, registered after the reference's.
+const NEXUSD_OWN: [&str; 1] = ["get_backup_status"];
+
+/// The reference's skills (minus `skip`), then nexusd's own.
+fn expected_ids(skip: &[&str]) -> Vec<String> {
+    REFERENCE_ORDER
+        .iter()
+        .filter(|id| !skip.contains(id))
+        .chain(NEXUSD_OWN.iter())
+        .map(|id| id.to_string())
+        .collect()
+}
+
 fn card_ids(card: &Value) -> Vec<String> {
     card["skills"]
         .as_array()
@@ -1127,8 +1140,8 @@ async fn agent_card_lists_the_reference_order_with_and_without_github_token() {
     let without = Nexusd::ready(&db.url(), &[("REQUIRE_AUTH_FOR_WRITE", "false")]).await;
 
     let (_, card) = with.get("/.well-known/agent.json").await.unwrap();
-    assert_eq!(card_ids(&card), REFERENCE_ORDER);
-    assert_eq!(card["metadata"]["skill_count"], 22);
+    assert_eq!(card_ids(&card), expected_ids(&[]));
+    assert_eq!(card["metadata"]["skill_count"], 22 + NEXUSD_OWN.len());
     let protected: Vec<&str> = card["skills"]
         .as_array()
         .unwrap()
@@ -1163,22 +1176,15 @@ async fn agent_card_lists_the_reference_order_with_and_without_github_token() {
     }
 
     let (_, card) = without.get("/.well-known/agent.json").await.unwrap();
-    let expected: Vec<&str> = REFERENCE_ORDER
-        .iter()
-        .copied()
-        .filter(|id| {
-            ![
-                "validate_repository_architecture",
-                "check_specific_standard",
-                "suggest_improvements",
-            ]
-            .contains(id)
-        })
-        .collect();
+    let expected = expected_ids(&[
+        "validate_repository_architecture",
+        "check_specific_standard",
+        "suggest_improvements",
+    ]);
     assert_eq!(card_ids(&card), expected);
-    assert_eq!(expected.len(), 19);
+    assert_eq!(expected.len(), 19 + NEXUSD_OWN.len());
     let (_, root) = without.get("/").await.unwrap();
-    assert_eq!(root["skills_registered"], 19);
+    assert_eq!(root["skills_registered"], 19 + NEXUSD_OWN.len());
 
     // Without a token or agents: what the original answered.
     let health = without.ok("health_check_external", json!({})).await;

@@ -1081,6 +1081,8 @@ async fn agent_card_root_and_openapi_describe_what_is_enforced() {
         "analyze_component_centrality",
         "recommend_consolidation_plan",
         "scan_repository_components",
+        // nexusd's own, after the reference's.
+        "get_backup_status",
     ];
 
     let (status, card) = nexusd.get("/.well-known/agent.json").await.unwrap();

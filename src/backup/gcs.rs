@@ -143,7 +143,7 @@ impl GcsStore {
             .write_object(self.bucket_path(), self.object_name(name), bytes)
             .set_if_generation_match(0)
             .set_content_type(content_type)
-            .send_unbuffered()
+            .send_buffered()
             .await
             .map_err(|e| gcs_error("writing", name, e))?;
         Ok(self.info(name, &object))

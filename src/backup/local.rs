@@ -67,6 +67,7 @@ impl LocalStore {
         let mut file = tokio::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(0o600)
             .open(&partial)
             .await
             .map_err(|e| io("creating", &partial, e))?;

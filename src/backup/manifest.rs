@@ -92,6 +92,8 @@ pub struct Verification {
     pub mismatches: Vec<String>,
     /// Errors the restore reported (e.g. a statement the scratch database refused).
     pub restore_errors: Vec<String>,
+    /// The scratch database the backup was restored into (dropped afterwards).
+    pub scratch_database: String,
     pub duration_seconds: f64,
 }
 

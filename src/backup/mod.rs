@@ -491,6 +491,7 @@ impl Backups {
             rows_ok: mismatches.is_empty(),
             mismatches,
             restore_errors: loaded.errors,
+            scratch_database: scratch.clone(),
             duration_seconds: clock.elapsed().as_secs_f64(),
         };
         self.record_verification(&verification).await?;

@@ -143,7 +143,11 @@ pub async fn load(
     if let Some(e) = download_error {
         anyhow::bail!("downloading {}: {e}", manifest.name);
     }
-    fed?;
+    let mut errors = errors;
+    if let Err(e) = fed {
+        // A corrupt object: the checksums below say so; the restore is incomplete.
+        errors.insert(0, format!("{e:#}"));
+    }
     let sha256_ok = hex(&sha.finalize()) == manifest.sha256;
     let crc32c_ok = crc == manifest.crc32c && bytes == manifest.compressed_bytes;
     // Both tools carry on past failed statements (e.g. a COMMENT on an extension the role does

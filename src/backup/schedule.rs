@@ -94,7 +94,7 @@ impl Schedule {
         if !backups.wait_idle(drain).await {
             tracing::warn!("aborting the backup in flight at shutdown");
             self.abort.cancel();
-            if !backups.wait_idle(Duration::from_secs(2)).await {
+            if !backups.wait_idle(Duration::from_secs(1)).await {
                 tracing::error!("the aborted backup did not stop in time");
             }
         }

@@ -63,22 +63,23 @@ pub enum StoreError {
 
 pub enum Store {
     Local(LocalStore),
-    Gcs(GcsStore),
+    Gcs(Box<GcsStore>),
 }
 
 impl Store {
     pub async fn open(config: &BackupConfig) -> Result<Store, StoreError> {
         match &config.destination {
             BackupDestination::Local { dir } => Ok(Store::Local(LocalStore::open(dir)?)),
-            BackupDestination::Gcs { bucket, prefix } => Ok(Store::Gcs(
-                GcsStore::open(
+            BackupDestination::Gcs { bucket, prefix } => {
+                let store = GcsStore::open(
                     bucket,
                     prefix,
                     config.gcs_endpoint.as_deref(),
                     config.retry_time_limit,
                 )
-                .await?,
-            )),
+                .await?;
+                Ok(Store::Gcs(Box::new(store)))
+            }
         }
     }
 

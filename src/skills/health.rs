@@ -103,6 +103,7 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
         "database_type": "postgresql",
         "pgvector_enabled": pgvector_enabled,
         "migrations": migrations,
+        "backup": backup_summary(&state.backup_status.snapshot()),
         "timestamp": super::now_rfc3339(),
     });
     let code = if healthy {
@@ -111,4 +112,23 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
         StatusCode::SERVICE_UNAVAILABLE
     };
     (code, Json(body))
+}
+
+/// The backup facts an operator looks for first; failures show here but do not make the service
+/// unhealthy (the database is what `status` is about).
+fn backup_summary(status: &crate::backup::status::BackupStatus) -> Value {
+    let last = status.last_attempt.as_ref();
+    json!({
+        "store": status.store,
+        "last_success_at": status.last_success.as_ref().map(|s| s.finished_at),
+        "last_backup": status.last_success.as_ref().map(|s| &s.name),
+        "last_outcome": last.map(|a| &a.outcome),
+        "last_error": last.and_then(|a| a.error.as_ref()),
+        "failures_total": status.failures_total,
+        "running": status.running,
+        "next_run_at": status.next_backup_at,
+        "last_verify_ok": status.last_verify.as_ref().map(|v| v.ok),
+        "last_verify_success_at": status.last_verify_success_at,
+        "unavailable": status.unavailable,
+    })
 }

@@ -6,6 +6,7 @@ mod activity;
 mod arch_rules;
 mod architecture;
 pub mod auth;
+mod backups;
 mod component_scan;
 mod component_scoring;
 mod components;
@@ -86,6 +87,7 @@ pub fn registry(config: &Config) -> Result<Registry> {
         components::scan_repository_components(),
     ]);
     // Then nexusd's own skills.
+    skills.push(backups::get_backup_status());
     Registry::new(
         skills,
         &config.api.extra_protected,

