@@ -16,6 +16,7 @@ use crate::bootstrap::{self, BootstrapReport};
 use crate::config::{Config, DatabaseTarget};
 use crate::db::Database;
 use crate::db::cluster::{self, Cluster, ClusterSpec, Postmaster, StateLock};
+use crate::metrics::{Metrics, SkillStats};
 use crate::skills::auth::Authenticator;
 use crate::skills::registry::Registry;
 
@@ -52,6 +53,8 @@ pub struct AppState {
     /// `None` when the backup store could not be opened (the reason is in `backup_status`).
     pub backups: Option<Arc<Backups>>,
     pub backup_status: StatusHandle,
+    /// Skill calls by skill and outcome, for `/metrics`.
+    pub skill_stats: Arc<SkillStats>,
 }
 
 /// Opens the backup store; on failure nexusd keeps serving and reports why backups are off.
@@ -136,6 +139,13 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {api_addr} (NEXUSD_API_ADDR)"))?;
     tracing::info!(addr = %api_addr, "skills API listening");
+    let metrics_listener = match config.metrics.addr {
+        Some(addr) => Some(crate::metrics::bind(addr).await?),
+        None => {
+            tracing::info!("metrics listener off (NEXUSD_METRICS_ADDR=off)");
+            None
+        }
+    };
 
     let target = target(&config)?;
     let cluster_stop = CancellationToken::new();
@@ -200,6 +210,16 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<()> {
         None => None,
     };
 
+    let skill_stats = Arc::new(SkillStats::default());
+    let metrics_server = metrics_listener.map(|listener| {
+        let metrics = Arc::new(Metrics::new(
+            &config.metrics,
+            db.clone(),
+            backup_status.clone(),
+            skill_stats.clone(),
+        ));
+        tokio::spawn(crate::metrics::serve(listener, metrics, shutdown.clone()))
+    });
     let state = AppState {
         auth: Arc::new(Authenticator::new(&config.api.auth)),
         config: config.clone(),
@@ -208,6 +228,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<()> {
         skills,
         backups: backups.clone(),
         backup_status,
+        skill_stats,
     };
     let app = crate::skills::router(state);
 
@@ -236,7 +257,20 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<()> {
             }
         }
     };
-    let (served, ()) = tokio::join!(serve_requests, stop_backups);
+    // Scrapes are bounded (a few seconds at most) and their listener stops with the API's.
+    let stop_metrics = async {
+        if let Some(server) = metrics_server {
+            shutdown.cancelled().await;
+            match tokio::time::timeout(DRAIN_TIMEOUT, server).await {
+                Ok(Ok(Err(e))) => {
+                    tracing::error!(error = %format!("{e:#}"), "metrics listener failed")
+                }
+                Err(_) => tracing::warn!("a metrics scrape was still running at shutdown"),
+                _ => {}
+            }
+        }
+    };
+    let (served, (), ()) = tokio::join!(serve_requests, stop_backups, stop_metrics);
     served?;
     crate::systemd::notify_stopping();
     tracing::info!("shutting down");

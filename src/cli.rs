@@ -17,13 +17,29 @@ Configuration (environment variables; systemd reads them from /etc/nexusd/nexusd
   NEXUSD_BOOTSTRAP_DATABASE_URL superuser connection used only to create extensions
   NEXUSD_PG_BINDIR              server binaries for the embedded cluster (default: searched)
   NEXUSD_API_ADDR               skills API listener (0.0.0.0:8080)
+  NEXUSD_METRICS_ADDR           /metrics listener (0.0.0.0:9187), or off
+  NEXUSD_METRICS_STATEMENTS_LIMIT
+                                pg_stat_statements entries exported, top by time (100; 0 = off)
+  NEXUSD_METRICS_STATEMENTS_QUERY_TEXT
+                                also export statement texts, cut to 120 characters (false)
+  REQUIRE_AUTH_FOR_WRITE        write skills need a bearer token (true)
+  NEXUSD_API_TOKENS             comma-separated static bearer tokens
+  NEXUSD_AUTH_AUDIENCE, ALLOWED_SERVICE_ACCOUNTS
+                                accepted Google ID tokens: audience and service accounts
+  CORS_ORIGINS, ALLOWED_ORIGIN_REGEX
+                                browser origins allowed
+  GITHUB_TOKEN                  enables the documentation and architecture skills
+  NEXUSD_BACKUP_BUCKET          gs://bucket[/prefix]; unset: NEXUSD_BACKUP_DIR
+                                ($NEXUSD_STATE_DIR/backups)
+  NEXUSD_BACKUP_SCHEDULE        seconds-first cron in UTC (0 0 2 * * *), or off
+  NEXUSD_BACKUP_RETENTION_DAYS  days kept (30); the newest NEXUSD_BACKUP_MIN_KEEP (3) always are
   NEXUSD_STATE_DIR              embedded cluster and local backups
                                 (/var/lib/nexusd as root, ./.nexusd otherwise)
   KNOWLEDGE_BASE_REPO           shown in /health and the agent card
   NEXUSD_LOG                    log filter (info), e.g. nexusd=debug,sqlx=warn
   NEXUSD_LOG_FORMAT             text or json (text)
 
-Every command exits non-zero with a one-line reason when it fails.";
+README.md lists every variable. Every command exits non-zero with a one-line reason when it fails.";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -39,11 +55,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the daemon: the skills API, the database bootstrap and the embedded cluster
+    /// Run the daemon: skills API, metrics, nightly backups, bootstrap, embedded cluster
     #[command(long_about = "\
 Run the daemon until SIGTERM or SIGINT.
 
-The API listener (NEXUSD_API_ADDR) opens at once; /health answers 503 until the database is
+The API listener (NEXUSD_API_ADDR) and the metrics listener (NEXUSD_METRICS_ADDR, /metrics in
+the Prometheus text format) open at once; /health answers 503 until the database is
 reachable and bootstrapped. Bootstrap (extensions + migrations) is retried with backoff, so nexusd
 may start before PostgreSQL. With no database configured, nexusd initialises and supervises an
 embedded cluster under NEXUSD_STATE_DIR (restarting it if it dies) and stops it on shutdown.

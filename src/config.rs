@@ -22,6 +22,7 @@ pub struct Config {
     pub log: LogConfig,
     pub external: ExternalConfig,
     pub backup: BackupConfig,
+    pub metrics: MetricsConfig,
     /// `KNOWLEDGE_BASE_REPO`: echoed in `/health` and the agent card, as the original did.
     pub knowledge_base_repo: String,
 }
@@ -226,6 +227,11 @@ impl fmt::Display for ConfigErrors {
 impl std::error::Error for ConfigErrors {}
 
 pub const DEFAULT_API_ADDR: &str = "0.0.0.0:8080";
+pub const DEFAULT_METRICS_ADDR: &str = "0.0.0.0:9187";
+/// postgres_exporter's default for its pg_stat_statements collector.
+pub const DEFAULT_STATEMENTS_LIMIT: u32 = 100;
+/// What the `query` label of `pg_stat_statements_query_id` is cut to (postgres_exporter's default).
+pub const STATEMENT_TEXT_LENGTH: usize = 120;
 /// `info`, without sqlx's per-statement notices ("… does not exist, skipping").
 pub const DEFAULT_LOG_FILTER: &str = "info,sqlx=warn";
 const DEFAULT_PG_HOST: &str = "localhost";
@@ -265,6 +271,7 @@ impl Config {
         let log = log_config(&mut env);
         let external = external_config(&mut env);
         let backup = backup_config(&mut env, &state_dir);
+        let metrics = metrics_config(&mut env);
         let knowledge_base_repo = env.get("KNOWLEDGE_BASE_REPO").unwrap_or_default();
 
         match (env.errors.is_empty(), database, api) {
@@ -275,6 +282,7 @@ impl Config {
                 log,
                 external,
                 backup,
+                metrics,
                 knowledge_base_repo,
             }),
             _ => Err(ConfigErrors(env.errors)),
@@ -879,6 +887,45 @@ fn ssl_mode(env: &mut Env<'_>) -> Option<PgSslMode> {
     Some(mode)
 }
 
+/// The `/metrics` listener and what it exports.
+#[derive(Debug, Clone)]
+pub struct MetricsConfig {
+    /// `NEXUSD_METRICS_ADDR` (default `0.0.0.0:9187`); `None` when set to `off`.
+    pub addr: Option<SocketAddr>,
+    /// `NEXUSD_METRICS_STATEMENTS_LIMIT`: how many pg_stat_statements entries (top by total
+    /// execution time) are exported; 0 turns the collector off.
+    pub statements_limit: u32,
+    /// `NEXUSD_METRICS_STATEMENTS_QUERY_TEXT`: also export `pg_stat_statements_query_id` with
+    /// the statement text (cut to 120 characters). Off by default: texts can hold literals.
+    pub statements_query_text: bool,
+}
+
+fn metrics_config(env: &mut Env<'_>) -> MetricsConfig {
+    let addr = match env.get("NEXUSD_METRICS_ADDR") {
+        Some(v) if v.eq_ignore_ascii_case("off") => None,
+        _ => env.parse_or(
+            "NEXUSD_METRICS_ADDR",
+            DEFAULT_METRICS_ADDR,
+            "a listen address host:port, e.g. 0.0.0.0:9187 or 127.0.0.1:9187, or off",
+        ),
+    };
+    let statements_limit = env
+        .parse_or(
+            "NEXUSD_METRICS_STATEMENTS_LIMIT",
+            &DEFAULT_STATEMENTS_LIMIT.to_string(),
+            "a number of statements, 0 to turn the pg_stat_statements metrics off",
+        )
+        .unwrap_or(DEFAULT_STATEMENTS_LIMIT);
+    let statements_query_text = env
+        .bool("NEXUSD_METRICS_STATEMENTS_QUERY_TEXT")
+        .unwrap_or(false);
+    MetricsConfig {
+        addr,
+        statements_limit,
+        statements_query_text,
+    }
+}
+
 fn log_config(env: &mut Env<'_>) -> LogConfig {
     let filter = env
         .get("NEXUSD_LOG")
@@ -969,6 +1016,35 @@ mod tests {
         assert_eq!(config.log.format, LogFormat::Text);
         assert_eq!(config.log.filter, DEFAULT_LOG_FILTER);
         assert!(config.state_dir.is_absolute());
+    }
+
+    #[test]
+    fn metrics_listener_and_statement_options() {
+        let config = parse(&[]).unwrap();
+        assert_eq!(
+            config.metrics.addr.map(|a| a.to_string()).as_deref(),
+            Some(DEFAULT_METRICS_ADDR)
+        );
+        assert_eq!(config.metrics.statements_limit, 100);
+        assert!(!config.metrics.statements_query_text);
+
+        let config = parse(&[
+            ("NEXUSD_METRICS_ADDR", "off"),
+            ("NEXUSD_METRICS_STATEMENTS_LIMIT", "0"),
+            ("NEXUSD_METRICS_STATEMENTS_QUERY_TEXT", "yes"),
+        ])
+        .unwrap();
+        assert!(config.metrics.addr.is_none());
+        assert_eq!(config.metrics.statements_limit, 0);
+        assert!(config.metrics.statements_query_text);
+
+        assert_eq!(
+            error_vars(&[
+                ("NEXUSD_METRICS_ADDR", "9187"),
+                ("NEXUSD_METRICS_STATEMENTS_LIMIT", "-1"),
+            ]),
+            ["NEXUSD_METRICS_ADDR", "NEXUSD_METRICS_STATEMENTS_LIMIT"]
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod import;
+pub mod metrics;
 pub mod proxy;
 pub mod skills;
 pub mod systemd;

@@ -520,6 +520,15 @@ async fn bootstrap_creates_every_reference_table_column_and_index() {
         let actual = columns(&pool, table).await;
         assert_reference_columns(table, &actual, expected);
     }
+    // The per-table metrics cover exactly the tables the migrations create.
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' \
+            AND tablename <> '_sqlx_migrations' ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(tables, bootstrap::KNOWLEDGE_BASE_TABLES);
 
     let indexes = index_defs(&pool).await;
     for name in REFERENCE_INDEXES {

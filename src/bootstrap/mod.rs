@@ -17,6 +17,26 @@ pub static MIGRATOR: Migrator = sqlx::migrate!();
 
 /// PostgreSQL 13 is the oldest server nexusd supports.
 pub const MIN_SERVER_VERSION_NUM: i32 = 130_000;
+
+/// The tables the migrations create (the knowledge base), all in schema `public`. Per-table
+/// metrics cover these; `tests/bootstrap.rs` checks the list against a bootstrapped database.
+pub const KNOWLEDGE_BASE_TABLES: &[&str] = &[
+    "analysis_history",
+    "component_vectors",
+    "dependencies",
+    "deployment_scripts",
+    "keywords",
+    "lessons_learned",
+    "pattern_keywords",
+    "patterns",
+    "repositories",
+    "repository_relationships",
+    "reusable_components",
+    "runtime_issues",
+    "security_patterns",
+    "technical_decisions",
+    "test_frameworks",
+];
 /// halfvec (used by the HNSW index) arrived in pgvector 0.7.0.
 const MIN_PGVECTOR: &str = "0.7.0";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

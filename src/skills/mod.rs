@@ -41,6 +41,7 @@ use serde_json::{Map, Value, json};
 
 use crate::app::{AppState, Readiness};
 use crate::config::Config;
+use crate::metrics::SkillOutcome;
 use registry::{Registry, Skill, SkillContext, SkillError};
 
 /// Service identity the original reported; clients display and compare it.
@@ -309,6 +310,9 @@ async fn execute(State(state): State<AppState>, headers: HeaderMap, body: Body) 
         && let Err(failure) = state.auth.verify(headers.get(AUTHORIZATION)).await
     {
         tracing::warn!(skill = skill.id, reason = %failure, "authentication failed");
+        state
+            .skill_stats
+            .observe(skill.id, SkillOutcome::Unauthorized, started.elapsed());
         return json_response(
             StatusCode::UNAUTHORIZED,
             json!({
@@ -383,16 +387,18 @@ async fn run_skill(
     };
     stamp(&mut body, started);
     let outcome = if status == StatusCode::OK && body["success"] == true {
-        "success"
+        SkillOutcome::Success
     } else if status == StatusCode::OK {
-        "failure"
+        SkillOutcome::Failure
     } else {
-        "unavailable"
+        SkillOutcome::Unavailable
     };
+    let elapsed = started.elapsed();
+    state.skill_stats.observe(skill.id, outcome, elapsed);
     tracing::info!(
         skill = skill.id,
-        outcome,
-        ms = started.elapsed().as_millis() as u64,
+        outcome = outcome.as_str(),
+        ms = elapsed.as_millis() as u64,
         "skill"
     );
     (status, body)

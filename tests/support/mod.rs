@@ -301,6 +301,8 @@ pub fn nexusd_command(args: &[&str], vars: &[(&str, &str)]) -> Command {
 pub struct Nexusd {
     pub child: Child,
     pub api: String,
+    /// The metrics listener's base URL (`NEXUSD_METRICS_ADDR` on a free port).
+    pub metrics: String,
     pub log: PathBuf,
 }
 
@@ -317,7 +319,11 @@ impl Nexusd {
         let log =
             std::env::temp_dir().join(format!("nexusd-test-{}-{port}.log", std::process::id()));
         let file = std::fs::File::create(&log).expect("creating the log file");
-        let mut all: Vec<(&str, &str)> = vec![("NEXUSD_API_ADDR", addr.as_str())];
+        let metrics_addr = format!("127.0.0.1:{}", free_port());
+        let mut all: Vec<(&str, &str)> = vec![
+            ("NEXUSD_API_ADDR", addr.as_str()),
+            ("NEXUSD_METRICS_ADDR", metrics_addr.as_str()),
+        ];
         all.extend_from_slice(vars);
         let child = nexusd_command(&[command], &all)
             .stdout(Stdio::null())
@@ -327,6 +333,7 @@ impl Nexusd {
         Nexusd {
             child,
             api: format!("http://{addr}"),
+            metrics: format!("http://{metrics_addr}"),
             log,
         }
     }

@@ -1,0 +1,329 @@
+//! nexusd's own metrics: build info, `process_*` (the names dashboard 9628 plots for its
+//! exporter), skill requests by skill and outcome with duration histograms, the connection pool,
+//! and the backups.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use super::exposition::{Exposition, Kind};
+use crate::backup::status::BackupStatus;
+use crate::db::PoolStats;
+
+/// Upper bounds of the skill duration histogram, in seconds (skills time out at 120 s).
+const BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0, 120.0,
+];
+
+/// How a skill call ended, as the `outcome` label says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SkillOutcome {
+    /// `success: true`.
+    Success,
+    /// The skill answered `success: false` (bad input, nothing found, an upstream error).
+    Failure,
+    /// 503: the database was unreachable or not ready.
+    Unavailable,
+    /// 401: a protected skill called without valid credentials.
+    Unauthorized,
+}
+
+impl SkillOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkillOutcome::Success => "success",
+            SkillOutcome::Failure => "failure",
+            SkillOutcome::Unavailable => "unavailable",
+            SkillOutcome::Unauthorized => "unauthorized",
+        }
+    }
+}
+
+#[derive(Default, Clone)]
+struct Histogram {
+    buckets: [u64; BUCKETS.len()],
+    sum: f64,
+    count: u64,
+}
+
+/// Counts and durations of skill calls. Only registered skill ids are ever recorded, so the
+/// label set is bounded by the registry.
+#[derive(Default)]
+pub struct SkillStats {
+    by_skill: Mutex<BTreeMap<(&'static str, SkillOutcome), Histogram>>,
+}
+
+impl SkillStats {
+    pub fn observe(&self, skill: &'static str, outcome: SkillOutcome, elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64();
+        if let Ok(mut map) = self.by_skill.lock() {
+            let h = map.entry((skill, outcome)).or_default();
+            for (count, bound) in h.buckets.iter_mut().zip(BUCKETS) {
+                if seconds <= bound {
+                    *count += 1;
+                }
+            }
+            h.sum += seconds;
+            h.count += 1;
+        }
+    }
+
+    pub fn write(&self, out: &mut Exposition) {
+        let snapshot: Vec<_> = match self.by_skill.lock() {
+            Ok(map) => map.iter().map(|(k, v)| (*k, v.clone())).collect(),
+            Err(_) => return,
+        };
+        for ((skill, outcome), h) in &snapshot {
+            out.counter(
+                "nexusd_skill_requests_total",
+                "Skill calls through /a2a/execute, by skill and outcome.",
+            )
+            .sample(
+                &[("skill", skill), ("outcome", outcome.as_str())],
+                h.count as f64,
+            );
+        }
+        for ((skill, outcome), h) in &snapshot {
+            let buckets: Vec<(f64, u64)> = BUCKETS.iter().copied().zip(h.buckets).collect();
+            out.family(
+                "nexusd_skill_request_duration_seconds",
+                "Time from receiving a skill call to having its response, by skill and outcome.",
+                Kind::Histogram,
+            )
+            .histogram(
+                &[("skill", skill), ("outcome", outcome.as_str())],
+                &buckets,
+                h.sum,
+                h.count,
+            );
+        }
+    }
+}
+
+pub fn build_info(out: &mut Exposition) {
+    out.gauge(
+        "nexusd_build_info",
+        "nexusd's version and the compiler that built it; the value is always 1.",
+    )
+    .sample(
+        &[
+            ("version", env!("CARGO_PKG_VERSION")),
+            ("rustc_version", env!("NEXUSD_RUSTC_VERSION")),
+        ],
+        1.0,
+    );
+}
+
+/// `process_*` for nexusd itself, as client libraries name them.
+pub fn process(out: &mut Exposition) -> Result<()> {
+    let me = procfs::process::Process::myself().context("reading /proc/self")?;
+    let stat = me.stat().context("reading /proc/self/stat")?;
+    let ticks = procfs::ticks_per_second() as f64;
+    let page = procfs::page_size() as f64;
+    let boot = procfs::boot_time_secs().context("reading the boot time")? as f64;
+    out.single(
+        "process_cpu_seconds_total",
+        "Total user and system CPU time spent in seconds.",
+        Kind::Counter,
+        (stat.utime + stat.stime) as f64 / ticks,
+    );
+    out.single(
+        "process_resident_memory_bytes",
+        "Resident memory size in bytes.",
+        Kind::Gauge,
+        stat.rss as f64 * page,
+    );
+    out.single(
+        "process_virtual_memory_bytes",
+        "Virtual memory size in bytes.",
+        Kind::Gauge,
+        stat.vsize as f64,
+    );
+    out.single(
+        "process_start_time_seconds",
+        "Start time of the process since unix epoch in seconds.",
+        Kind::Gauge,
+        boot + stat.starttime as f64 / ticks,
+    );
+    out.single(
+        "process_threads",
+        "Number of OS threads in the process.",
+        Kind::Gauge,
+        stat.num_threads as f64,
+    );
+    if let Ok(fds) = me.fd_count() {
+        out.single(
+            "process_open_fds",
+            "Number of open file descriptors.",
+            Kind::Gauge,
+            fds as f64,
+        );
+    }
+    if let Ok(limits) = me.limits() {
+        use procfs::process::LimitValue;
+        let value = |v: LimitValue| match v {
+            LimitValue::Value(v) => v as f64,
+            LimitValue::Unlimited => f64::INFINITY,
+        };
+        out.single(
+            "process_max_fds",
+            "Maximum number of open file descriptors.",
+            Kind::Gauge,
+            value(limits.max_open_files.soft_limit),
+        );
+        out.single(
+            "process_virtual_memory_max_bytes",
+            "Maximum amount of virtual memory available in bytes.",
+            Kind::Gauge,
+            value(limits.max_address_space.soft_limit),
+        );
+    }
+    Ok(())
+}
+
+pub fn pool(out: &mut Exposition, stats: PoolStats) {
+    let idle = stats.free as f64;
+    let in_use = f64::from(stats.size) - idle;
+    let family = out.gauge(
+        "nexusd_db_pool_connections",
+        "Connections of the skills API's pool to PostgreSQL, by state.",
+    );
+    family.sample(&[("state", "idle")], idle);
+    family.sample(&[("state", "in_use")], in_use.max(0.0));
+    out.single(
+        "nexusd_db_pool_max_connections",
+        "The most connections the pool opens (POSTGRES_MAX_CONNECTIONS).",
+        Kind::Gauge,
+        f64::from(stats.max),
+    );
+}
+
+fn timestamp(t: chrono::DateTime<chrono::Utc>) -> f64 {
+    t.timestamp_millis() as f64 / 1000.0
+}
+
+pub fn backups(out: &mut Exposition, status: &BackupStatus) {
+    out.single(
+        "nexusd_backup_available",
+        "1 when backups can run (the store opened and the schedule is set), 0 otherwise.",
+        Kind::Gauge,
+        f64::from(u8::from(status.unavailable.is_none())),
+    );
+    out.single(
+        "nexusd_backup_running",
+        "1 while a backup is being taken.",
+        Kind::Gauge,
+        f64::from(u8::from(status.running)),
+    );
+    // 0 when no good backup is known, so "time() - this > N" alerts fire on a fresh VM too.
+    out.single(
+        "nexusd_backup_last_success_timestamp_seconds",
+        "When the newest good backup finished (Unix time; 0 when there is none).",
+        Kind::Gauge,
+        status
+            .last_success
+            .as_ref()
+            .map_or(0.0, |s| timestamp(s.finished_at)),
+    );
+    if let Some(s) = &status.last_success {
+        out.single(
+            "nexusd_backup_last_duration_seconds",
+            "How long the newest good backup took.",
+            Kind::Gauge,
+            s.duration_seconds,
+        );
+        out.single(
+            "nexusd_backup_last_size_bytes",
+            "Compressed size of the newest good backup.",
+            Kind::Gauge,
+            s.compressed_bytes as f64,
+        );
+    }
+    out.single(
+        "nexusd_backup_failures_total",
+        "Backups that failed since nexusd started.",
+        Kind::Counter,
+        status.failures_total as f64,
+    );
+    if let Some(a) = &status.last_attempt {
+        out.single(
+            "nexusd_backup_last_attempt_timestamp_seconds",
+            "When the last backup attempt finished (Unix time).",
+            Kind::Gauge,
+            timestamp(a.finished_at),
+        );
+    }
+    out.single(
+        "nexusd_backup_last_verify_success_timestamp_seconds",
+        "When a backup was last restored and verified successfully (Unix time; 0 when never).",
+        Kind::Gauge,
+        status.last_verify_success_at.map_or(0.0, timestamp),
+    );
+    if let Some(v) = &status.last_verify {
+        out.single(
+            "nexusd_backup_last_verify_ok",
+            "1 when the last verification of a backup passed, 0 when it failed.",
+            Kind::Gauge,
+            f64::from(u8::from(v.ok)),
+        );
+    }
+    if let Some(next) = status.next_backup_at {
+        out.single(
+            "nexusd_backup_next_run_timestamp_seconds",
+            "When the next scheduled backup starts (Unix time).",
+            Kind::Gauge,
+            timestamp(next),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skill_histograms_are_cumulative() {
+        let stats = SkillStats::default();
+        stats.observe(
+            "query_patterns",
+            SkillOutcome::Success,
+            Duration::from_millis(3),
+        );
+        stats.observe(
+            "query_patterns",
+            SkillOutcome::Success,
+            Duration::from_millis(40),
+        );
+        stats.observe(
+            "query_patterns",
+            SkillOutcome::Failure,
+            Duration::from_secs(200),
+        );
+        let mut out = Exposition::new();
+        stats.write(&mut out);
+        let text = out.render();
+        let line = |prefix: &str| {
+            text.lines()
+                .find(|l| l.starts_with(prefix))
+                .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
+                .rsplit(' ')
+                .next()
+                .unwrap()
+                .to_string()
+        };
+        let ok = "nexusd_skill_request_duration_seconds_bucket{skill=\"query_patterns\",outcome=\"success\"";
+        assert_eq!(line(&format!("{ok},le=\"0.0025\"}}")), "0");
+        assert_eq!(line(&format!("{ok},le=\"0.005\"}}")), "1");
+        assert_eq!(line(&format!("{ok},le=\"0.05\"}}")), "2");
+        assert_eq!(line(&format!("{ok},le=\"+Inf\"}}")), "2");
+        let failed = "nexusd_skill_request_duration_seconds_bucket{skill=\"query_patterns\",outcome=\"failure\"";
+        assert_eq!(line(&format!("{failed},le=\"120\"}}")), "0");
+        assert_eq!(line(&format!("{failed},le=\"+Inf\"}}")), "1");
+        assert_eq!(
+            line("nexusd_skill_requests_total{skill=\"query_patterns\",outcome=\"success\"}"),
+            "2"
+        );
+    }
+}

@@ -1,0 +1,790 @@
+//! `/metrics` against a real database and this host: the output passes `promtool check metrics`
+//! (only the naming lints postgres_exporter and node_exporter themselves trigger), carries every
+//! name the dashboards (1860, 9628) and the upstream alerting mixins use, counters move with
+//! work, pg_stat_statements is limited to the top N and summed over `toplevel`, nexusd's own
+//! queries stay out of it, a stopped database gives `pg_up 0` with a 200, concurrent scrapes
+//! share one collection, and a real Prometheus server scrapes nexusd with `up == 1`.
+
+mod support;
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Write;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sqlx::Executor;
+use support::{Nexusd, TestCluster, free_port, http, shared_db, temp_root};
+
+/// One sample: name, labels, value.
+#[derive(Debug, Clone)]
+struct Sample {
+    name: String,
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+/// A parsed scrape.
+struct Scrape {
+    text: String,
+    samples: Vec<Sample>,
+}
+
+impl Scrape {
+    fn parse(text: String) -> Self {
+        let samples = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .map(parse_line)
+            .collect();
+        Scrape { text, samples }
+    }
+
+    fn all(&self, name: &str) -> Vec<&Sample> {
+        self.samples.iter().filter(|s| s.name == name).collect()
+    }
+
+    /// The value of the one sample of `name` whose labels include `labels`.
+    fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let found: Vec<f64> = self
+            .all(name)
+            .into_iter()
+            .filter(|s| {
+                labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|s| s.value)
+            .collect();
+        assert!(
+            found.len() <= 1,
+            "{name}{labels:?} matches {} samples",
+            found.len()
+        );
+        found.first().copied()
+    }
+
+    fn sum(&self, name: &str) -> f64 {
+        self.all(name).iter().map(|s| s.value).sum()
+    }
+
+    fn names(&self) -> HashSet<&str> {
+        self.samples.iter().map(|s| s.name.as_str()).collect()
+    }
+}
+
+fn parse_line(line: &str) -> Sample {
+    let (series, value) = line.rsplit_once(' ').expect("a sample line has a value");
+    let value = match value {
+        "+Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        v => v
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in {line:?}")),
+    };
+    let (name, labels) = match series.split_once('{') {
+        None => (series.to_string(), BTreeMap::new()),
+        Some((name, rest)) => {
+            let body = rest.strip_suffix('}').expect("labels end with }");
+            (name.to_string(), parse_labels(body))
+        }
+    };
+    Sample {
+        name,
+        labels,
+        value,
+    }
+}
+
+fn parse_labels(body: &str) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::new();
+    let mut chars = body.chars().peekable();
+    loop {
+        let name: String = chars.by_ref().take_while(|c| *c != '=').collect();
+        if name.is_empty() {
+            return labels;
+        }
+        assert_eq!(chars.next(), Some('"'), "label {name} is quoted");
+        let mut value = String::new();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some('n') => value.push('\n'),
+                    Some(other) => value.push(other),
+                    None => panic!("dangling escape"),
+                },
+                '"' => break,
+                c => value.push(c),
+            }
+        }
+        labels.insert(name.trim_start_matches(',').to_string(), value);
+        if chars.peek() == Some(&',') {
+            chars.next();
+        }
+    }
+}
+
+async fn scrape(nexusd: &Nexusd) -> Scrape {
+    let response = http()
+        .get(format!("{}/metrics", nexusd.metrics))
+        .send()
+        .await
+        .expect("GET /metrics");
+    assert_eq!(response.status(), 200, "{}", nexusd.log_text());
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        content_type.starts_with("text/plain; version=0.0.4"),
+        "{content_type}"
+    );
+    Scrape::parse(response.text().await.expect("a text body"))
+}
+
+/// Scrapes until `check` holds (the output is cached for a second), failing after 15 s.
+async fn scrape_until(nexusd: &Nexusd, what: &str, check: impl Fn(&Scrape) -> bool) -> Scrape {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let s = scrape(nexusd).await;
+        if check(&s) {
+            return s;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "{what}: not seen within 15 s\n{}\n--- log ---\n{}",
+                s.text,
+                nexusd.log_text()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// The lints promtool raises on postgres_exporter's and node_exporter's own output; nexusd
+/// keeps those names because dashboards query them.
+const ANCHOR_LINTS: [&str; 3] = [
+    r#"counter metrics should have "_total" suffix"#,
+    "metric names should be written in 'snake_case' not 'camelCase'",
+    r#"non-histogram and non-summary metrics should not have "_count" suffix"#,
+];
+
+fn promtool_problems(text: &str) -> Vec<String> {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus; scripts/setup-debian installs it)");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("feeding promtool");
+    let output = child.wait_with_output().expect("promtool ran");
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    all.lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter(|l| !ANCHOR_LINTS.iter().any(|lint| l.ends_with(lint)))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Every series appears once and every `# TYPE` has samples.
+fn assert_well_formed(s: &Scrape) {
+    let mut seen = HashSet::new();
+    for line in s.text.lines().filter(|l| !l.starts_with('#')) {
+        let series = line
+            .rsplit_once(' ')
+            .map(|(series, _)| series)
+            .unwrap_or(line);
+        assert!(seen.insert(series), "duplicate series {series}");
+    }
+    let names = s.names();
+    for line in s.text.lines().filter(|l| l.starts_with("# TYPE ")) {
+        let mut parts = line.split(' ').skip(2);
+        let (name, kind) = (parts.next().unwrap(), parts.next().unwrap());
+        let present = if kind == "histogram" {
+            names.contains(format!("{name}_count").as_str())
+        } else {
+            names.contains(name)
+        };
+        assert!(present, "empty family {name}");
+    }
+}
+
+/// Names queried by dashboards 1860 (Quick/Basic rows and variables) and 9628, the node and
+/// postgres mixins' alerts, and nexusd's own alert policies (terraform/monitoring.tf).
+const REQUIRED: &[&str] = &[
+    // node_exporter
+    "node_uname_info",
+    "node_os_info",
+    "node_boot_time_seconds",
+    "node_time_seconds",
+    "node_cpu_seconds_total",
+    "node_load1",
+    "node_load5",
+    "node_load15",
+    "node_memory_MemTotal_bytes",
+    "node_memory_MemFree_bytes",
+    "node_memory_MemAvailable_bytes",
+    "node_memory_Cached_bytes",
+    "node_memory_Buffers_bytes",
+    "node_memory_SReclaimable_bytes",
+    "node_memory_Shmem_bytes",
+    "node_memory_SwapTotal_bytes",
+    "node_memory_SwapFree_bytes",
+    "node_filesystem_size_bytes",
+    "node_filesystem_free_bytes",
+    "node_filesystem_avail_bytes",
+    "node_filesystem_files",
+    "node_filesystem_files_free",
+    "node_filesystem_readonly",
+    "node_filesystem_device_error",
+    "node_disk_reads_completed_total",
+    "node_disk_writes_completed_total",
+    "node_disk_read_bytes_total",
+    "node_disk_written_bytes_total",
+    "node_disk_io_time_seconds_total",
+    "node_disk_io_time_weighted_seconds_total",
+    "node_network_receive_bytes_total",
+    "node_network_transmit_bytes_total",
+    "node_network_receive_packets_total",
+    "node_network_transmit_packets_total",
+    "node_network_receive_errs_total",
+    "node_network_transmit_errs_total",
+    "node_network_receive_drop_total",
+    "node_network_transmit_drop_total",
+    "node_network_up",
+    "node_context_switches_total",
+    "node_forks_total",
+    "node_intr_total",
+    "node_procs_running",
+    "node_procs_blocked",
+    "node_vmstat_pgmajfault",
+    "node_vmstat_pgfault",
+    "node_filefd_allocated",
+    "node_filefd_maximum",
+    // postgres_exporter
+    "pg_up",
+    "pg_static",
+    "pg_postmaster_start_time_seconds",
+    "pg_exporter_last_scrape_duration_seconds",
+    "pg_exporter_last_scrape_error",
+    "pg_exporter_scrapes_total",
+    "pg_scrape_collector_duration_seconds",
+    "pg_scrape_collector_success",
+    "pg_database_size_bytes",
+    "pg_stat_database_numbackends",
+    "pg_stat_database_xact_commit",
+    "pg_stat_database_xact_rollback",
+    "pg_stat_database_blks_read",
+    "pg_stat_database_blks_hit",
+    "pg_stat_database_tup_returned",
+    "pg_stat_database_tup_fetched",
+    "pg_stat_database_tup_inserted",
+    "pg_stat_database_tup_updated",
+    "pg_stat_database_tup_deleted",
+    "pg_stat_database_conflicts",
+    "pg_stat_database_temp_bytes",
+    "pg_stat_database_deadlocks",
+    "pg_stat_activity_count",
+    "pg_stat_activity_max_tx_duration",
+    "pg_locks_count",
+    "pg_settings_max_connections",
+    "pg_settings_superuser_reserved_connections",
+    "pg_settings_shared_buffers_bytes",
+    "pg_settings_effective_cache_size_bytes",
+    "pg_settings_maintenance_work_mem_bytes",
+    "pg_settings_work_mem_bytes",
+    "pg_settings_max_wal_size_bytes",
+    "pg_settings_random_page_cost",
+    "pg_settings_seq_page_cost",
+    "pg_settings_max_worker_processes",
+    "pg_settings_max_parallel_workers",
+    "pg_settings_max_locks_per_transaction",
+    "pg_settings_autovacuum_vacuum_scale_factor",
+    "pg_settings_autovacuum_vacuum_threshold",
+    "pg_stat_bgwriter_checkpoints_timed_total",
+    "pg_stat_bgwriter_buffers_alloc_total",
+    "pg_stat_archiver_archived_count",
+    "pg_wal_segments",
+    "pg_wal_size_bytes",
+    "pg_replication_lag_seconds",
+    "pg_replication_is_replica",
+    "pg_stat_user_tables_n_live_tup",
+    "pg_stat_user_tables_n_dead_tup",
+    "pg_stat_user_tables_last_autovacuum",
+    "pg_stat_user_tables_table_size_bytes",
+    "pg_statio_user_tables_heap_blocks_hit",
+    "pg_stat_statements_calls_total",
+    "pg_stat_statements_seconds_total",
+    "pg_stat_statements_rows_total",
+    "pg_stat_statements_block_read_seconds_total",
+    "pg_stat_statements_block_write_seconds_total",
+    // process and nexusd
+    "process_cpu_seconds_total",
+    "process_resident_memory_bytes",
+    "process_virtual_memory_bytes",
+    "process_open_fds",
+    "process_start_time_seconds",
+    "nexusd_build_info",
+    "nexusd_skill_requests_total",
+    "nexusd_skill_request_duration_seconds_bucket",
+    "nexusd_db_pool_connections",
+    "nexusd_backup_last_success_timestamp_seconds",
+    "nexusd_backup_failures_total",
+    "nexusd_pg_vector_index_size_bytes",
+];
+
+#[tokio::test]
+async fn scrape_passes_promtool_and_carries_every_dashboard_name() {
+    let db = shared_db().await;
+    let nexusd = Nexusd::ready(&db.url(), &[("REQUIRE_AUTH_FOR_WRITE", "false")]).await;
+    nexusd.ok("get_repository_list", json!({})).await;
+    let s = scrape_until(&nexusd, "pg_up 1 with pg_stat_statements", |s| {
+        s.value("pg_up", &[]) == Some(1.0) && !s.all("pg_stat_statements_calls_total").is_empty()
+    })
+    .await;
+
+    let problems = promtool_problems(&s.text);
+    assert!(problems.is_empty(), "promtool: {problems:#?}");
+    assert_well_formed(&s);
+    let names = s.names();
+    let missing: Vec<&&str> = REQUIRED.iter().filter(|n| !names.contains(**n)).collect();
+    assert!(missing.is_empty(), "missing {missing:?}");
+    if std::path::Path::new("/proc/pressure/cpu").exists() {
+        assert!(names.contains("node_pressure_cpu_waiting_seconds_total"));
+        assert!(names.contains("node_pressure_io_stalled_seconds_total"));
+    }
+
+    // Values a user would check against the machine and the database.
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let kb: f64 = meminfo
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        s.value("node_memory_MemTotal_bytes", &[]),
+        Some(kb * 1024.0)
+    );
+    let cpus = std::fs::read_to_string("/proc/stat")
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .count();
+    assert_eq!(s.all("node_cpu_seconds_total").len(), cpus * 8);
+    for sample in s.all("pg_stat_activity_count") {
+        assert!(sample.labels.contains_key("datname") && sample.labels.contains_key("state"));
+    }
+    assert_eq!(
+        s.all("pg_locks_count")
+            .iter()
+            .filter(|x| x.labels["datname"] == db.name)
+            .count(),
+        9,
+        "one series per lock mode"
+    );
+    assert_eq!(s.value("pg_exporter_last_scrape_error", &[]), Some(0.0));
+    assert!(
+        s.value("pg_database_size_bytes", &[("datname", &db.name)])
+            .unwrap()
+            > 1e6
+    );
+    assert!(s.value("pg_settings_shared_buffers_bytes", &[]).unwrap() >= 8.0 * 1024.0 * 1024.0);
+    let hnsw = s.value(
+        "nexusd_pg_vector_index_size_bytes",
+        &[
+            ("datname", &db.name),
+            ("indexname", "idx_patterns_embedding_hnsw"),
+        ],
+    );
+    assert!(hnsw.is_some_and(|b| b > 0.0), "HNSW index size");
+    let version = s.all("nexusd_build_info")[0].labels["version"].clone();
+    assert_eq!(version, env!("CARGO_PKG_VERSION"));
+    let lines: Vec<&str> = s
+        .text
+        .lines()
+        .filter(|l| l.starts_with("pg_static"))
+        .collect();
+    assert!(lines[0].contains("short_version=\"15."), "{lines:?}");
+}
+
+#[tokio::test]
+async fn counters_move_after_work() {
+    let db = shared_db().await;
+    let nexusd = Nexusd::ready(&db.url(), &[("REQUIRE_AUTH_FOR_WRITE", "false")]).await;
+    let before = scrape_until(&nexusd, "pg_up 1", |s| s.value("pg_up", &[]) == Some(1.0)).await;
+    let datname = [("datname", db.name.as_str())];
+    let commits = before
+        .value("pg_stat_database_xact_commit", &datname)
+        .unwrap();
+    let inserted = before
+        .value("pg_stat_database_tup_inserted", &datname)
+        .unwrap();
+    let cpu = before.sum("node_cpu_seconds_total");
+    let own_cpu = before.value("process_cpu_seconds_total", &[]).unwrap();
+    let skill = [("skill", "add_repository"), ("outcome", "success")];
+    let calls = before
+        .value("nexusd_skill_requests_total", &skill)
+        .unwrap_or(0.0);
+
+    for i in 0..10 {
+        nexusd
+            .ok(
+                "add_repository",
+                json!({"repository": format!("acme/metrics-{i}")}),
+            )
+            .await;
+    }
+    let (status, _) = nexusd
+        .exec("get_deployment_info", json!({"repository": 42}))
+        .await;
+    assert_eq!(status, 200);
+
+    let after = scrape_until(&nexusd, "counters after 10 writes", |s| {
+        s.value("pg_stat_database_tup_inserted", &datname)
+            .is_some_and(|v| v >= inserted + 10.0)
+    })
+    .await;
+    assert!(
+        after
+            .value("pg_stat_database_xact_commit", &datname)
+            .unwrap()
+            >= commits + 10.0
+    );
+    assert!(after.sum("node_cpu_seconds_total") > cpu);
+    assert!(after.value("process_cpu_seconds_total", &[]).unwrap() > own_cpu);
+    assert_eq!(
+        after.value("nexusd_skill_requests_total", &skill),
+        Some(calls + 10.0)
+    );
+    assert_eq!(
+        after.value("nexusd_skill_request_duration_seconds_count", &skill),
+        Some(calls + 10.0)
+    );
+    assert_eq!(
+        after.value(
+            "nexusd_skill_requests_total",
+            &[("skill", "get_deployment_info"), ("outcome", "failure")]
+        ),
+        Some(1.0),
+        "a rejected input counts as a failure"
+    );
+    // Cumulative buckets end with +Inf == count.
+    let inf = after.value(
+        "nexusd_skill_request_duration_seconds_bucket",
+        &[
+            ("skill", "add_repository"),
+            ("outcome", "success"),
+            ("le", "+Inf"),
+        ],
+    );
+    assert_eq!(inf, Some(calls + 10.0));
+}
+
+/// A statement that runs both at top level and nested in a function (so pg_stat_statements
+/// holds it twice, `toplevel` true and false), slow enough to be in any top 5.
+async fn nested_and_toplevel(pool: &sqlx::PgPool) -> (i64, f64) {
+    pool.execute(
+        "CREATE FUNCTION nested_sleep() RETURNS void LANGUAGE plpgsql AS \
+         $$ BEGIN PERFORM pg_sleep(0.2); END $$",
+    )
+    .await
+    .unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    conn.execute("SET pg_stat_statements.track = 'all'")
+        .await
+        .unwrap();
+    conn.execute("SELECT pg_sleep(0.2)").await.unwrap();
+    conn.execute("SELECT nested_sleep()").await.unwrap();
+    conn.execute("SELECT pg_sleep(0.2)").await.unwrap();
+    let rows: Vec<(i64, bool, i64)> = sqlx::query_as(
+        "SELECT queryid, toplevel, calls FROM pg_stat_statements \
+          WHERE query = 'SELECT pg_sleep($1)' AND dbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 2, "setup: one queryid at two levels: {rows:?}");
+    assert_eq!(rows[0].0, rows[1].0);
+    (rows[0].0, rows.iter().map(|r| r.2 as f64).sum())
+}
+
+#[tokio::test]
+async fn pg_stat_statements_top_n_summed_over_toplevel_without_nexusds_own_queries() {
+    // An own cluster: the top N is cluster-wide, other tests' statements would crowd it.
+    let cluster = TestCluster::start().await;
+    let db = cluster.create_db().await;
+    let nexusd = Nexusd::ready(
+        &db.url(),
+        &[
+            ("NEXUSD_METRICS_STATEMENTS_LIMIT", "5"),
+            ("NEXUSD_METRICS_STATEMENTS_QUERY_TEXT", "true"),
+        ],
+    )
+    .await;
+    let pool = db.pool().await;
+    for i in 0..30 {
+        pool.execute(format!("SELECT {i} AS distinct_statement_{i}").as_str())
+            .await
+            .unwrap();
+    }
+    let (queryid, calls) = nested_and_toplevel(&pool).await;
+    let id = queryid.to_string();
+
+    let s = scrape_until(&nexusd, "the nested statement in the top 5", |s| {
+        s.value("pg_stat_statements_calls_total", &[("queryid", &id)])
+            .is_some()
+    })
+    .await;
+    for family in [
+        "pg_stat_statements_calls_total",
+        "pg_stat_statements_seconds_total",
+        "pg_stat_statements_rows_total",
+        "pg_stat_statements_block_read_seconds_total",
+        "pg_stat_statements_block_write_seconds_total",
+    ] {
+        let n = s.all(family).len();
+        assert!((1..=5).contains(&n), "{family}: {n} series, limit 5");
+    }
+    assert_well_formed(&s);
+    assert!(promtool_problems(&s.text).is_empty());
+    // Summed over toplevel: one series holding both rows' calls.
+    let labels = [
+        ("queryid", id.as_str()),
+        ("datname", db.name.as_str()),
+        ("user", "postgres"),
+    ];
+    assert_eq!(
+        s.value("pg_stat_statements_calls_total", &labels),
+        Some(calls)
+    );
+    assert!(
+        s.value("pg_stat_statements_seconds_total", &labels)
+            .unwrap()
+            >= 0.55
+    );
+    // The opt-in text metric: once per queryid, cut to 120 characters.
+    assert_eq!(
+        s.all("pg_stat_statements_query_id")
+            .iter()
+            .find(|x| x.labels["queryid"] == id)
+            .map(|x| x.labels["query"].as_str()),
+        Some("SELECT pg_sleep($1)")
+    );
+    for sample in s.all("pg_stat_statements_query_id") {
+        assert!(sample.labels["query"].chars().count() <= 120);
+    }
+
+    // Many scrapes later, none of the monitoring session's queries is in pg_stat_statements.
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        scrape(&nexusd).await;
+    }
+    let own: Vec<(String,)> = sqlx::query_as(
+        "SELECT query FROM pg_stat_statements \
+          WHERE query LIKE '%FROM pg_stat_database WHERE datname IS NOT NULL%' \
+             OR query LIKE '%pg_stat_statements(false)%' \
+             OR query LIKE '%FROM pg_stat_user_tables%'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(
+        own.is_empty(),
+        "nexusd's monitoring queries were tracked: {own:?}"
+    );
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn a_stopped_database_gives_pg_up_0_and_everything_else() {
+    let mut cluster = TestCluster::start().await;
+    let db = cluster.create_db().await;
+    let nexusd = Nexusd::ready(&db.url(), &[]).await;
+    scrape_until(&nexusd, "pg_up 1", |s| s.value("pg_up", &[]) == Some(1.0)).await;
+
+    cluster.stop().await;
+    let down = scrape_until(&nexusd, "pg_up 0", |s| s.value("pg_up", &[]) == Some(0.0)).await;
+    assert_eq!(down.value("pg_exporter_last_scrape_error", &[]), Some(1.0));
+    assert!(down.all("pg_stat_database_xact_commit").is_empty());
+    assert!(!down.all("node_cpu_seconds_total").is_empty());
+    assert!(!down.all("nexusd_build_info").is_empty());
+    assert!(!down.all("process_resident_memory_bytes").is_empty());
+    assert!(promtool_problems(&down.text).is_empty());
+    assert_well_formed(&down);
+
+    cluster.restart().await;
+    let up = scrape_until(&nexusd, "pg_up 1 again", |s| {
+        s.value("pg_up", &[]) == Some(1.0)
+    })
+    .await;
+    assert!(!up.all("pg_stat_database_xact_commit").is_empty());
+}
+
+#[tokio::test]
+async fn concurrent_scrapes_share_one_collection() {
+    let db = shared_db().await;
+    let nexusd = Nexusd::ready(&db.url(), &[]).await;
+    scrape_until(&nexusd, "pg_up 1", |s| s.value("pg_up", &[]) == Some(1.0)).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let scrapes: Vec<Scrape> =
+        futures_util::future::join_all((0..8).map(|_| scrape(&nexusd))).await;
+    let collections: HashSet<u64> = scrapes
+        .iter()
+        .map(|s| s.value("pg_exporter_scrapes_total", &[]).unwrap() as u64)
+        .collect();
+    assert!(
+        collections.len() <= 2,
+        "8 concurrent scrapes ran {} collections",
+        collections.len()
+    );
+}
+
+#[tokio::test]
+async fn scrapes_are_gzipped_when_asked() {
+    let db = shared_db().await;
+    let nexusd = Nexusd::ready(&db.url(), &[]).await;
+    let response = http()
+        .get(format!("{}/metrics", nexusd.metrics))
+        .header("Accept-Encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-encoding"], "gzip");
+    let body = response.bytes().await.unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&body[..]), &mut text)
+        .expect("valid gzip");
+    assert!(text.contains("\nnexusd_build_info{"), "{text}");
+    let (status, _) = nexusd.get("/metrics").await.unwrap();
+    assert_eq!(status, 404, "metrics are not on the API listener");
+}
+
+#[tokio::test]
+async fn backup_metrics_follow_the_scheduler() {
+    let db = shared_db().await;
+    let store = temp_root("nexusd-metrics-backups-");
+    let nexusd = Nexusd::ready(
+        &db.url(),
+        &[
+            ("NEXUSD_BACKUP_DIR", store.to_str().unwrap()),
+            ("NEXUSD_BACKUP_SCHEDULE", "*/2 * * * * *"),
+        ],
+    )
+    .await;
+    let s = scrape_until(&nexusd, "a scheduled backup", |s| {
+        s.value("nexusd_backup_last_success_timestamp_seconds", &[])
+            .is_some_and(|t| t > 0.0)
+    })
+    .await;
+    let now = chrono::Utc::now().timestamp() as f64;
+    let last = s
+        .value("nexusd_backup_last_success_timestamp_seconds", &[])
+        .unwrap();
+    assert!((now - last).abs() < 120.0, "last success {last}, now {now}");
+    assert!(s.value("nexusd_backup_last_size_bytes", &[]).unwrap() > 0.0);
+    assert!(s.value("nexusd_backup_last_duration_seconds", &[]).unwrap() > 0.0);
+    assert_eq!(s.value("nexusd_backup_failures_total", &[]), Some(0.0));
+    assert_eq!(s.value("nexusd_backup_available", &[]), Some(1.0));
+    assert!(
+        s.value("nexusd_backup_next_run_timestamp_seconds", &[])
+            .unwrap()
+            >= now - 2.0
+    );
+}
+
+/// A Prometheus server, stopped when dropped.
+struct Prometheus {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn prometheus_query(url: &str, query: &str) -> Option<f64> {
+    let body: serde_json::Value = http()
+        .get(format!("{url}/api/v1/query"))
+        .query(&[("query", query)])
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    body["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+}
+
+#[tokio::test]
+async fn a_real_prometheus_scrapes_nexusd() {
+    let db = shared_db().await;
+    let nexusd = Nexusd::ready(&db.url(), &[]).await;
+    let dir = temp_root("nexusd-prometheus-");
+    let target = nexusd.metrics.trim_start_matches("http://");
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
+             scrape_configs:\n  - job_name: nexusd\n    static_configs:\n      - targets: ['{target}']\n"
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
+    let child = Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("prometheus (Debian package prometheus; scripts/setup-debian installs it)");
+    let prometheus = Prometheus {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = (None, None, None);
+    while Instant::now() < deadline {
+        last = (
+            prometheus_query(&prometheus.url, "up{job=\"nexusd\"}").await,
+            prometheus_query(&prometheus.url, "pg_up{job=\"nexusd\"}").await,
+            prometheus_query(
+                &prometheus.url,
+                "count(node_cpu_seconds_total{job=\"nexusd\"})",
+            )
+            .await,
+        );
+        if last.0 == Some(1.0) && last.1 == Some(1.0) && last.2.is_some_and(|n| n > 0.0) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!(
+        "Prometheus did not record up == 1 and pg_up == 1 for nexusd: {last:?}\n--- prometheus log ---\n{}",
+        std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default()
+    );
+}
