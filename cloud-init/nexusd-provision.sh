@@ -485,6 +485,8 @@ SELECT format('CREATE ROLE %I LOGIN', :'db_user')
 -- pg_monitor: /metrics reads pg_stat_statements and pg_stat_* for every role.
 ALTER ROLE :"db_user" WITH LOGIN NOSUPERUSER NOCREATEROLE CREATEDB PASSWORD :'app_password';
 GRANT pg_monitor TO :"db_user";
+-- So /metrics can keep its own monitoring queries out of pg_stat_statements.
+GRANT SET ON PARAMETER pg_stat_statements.track TO :"db_user";
 
 -- Only the superuser can create these extensions. In template1 as well, so that every database
 -- created later (the scratch restores) already has them.

@@ -761,22 +761,8 @@ async fn adopts_a_database_built_by_the_original_without_losing_data() {
 #[tokio::test]
 async fn app_role_needs_the_bootstrap_url_to_create_extensions() {
     let db = shared_db().await;
-    let role = format!("app_{}", db.name);
+    let role = db.app_role("").await;
     let admin = db.pool().await;
-    admin
-        .execute(
-            format!(
-                "CREATE ROLE {role} LOGIN NOSUPERUSER; ALTER DATABASE {} OWNER TO {role}",
-                db.name
-            )
-            .as_str(),
-        )
-        .await
-        .unwrap();
-    admin
-        .execute(format!("ALTER SCHEMA public OWNER TO {role}").as_str())
-        .await
-        .unwrap();
     let app = db.options().username(&role);
 
     // Without a superuser connection: a clear error, and nothing created.

@@ -610,6 +610,45 @@ async fn pg_stat_statements_top_n_summed_over_toplevel_without_nexusds_own_queri
 }
 
 #[tokio::test]
+async fn a_pg_monitor_role_scrapes_everything_like_on_the_vm() {
+    // cloud-init's setup: an app role (not a superuser) with pg_monitor and SET on
+    // pg_stat_statements.track; extensions created over the bootstrap URL.
+    let db = shared_db().await;
+    let role = db
+        .app_role(
+            "GRANT pg_monitor TO {role}; \
+             GRANT SET ON PARAMETER pg_stat_statements.track TO {role}",
+        )
+        .await;
+    let admin = db.pool().await;
+    let app_url = db.url().replacen("postgres@", &format!("{role}@"), 1);
+    let nexusd = Nexusd::ready(&app_url, &[("NEXUSD_BOOTSTRAP_DATABASE_URL", &db.url())]).await;
+    let s = scrape_until(&nexusd, "pg_up 1", |s| s.value("pg_up", &[]) == Some(1.0)).await;
+    let failed: Vec<_> = s
+        .all("pg_scrape_collector_success")
+        .into_iter()
+        .filter(|x| x.value != 1.0)
+        .map(|x| x.labels["collector"].clone())
+        .collect();
+    assert!(failed.is_empty(), "collectors failed for a pg_monitor role: {failed:?}\n{}", nexusd.log_text());
+    assert_eq!(s.value("pg_exporter_last_scrape_error", &[]), Some(0.0));
+    assert!(s.value("pg_wal_segments", &[]).unwrap() >= 1.0);
+    assert!(!s.all("pg_stat_statements_calls_total").is_empty());
+
+    let tracked: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_statements \
+          WHERE userid = $1::regrole::oid AND query LIKE '%pg_stat_statements(false)%'",
+    )
+    .bind(&role)
+    .fetch_one(&admin)
+    .await
+    .unwrap();
+    assert_eq!(tracked, 0, "the role's monitoring queries were tracked");
+    drop(nexusd);
+    admin.close().await;
+}
+
+#[tokio::test]
 async fn a_stopped_database_gives_pg_up_0_and_everything_else() {
     let mut cluster = TestCluster::start().await;
     let db = cluster.create_db().await;

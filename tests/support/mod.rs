@@ -267,6 +267,26 @@ impl TestDb {
             .expect("connecting to the test database")
     }
 
+    /// Creates `app_<database>`, a login role that is not a superuser, owning this database and
+    /// its `public` schema (as a deployment's app role does), then runs `extra` (e.g. grants,
+    /// with `{role}` replaced by the role's name). Returns the role's name.
+    pub async fn app_role(&self, extra: &str) -> String {
+        let role = format!("app_{}", self.name);
+        let admin = self.pool().await;
+        let sql = format!(
+            "CREATE ROLE {role} LOGIN NOSUPERUSER; ALTER DATABASE {db} OWNER TO {role}; \
+             ALTER SCHEMA public OWNER TO {role}; {extra}",
+            db = self.name,
+            extra = extra.replace("{role}", &role),
+        );
+        sqlx::raw_sql(&sql)
+            .execute(&admin)
+            .await
+            .expect("creating the app role");
+        admin.close().await;
+        role
+    }
+
     /// Runs nexusd's bootstrap on this database as the superuser.
     pub async fn bootstrap(&self) -> nexusd::bootstrap::BootstrapReport {
         nexusd::bootstrap::run(&self.options(), &self.name, None)
