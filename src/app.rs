@@ -49,6 +49,8 @@ pub struct AppState {
     pub readiness: watch::Receiver<Readiness>,
     pub skills: Arc<Registry>,
     pub auth: Arc<Authenticator>,
+    /// The embedder and search settings (`query`, `find_similar_patterns`, `record_analysis`).
+    pub embeddings: Arc<crate::embed::Embeddings>,
     /// `None` when the backup store could not be opened (the reason is in `backup_status`).
     pub backups: Option<Arc<Backups>>,
     pub backup_status: StatusHandle,
@@ -126,6 +128,7 @@ fn target(config: &Config) -> Result<Target> {
 pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<()> {
     let config = Arc::new(config);
     let skills = Arc::new(crate::skills::registry(&config)?);
+    let embeddings = crate::embed::Embeddings::new(&config.embedding)?;
     if !config.api.auth.required {
         tracing::warn!(
             "REQUIRE_AUTH_FOR_WRITE is false: write skills accept calls without credentials"
@@ -204,12 +207,15 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<()> {
         auth: Arc::new(Authenticator::new(&config.api.auth)),
         config: config.clone(),
         db: db.clone(),
-        readiness: ready_rx,
+        readiness: ready_rx.clone(),
         skills,
+        embeddings: embeddings.clone(),
         backups: backups.clone(),
         backup_status,
     };
     let app = crate::skills::router(state);
+    let backfill =
+        crate::embed::job::spawn_backfill(db.clone(), embeddings, ready_rx, shutdown.clone());
 
     crate::systemd::notify_ready();
     let watchdog = crate::systemd::spawn_watchdog(shutdown.clone());
@@ -242,6 +248,9 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<()> {
     tracing::info!("shutting down");
 
     bootstrapper.abort();
+    if let Some(task) = backfill {
+        task.abort();
+    }
     if let Some(w) = watchdog {
         w.abort();
     }

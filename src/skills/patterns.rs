@@ -1,5 +1,6 @@
 //! Pattern query skills: `query_patterns` (keyword and pattern-name matching across
-//! repositories) and `get_cross_repo_patterns` (patterns several repositories share).
+//! repositories, plus hybrid free-text search of patterns, see `search.rs`) and
+//! `get_cross_repo_patterns` (patterns several repositories share).
 
 use std::collections::HashMap;
 
@@ -18,7 +19,8 @@ pub fn query_patterns() -> Skill {
         name: "Query Similar Patterns",
         description: "Search for similar architectural patterns across all repositories in the knowledge base: \
                       repositories whose pattern keywords match the given keywords, whose pattern names match \
-                      the given names, or that resemble a given repository.",
+                      the given names, or that resemble a given repository; and with 'query', the patterns \
+                      closest to a free text by meaning (embeddings) and by words (full text), fused.",
         tags: &["search", "patterns", "similarity"],
         requires_authentication: false,
         input_schema: json!({
@@ -47,6 +49,20 @@ pub fn query_patterns() -> Skill {
                     "Find repositories similar to this one: its keywords become the search terms and it is \
                      left out of the results (used when neither keywords nor patterns is given)"
                 ),
+                "query": {
+                    "type": "string",
+                    "description": "Free text: the patterns closest to it by embedding similarity and full-text \
+                                    rank, fused, are returned as similar_patterns",
+                    "minLength": 1,
+                    "maxLength": 2000,
+                },
+                "limit": {
+                    "type": "integer",
+                    "description": "Most similar_patterns to return for 'query'",
+                    "minimum": 1,
+                    "maximum": 100,
+                    "default": 10,
+                },
             },
         }),
         examples: vec![
@@ -61,6 +77,10 @@ pub fn query_patterns() -> Skill {
             example(
                 json!({"repository": "acme/payments-api"}),
                 "Repositories similar to acme/payments-api",
+            ),
+            example(
+                json!({"query": "verify bearer tokens before handlers run", "limit": 5}),
+                "Patterns about request authentication, found by meaning",
             ),
         ],
         aliases: &[],
@@ -78,6 +98,8 @@ struct QueryInput {
     patterns: Vec<String>,
     min_matches: Option<i32>,
     repository: Option<String>,
+    query: Option<String>,
+    limit: Option<usize>,
 }
 
 async fn run_query_patterns(
@@ -121,9 +143,12 @@ async fn query(ctx: SkillContext, input: Map<String, Value>) -> Result<SkillOutp
             .await?
         };
         (Mode::Keywords, found, keywords)
+    } else if q.query.is_some() {
+        (Mode::Keywords, Vec::new(), Vec::new())
     } else {
         return Err(SkillError::failed(
-            "Must provide either 'keywords' or 'patterns' to search (or 'repository' to find similar ones)",
+            "Must provide either 'keywords' or 'patterns' to search, or 'query' for free text \
+             (or 'repository' to find similar ones)",
         ));
     };
 
@@ -146,6 +171,10 @@ async fn query(ctx: SkillContext, input: Map<String, Value>) -> Result<SkillOutp
         }
     };
     tx.commit().await?;
+    let similar = match &q.query {
+        Some(text) => Some(super::search::hybrid(&ctx, text, q.limit.unwrap_or(10)).await?),
+        None => None,
+    };
 
     let mut criteria = json!({
         "keywords": if mode == Mode::Keywords { terms } else { q.keywords },
@@ -156,11 +185,17 @@ async fn query(ctx: SkillContext, input: Map<String, Value>) -> Result<SkillOutp
         criteria["repository"] = Value::String(repository);
     }
     let total = results.len();
-    Ok(output(json!({
+    let mut out = output(json!({
         "matches": results,
         "total_matches": total,
         "search_criteria": criteria,
-    })))
+    }));
+    if let (Some(similar), Some(text)) = (similar, q.query) {
+        out["search_criteria"]["query"] = Value::String(text);
+        out.insert("search_mode".into(), Value::String(similar.mode.into()));
+        out.insert("similar_patterns".into(), Value::Array(similar.results));
+    }
+    Ok(out)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
