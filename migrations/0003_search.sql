@@ -13,12 +13,19 @@ ALTER TABLE patterns ADD COLUMN IF NOT EXISTS embedding_model TEXT;
 UPDATE patterns SET embedding_model = 'openai:text-embedding-3-small'
  WHERE embedding IS NOT NULL AND embedding_model IS NULL;
 
--- Keeps the invariant for every writer, SQL users included: clearing an embedding (as a changed
--- description does) clears its model, and an embedding written without a model is marked
--- 'unknown' — never compared with anything until `nexusd embed --reembed` replaces it.
+-- Keeps embeddings honest for every writer, SQL users included:
+--   * new text (name, description or context) without a new embedding drops the old embedding,
+--     which described the old text (nexusd then embeds the new one);
+--   * no embedding, no model; an embedding written without a model is marked 'unknown' — never
+--     compared with anything until `nexusd embed --reembed` replaces it.
 CREATE OR REPLACE FUNCTION nexusd_patterns_embedding_model() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
+    IF TG_OP = 'UPDATE'
+       AND (NEW.name, NEW.description, NEW.context) IS DISTINCT FROM (OLD.name, OLD.description, OLD.context)
+       AND NEW.embedding IS NOT DISTINCT FROM OLD.embedding THEN
+        NEW.embedding := NULL;
+    END IF;
     IF NEW.embedding IS NULL THEN
         NEW.embedding_model := NULL;
     ELSIF NEW.embedding_model IS NULL THEN
@@ -30,7 +37,7 @@ $$;
 
 DROP TRIGGER IF EXISTS patterns_embedding_model ON patterns;
 CREATE TRIGGER patterns_embedding_model
-    BEFORE INSERT OR UPDATE OF embedding, embedding_model ON patterns
+    BEFORE INSERT OR UPDATE OF name, description, context, embedding, embedding_model ON patterns
     FOR EACH ROW EXECUTE FUNCTION nexusd_patterns_embedding_model();
 
 -- Every search asks "are there embeddings from another model?": two range probes here.
