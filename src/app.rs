@@ -50,7 +50,7 @@ pub struct AppState {
     pub skills: Arc<Registry>,
     pub auth: Arc<Authenticator>,
     /// The embedder and search settings (`query`, `find_similar_patterns`, `record_analysis`).
-    pub embeddings: Arc<crate::embed::Embeddings>,
+    pub search: Arc<crate::embed::Search>,
     /// `None` when the backup store could not be opened (the reason is in `backup_status`).
     pub backups: Option<Arc<Backups>>,
     pub backup_status: StatusHandle,
@@ -128,7 +128,7 @@ fn target(config: &Config) -> Result<Target> {
 pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<()> {
     let config = Arc::new(config);
     let skills = Arc::new(crate::skills::registry(&config)?);
-    let embeddings = crate::embed::Embeddings::new(&config.embedding)?;
+    let search = crate::embed::Search::new(&config.embedding)?;
     if !config.api.auth.required {
         tracing::warn!(
             "REQUIRE_AUTH_FOR_WRITE is false: write skills accept calls without credentials"
@@ -209,13 +209,13 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<()> {
         db: db.clone(),
         readiness: ready_rx.clone(),
         skills,
-        embeddings: embeddings.clone(),
+        search: search.clone(),
         backups: backups.clone(),
         backup_status,
     };
     let app = crate::skills::router(state);
     let backfill =
-        crate::embed::job::spawn_backfill(db.clone(), embeddings, ready_rx, shutdown.clone());
+        crate::embed::job::spawn_backfill(db.clone(), search, ready_rx, shutdown.clone());
 
     crate::systemd::notify_ready();
     let watchdog = crate::systemd::spawn_watchdog(shutdown.clone());

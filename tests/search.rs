@@ -795,3 +795,38 @@ async fn serve_embeds_imported_patterns_in_the_background() {
     assert_eq!(embedding_counts(&pool).await, (5, 0, 0));
     drop(quiet);
 }
+
+#[tokio::test]
+async fn words_most_patterns_contain_do_not_drown_the_rare_ones() {
+    let db = shared_db().await;
+    db.bootstrap().await;
+    let pool = db.pool().await;
+    // 800 patterns say "widget"; one also says "zanzibar". PostgreSQL's statistics know it.
+    sqlx::raw_sql(
+        "INSERT INTO repositories (name) VALUES ('acme/widgets');
+         INSERT INTO patterns (repo_id, name, description)
+         SELECT r.id, 'Widget pattern ' || g, 'A widget that does thing ' || g FROM repositories r, generate_series(1, 800) g;
+         UPDATE patterns SET description = description || ' in zanzibar' WHERE name = 'Widget pattern 77';
+         ANALYZE patterns;",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let nexusd = Nexusd::ready(&db.url(), &[("NEXUSD_EMBEDDING_PROVIDER", "none")]).await;
+
+    // "widget" would match all 800 patterns: it is left out, and the rare word decides.
+    let q = nexusd
+        .ok("query_patterns", json!({"query": "widget in zanzibar"}))
+        .await;
+    assert_eq!(names(&q["similar_patterns"]), ["Widget pattern 77"], "{q}");
+    // A query of common words only requires them all (and ranks what has them).
+    let q = nexusd
+        .ok(
+            "query_patterns",
+            json!({"query": "widget thing", "limit": 3}),
+        )
+        .await;
+    let found = names(&q["similar_patterns"]);
+    assert_eq!(found.len(), 3, "{q}");
+    assert!(found.iter().all(|n| n.starts_with("Widget pattern")));
+}

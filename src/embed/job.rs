@@ -12,10 +12,10 @@ use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::{Embedder, Embeddings, mixed_models_message, pattern_text};
+use super::{Embedder, Search, mixed_models_message, pattern_text};
 use crate::app::Readiness;
 use crate::db::Database;
-use crate::skills::store::search;
+use crate::skills::store::search as store;
 
 /// Which patterns a run embeds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,12 +72,12 @@ pub async fn run(
     let redo_others = scope == Scope::NotCurrent;
     let mut conn = pool.acquire().await?;
     if scope == Scope::Missing {
-        let others = search::other_models(&mut conn, &model).await?;
+        let others = store::other_models(&mut conn, &model).await?;
         if !others.is_empty() {
             return Err(JobError::MixedModels(mixed_models_message(&model, &others)));
         }
     }
-    let total = search::count_pending(&mut conn, &model, redo_others).await? as u64;
+    let total = store::count_pending(&mut conn, &model, redo_others).await? as u64;
     drop(conn);
 
     let mut summary = Summary {
@@ -97,7 +97,7 @@ pub async fn run(
         }
         let batch = {
             let mut conn = pool.acquire().await?;
-            search::pending(&mut conn, &model, redo_others, after, batch_size as i64).await?
+            store::pending(&mut conn, &model, redo_others, after, batch_size as i64).await?
         };
         let Some(last) = batch.last() else { break };
         after = last.id;
@@ -117,7 +117,7 @@ pub async fn run(
         };
         let vectors: Vec<Vector> = vectors.into_iter().map(Vector::from).collect();
         let mut tx = pool.begin().await?;
-        let stored = search::set_embeddings(&mut tx, &model, &batch, vectors).await?;
+        let stored = store::set_embeddings(&mut tx, &model, &batch, vectors).await?;
         tx.commit().await?;
         summary.embedded += stored;
         summary.changed += batch.len() as u64 - stored;
@@ -141,19 +141,19 @@ const BACKFILL_MAX_RETRY: Duration = Duration::from_secs(1800);
 const BACKFILL_BATCH: usize = 100;
 
 /// `nexusd serve`'s background task: once the schema is ready, and then whenever woken
-/// ([`Embeddings::wake_backfill`]) or every [`BACKFILL_INTERVAL`], embeds the patterns that have
+/// ([`Search::wake_backfill`]) or every [`BACKFILL_INTERVAL`], embeds the patterns that have
 /// no embedding — never replacing other models' embeddings (that is `nexusd embed --reembed`'s
 /// job). Failures are logged and retried with backoff.
 pub fn spawn_backfill(
     db: Database,
-    embeddings: Arc<Embeddings>,
+    search: Arc<Search>,
     mut readiness: watch::Receiver<Readiness>,
     shutdown: CancellationToken,
 ) -> Option<tokio::task::JoinHandle<()>> {
-    if !embeddings.backfill {
+    if !search.backfill {
         return None;
     }
-    let embedder = embeddings.embedder.clone()?;
+    let embedder = search.embedder.clone()?;
     Some(tokio::spawn(async move {
         tokio::select! {
             ready = readiness.wait_for(|r| matches!(r, Readiness::Ready(_))) => {
@@ -205,7 +205,7 @@ pub fn spawn_backfill(
             };
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
-                () = embeddings.backfill_wanted() => {}
+                () = search.backfill_wanted() => {}
                 () = shutdown.cancelled() => return,
             }
         }
@@ -273,7 +273,7 @@ pub async fn command(
         ));
     }
     let mut conn = pool.acquire().await?;
-    let (models, missing) = search::models(&mut conn).await?;
+    let (models, missing) = store::models(&mut conn).await?;
     let stored: Vec<String> = models.iter().map(|(m, n)| format!("{n} by {m}")).collect();
     line.push_str(&format!(
         "\nstored embeddings: {}; patterns without one: {missing}",

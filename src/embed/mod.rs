@@ -11,7 +11,8 @@ pub mod builtin;
 pub mod job;
 pub mod openai;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
@@ -82,26 +83,59 @@ impl Embedder {
     }
 }
 
-/// What the skills reach for search: the embedder, the HNSW search width, and a doorbell for
-/// the background backfill.
+/// What the search skills share: the embedder, the HNSW search width, the full-text term
+/// statistics, and a doorbell for the background backfill.
 #[derive(Debug)]
-pub struct Embeddings {
+pub struct Search {
     pub embedder: Option<Embedder>,
     /// `hnsw.ef_search` for vector queries (at least the number of rows asked for).
     pub ef_search: u32,
     /// Whether `nexusd serve` embeds patterns that have none in the background.
     pub backfill: bool,
+    /// Lexemes too frequent to rank on, as of when they were read.
+    frequent: Mutex<Option<(Instant, Arc<FrequentLexemes>)>>,
     wake: Notify,
 }
 
-impl Embeddings {
+/// How long the frequent-lexeme list is used before it is read again: PostgreSQL's statistics
+/// change only when the table is analysed.
+const FREQUENT_TTL: Duration = Duration::from_secs(300);
+
+/// Lexemes of `patterns.search_tsv` that PostgreSQL's statistics say many patterns contain,
+/// with the fraction that do.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct FrequentLexemes {
+    pub lexemes: Vec<String>,
+    pub fractions: Vec<f32>,
+    /// Patterns in the table (estimated).
+    pub patterns: f64,
+}
+
+impl Search {
     pub fn new(config: &EmbeddingConfig) -> Result<Arc<Self>, EmbedError> {
-        Ok(Arc::new(Embeddings {
+        Ok(Arc::new(Search {
             embedder: Embedder::from_config(config)?,
             ef_search: config.ef_search,
             backfill: config.backfill,
+            frequent: Mutex::new(None),
             wake: Notify::new(),
         }))
+    }
+
+    /// The cached frequent lexemes, unless older than five minutes.
+    pub fn frequent_lexemes(&self) -> Option<Arc<FrequentLexemes>> {
+        let cached = self.frequent.lock().unwrap_or_else(|e| e.into_inner());
+        cached
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < FREQUENT_TTL)
+            .map(|(_, f)| f.clone())
+    }
+
+    pub fn remember_frequent_lexemes(&self, frequent: FrequentLexemes) -> Arc<FrequentLexemes> {
+        let frequent = Arc::new(frequent);
+        *self.frequent.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((Instant::now(), frequent.clone()));
+        frequent
     }
 
     /// Asks the background backfill to look for patterns without an embedding now.
@@ -109,7 +143,7 @@ impl Embeddings {
         self.wake.notify_one();
     }
 
-    /// Resolves when [`Embeddings::wake_backfill`] was called.
+    /// Resolves when [`Search::wake_backfill`] was called.
     pub async fn backfill_wanted(&self) {
         self.wake.notified().await;
     }

@@ -357,7 +357,7 @@ async fn run_record_analysis(
         "patterns_written": w.patterns.written,
         "patterns_unchanged": w.patterns.unchanged,
         "embeddings_computed": w.embedded,
-        "embedding_model": ctx.state.embeddings.embedder.as_ref().map(|e| e.model_id()),
+        "embedding_model": ctx.state.search.embedder.as_ref().map(|e| e.model_id()),
         "keywords_linked": w.keywords_linked,
         "decisions_written": w.decisions.written,
         "decisions_unchanged": w.decisions.unchanged,
@@ -373,7 +373,7 @@ async fn run_record_analysis(
     }
     if let Some(Planned::Skipped { why, retry }) = plan {
         if retry {
-            ctx.state.embeddings.wake_backfill();
+            ctx.state.search.wake_backfill();
         }
         out.insert("embedding_warning".into(), json!(why));
     }
@@ -426,7 +426,7 @@ async fn plan_embeddings(
     repository: &str,
     patterns: &[Pattern],
 ) -> Result<Option<Planned>, SkillError> {
-    let Some(embedder) = ctx.state.embeddings.embedder.as_ref() else {
+    let Some(embedder) = ctx.state.search.embedder.as_ref() else {
         return Ok(None);
     };
     if patterns.is_empty() {

@@ -23,8 +23,11 @@ use crate::embed::{Embedder, mixed_models_message, pattern_text};
 /// RRF's damping constant: a document's fused score is Σ 1/(K + rank) over the lists it is in.
 /// 60 is the value of the original paper (Cormack et al., 2009) and of most engines since.
 pub const RRF_K: f64 = 60.0;
-/// Words of a free-text query used for full-text matching.
-const MAX_QUERY_TERMS: usize = 32;
+/// A word of a free-text query expected in more patterns than this is too common for the
+/// full-text side to rank on (see [`store::FULL_TEXT_SQL`]); it bounds the rows `ts_rank` reads.
+const MAX_TERM_ROWS: f64 = 500.0;
+/// The most rows a query of only common words (then all required) may be expected to match.
+const MAX_AND_ROWS: f64 = 2000.0;
 
 pub fn find_similar_patterns() -> Skill {
     Skill {
@@ -79,27 +82,28 @@ async fn run_find_similar(
     let q: SimilarInput = parse(input)?;
     let limit = q.limit.unwrap_or(10);
     let min_similarity = q.min_similarity.unwrap_or(0.5);
-    let embedder = ctx.state.embeddings.embedder.as_ref();
+    let embedder = ctx.state.search.embedder.as_ref();
 
-    // The query vector and the model it must be compared within; embedding happens before any
-    // transaction is open.
+    // The query vector, the model it must be compared within, and the transaction the search
+    // runs in — opened only once any embedding is done, so no provider call holds it.
     let mut source = None;
-    let (vector, model) = match (q.pattern_id, &q.text) {
+    let (vector, model, mut tx) = match (q.pattern_id, &q.text) {
         (Some(id), _) => {
-            let mut conn = ctx.pool().acquire().await?;
-            let Some(p) = store::pattern(&mut conn, id).await? else {
+            let mut tx = ctx.pool().begin().await?;
+            let Some(p) = store::pattern(&mut tx, id).await? else {
                 return Err(SkillError::failed(format!("Pattern {id} not found")));
             };
-            drop(conn);
             source =
                 Some(json!({"pattern_id": p.id, "pattern": p.name, "repository": p.repository}));
             match (p.embedding, p.embedding_model, embedder) {
-                (Some(v), Some(m), _) => (v, m),
+                (Some(v), Some(m), _) => (v, m, tx),
                 (_, _, Some(e)) => {
                     // Not embedded yet (the backfill will): embed its text now, without storing.
+                    tx.rollback().await?;
                     let text =
                         pattern_text(&p.name, p.description.as_deref(), p.context.as_deref());
-                    (embed_query(e, &text).await?, e.model_id())
+                    let v = embed_query(e, &text).await?;
+                    (v, e.model_id(), ctx.pool().begin().await?)
                 }
                 _ => {
                     return Err(SkillError::failed(format!(
@@ -115,7 +119,8 @@ async fn run_find_similar(
                      query_patterns with 'query' searches by full text instead",
                 ));
             };
-            (embed_query(e, text).await?, e.model_id())
+            let v = embed_query(e, text).await?;
+            (v, e.model_id(), ctx.pool().begin().await?)
         }
         (None, None) => {
             return Err(SkillError::Invalid(
@@ -124,13 +129,12 @@ async fn run_find_similar(
         }
     };
 
-    let mut tx = ctx.pool().begin().await?;
     ensure_one_model(&mut tx, &model).await?;
     // One more than asked for: the pattern itself comes back first and is dropped.
     let fetch = limit + i64::from(q.pattern_id.is_some());
     store::set_search_width(
         &mut tx,
-        ctx.state.embeddings.ef_search.max(fetch as u32),
+        ctx.state.search.ef_search.max(fetch as u32),
         q.exclude_repository.is_some(),
     )
     .await?;
@@ -196,29 +200,40 @@ pub struct Hybrid {
 /// best by full-text rank, fused by RRF — as `{pattern_id, pattern, repository, description,
 /// similarity, rank, score, matched_by}`.
 pub async fn hybrid(ctx: &SkillContext, text: &str, limit: usize) -> Result<Hybrid, SkillError> {
-    let embedder = ctx.state.embeddings.embedder.as_ref();
+    let embedder = ctx.state.search.embedder.as_ref();
     // Each list brings more candidates than shown, so that RRF can promote one both agree on.
     let candidates = (limit * 3).clamp(30, 200);
     let vector = match embedder {
         Some(e) => Some(embed_query(e, text).await?),
         None => None,
     };
-    let tsquery = or_tsquery(text);
 
     let mut tx = ctx.pool().begin().await?;
     let nearest = match (&vector, embedder) {
         (Some(v), Some(e)) => {
             ensure_one_model(&mut tx, &e.model_id()).await?;
-            let width = ctx.state.embeddings.ef_search.max(candidates as u32);
+            let width = ctx.state.search.ef_search.max(candidates as u32);
             store::set_search_width(&mut tx, width, false).await?;
             store::nearest(&mut tx, v, candidates as i64, None, -1.0).await?
         }
         _ => Vec::new(),
     };
-    let matching = match &tsquery {
-        Some(q) => store::full_text(&mut tx, q, candidates as i64, vector.as_ref()).await?,
-        None => Vec::new(),
+    let search = &ctx.state.search;
+    let frequent = match search.frequent_lexemes() {
+        Some(f) => f,
+        None => {
+            search.remember_frequent_lexemes(store::frequent_lexemes(&mut tx, MAX_TERM_ROWS).await?)
+        }
     };
+    let matching = store::full_text(
+        &mut tx,
+        text,
+        candidates as i64,
+        vector.as_ref(),
+        &frequent,
+        MAX_AND_ROWS,
+    )
+    .await?;
     tx.commit().await?;
 
     let vector_ids: Vec<i32> = nearest.iter().map(|f| f.pattern_id).collect();
@@ -310,36 +325,6 @@ pub fn rrf(lists: &[&[i32]], k: f64, limit: usize) -> Vec<(i32, f64)> {
         .collect()
 }
 
-/// A full-text query that matches any of the text's words (`'a' | 'b'`), for `to_tsquery`:
-/// free text rarely contains every word of the pattern it is looking for, and `ts_rank` ranks
-/// patterns matching more words higher. Words are runs of letters and digits, so the result
-/// holds no tsquery syntax of the user's. `None` when there is no word at all.
-pub fn or_tsquery(text: &str) -> Option<String> {
-    let mut terms: Vec<String> = Vec::new();
-    for word in text
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-    {
-        let word = word.to_lowercase();
-        if !terms.contains(&word) {
-            terms.push(word);
-        }
-        if terms.len() == MAX_QUERY_TERMS {
-            break;
-        }
-    }
-    if terms.is_empty() {
-        return None;
-    }
-    Some(
-        terms
-            .iter()
-            .map(|t| format!("'{t}'"))
-            .collect::<Vec<_>>()
-            .join(" | "),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -359,26 +344,5 @@ mod tests {
         let fused = rrf(&[&[9, 2, 7], &[]], RRF_K, 2);
         assert_eq!(fused.iter().map(|f| f.0).collect::<Vec<_>>(), [9, 2]);
         assert!(rrf(&[&[], &[]], RRF_K, 5).is_empty());
-    }
-
-    #[test]
-    fn tsqueries_match_any_word_and_carry_no_user_syntax() {
-        assert_eq!(
-            or_tsquery("Throttle requests: per-client!").as_deref(),
-            Some("'throttle' | 'requests' | 'per' | 'client'")
-        );
-        assert_eq!(
-            or_tsquery("a & b | !c 'd' a").as_deref(),
-            Some("'a' | 'b' | 'c' | 'd'")
-        );
-        assert_eq!(or_tsquery(" ?! "), None);
-        let many = (0..50)
-            .map(|i| format!("w{i}"))
-            .collect::<Vec<_>>()
-            .join(" ");
-        assert_eq!(
-            or_tsquery(&many).unwrap().matches('|').count(),
-            MAX_QUERY_TERMS - 1
-        );
     }
 }

@@ -10,6 +10,8 @@
 use pgvector::Vector;
 use sqlx::PgConnection;
 
+use crate::embed::FrequentLexemes;
+
 /// A pattern found by a search.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Found {
@@ -45,13 +47,34 @@ SELECT n.id AS pattern_id, p.name::text AS pattern, r.name::text AS repository, 
  WHERE 1 - n.distance >= $4
  ORDER BY n.distance, n.id";
 
-/// Patterns matching the full-text query `$1` (`to_tsquery` syntax), best `ts_rank` first, at
-/// most `$2`; with the cosine similarity to `$3` when given.
-pub const FULL_TEXT_SQL: &str = "
-WITH matches AS MATERIALIZED (
-    SELECT p.id, ts_rank(p.search_tsv, q) AS score
-      FROM patterns p, to_tsquery('english', $1) q
-     WHERE p.search_tsv @@ q
+/// Patterns whose words match the free text `$1`, best `ts_rank` first, at most `$2`; with the
+/// cosine similarity to `$3` when given.
+///
+/// `ts_rank` must be computed for every matching row before the best can be kept, so the cost
+/// of a full-text search is the number of rows its terms match. Words that many patterns
+/// contain — `$4`, with the fraction `$5` of the `$6` patterns that do — match too much to rank
+/// on and say little (they are what IDF weighs down): the query is the OR of the text's other
+/// words. If it has no other word, it is the AND of its words, unless even that is expected to
+/// match more than `$7` rows; then the full-text side finds nothing and the vector side answers.
+pub const FULL_TEXT_SQL: &str = r#"
+WITH terms AS (
+    SELECT t.lexeme, f.fraction
+      FROM unnest(tsvector_to_array(to_tsvector('english', $1))) AS t(lexeme)
+      LEFT JOIN unnest($4::text[], $5::real[]) AS f(lexeme, fraction) USING (lexeme)
+     LIMIT 16),
+quoted AS (
+    -- A lexeme as a tsquery operand: quoted, quotes and backslashes doubled.
+    SELECT '''' || replace(replace(lexeme, '\', '\\'), '''', '''''') || '''' AS term, fraction
+      FROM terms),
+query AS (
+    SELECT coalesce(
+               (SELECT string_agg(term, ' | ') FROM quoted WHERE fraction IS NULL),
+               (SELECT string_agg(term, ' & ') FROM quoted HAVING $6 * exp(sum(ln(fraction))) <= $7)
+           )::tsquery AS q),
+matches AS MATERIALIZED (
+    SELECT p.id, ts_rank(p.search_tsv, query.q) AS score
+      FROM patterns p, query
+     WHERE p.search_tsv @@ query.q
      ORDER BY score DESC, p.id
      LIMIT $2)
 SELECT m.id AS pattern_id, p.name::text AS pattern, r.name::text AS repository, p.description,
@@ -60,7 +83,7 @@ SELECT m.id AS pattern_id, p.name::text AS pattern, r.name::text AS repository, 
   FROM matches m
   JOIN patterns p ON p.id = m.id
   LEFT JOIN repositories r ON r.id = p.repo_id
- ORDER BY m.score DESC, m.id";
+ ORDER BY m.score DESC, m.id"#;
 
 /// Sets the HNSW search width for the current transaction; `filtered` also turns on relaxed
 /// iterative scans, so a filter that rejects candidates makes the index look further instead of
@@ -98,19 +121,57 @@ pub async fn nearest(
         .await
 }
 
-/// See [`FULL_TEXT_SQL`].
+/// See [`FULL_TEXT_SQL`]: `frequent` are the words too common to rank on, `max_rows` the most
+/// rows an AND of only such words may be expected to match.
 pub async fn full_text(
     conn: &mut PgConnection,
-    tsquery: &str,
+    text: &str,
     limit: i64,
     query: Option<&Vector>,
+    frequent: &FrequentLexemes,
+    max_rows: f64,
 ) -> Result<Vec<Found>, sqlx::Error> {
     sqlx::query_as(FULL_TEXT_SQL)
-        .bind(tsquery)
+        .bind(text)
         .bind(limit)
         .bind(query)
+        .bind(&frequent.lexemes)
+        .bind(&frequent.fractions)
+        .bind(frequent.patterns)
+        .bind(max_rows)
         .fetch_all(conn)
         .await
+}
+
+/// The lexemes of `patterns.search_tsv` that PostgreSQL's statistics (the most common elements
+/// ANALYZE found) say at least `min_rows` patterns contain, with the fraction that do, and the
+/// estimated number of patterns. Empty before the table was first analysed.
+pub async fn frequent_lexemes(
+    conn: &mut PgConnection,
+    min_rows: f64,
+) -> Result<FrequentLexemes, sqlx::Error> {
+    let (patterns, lexemes, fractions): (f64, Vec<String>, Vec<f32>) = sqlx::query_as(
+        "SELECT greatest(c.reltuples, 0)::float8,
+                coalesce(s.most_common_elems::text::text[], '{}'),
+                coalesce(s.most_common_elem_freqs, '{}')
+           FROM pg_class c
+           LEFT JOIN pg_stats s
+                  ON s.schemaname = current_schema() AND s.tablename = 'patterns' AND s.attname = 'search_tsv'
+          WHERE c.oid = 'patterns'::regclass",
+    )
+    .fetch_one(conn)
+    .await?;
+    // The fractions end with three summary values, which no lexeme pairs with.
+    let (lexemes, fractions) = lexemes
+        .into_iter()
+        .zip(fractions)
+        .filter(|(_, f)| f64::from(*f) * patterns >= min_rows)
+        .unzip();
+    Ok(FrequentLexemes {
+        lexemes,
+        fractions,
+        patterns,
+    })
 }
 
 /// Models that made stored embeddings, other than `model`, with how many each; most first.
