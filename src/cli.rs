@@ -103,7 +103,8 @@ decisions, reusable components, dependencies, deployment information, lessons an
 Each repository is written in its own transaction; re-running the import changes nothing that is
 already there. Records that cannot be stored (a repository name that is not owner/repo, a pattern
 without a name, …) are skipped and listed with the reason. Exits 1 if any repository failed.
-Pattern embeddings are not computed here: run `nexusd embed` afterwards."
+Pattern embeddings are not computed here: run `nexusd embed` afterwards (a running `nexusd serve`
+embeds them in the background within ten minutes)."
     )]
     ImportJson {
         /// Path, '-' for standard input, or http(s) URL of knowledge_base.json

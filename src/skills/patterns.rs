@@ -114,6 +114,51 @@ async fn run_query_patterns(
 async fn query(ctx: SkillContext, input: Map<String, Value>) -> Result<SkillOutput, SkillError> {
     let q: QueryInput = parse(input)?;
     let min_matches = q.min_matches.unwrap_or(1);
+    let by_terms = !q.keywords.is_empty() || !q.patterns.is_empty() || q.repository.is_some();
+    let (mode, results, terms) = if by_terms {
+        matching_repositories(&ctx, &q, min_matches).await?
+    } else if q.query.is_some() {
+        (Mode::Keywords, Vec::new(), Vec::new())
+    } else {
+        return Err(SkillError::failed(
+            "Must provide either 'keywords' or 'patterns' to search, or 'query' for free text \
+             (or 'repository' to find similar ones)",
+        ));
+    };
+    let similar = match &q.query {
+        Some(text) => Some(super::search::hybrid(&ctx, text, q.limit.unwrap_or(10)).await?),
+        None => None,
+    };
+
+    let mut criteria = json!({
+        "keywords": if mode == Mode::Keywords { terms } else { q.keywords },
+        "patterns": q.patterns,
+        "min_matches": min_matches,
+    });
+    if let Some(repository) = q.repository {
+        criteria["repository"] = Value::String(repository);
+    }
+    let total = results.len();
+    let mut out = output(json!({
+        "matches": results,
+        "total_matches": total,
+        "search_criteria": criteria,
+    }));
+    if let (Some(similar), Some(text)) = (similar, q.query) {
+        out["search_criteria"]["query"] = Value::String(text);
+        out.insert("search_mode".into(), Value::String(similar.mode.into()));
+        out.insert("similar_patterns".into(), Value::Array(similar.results));
+    }
+    Ok(out)
+}
+
+/// The repositories matching the keywords, else the pattern names, else resembling the
+/// repository (its keywords become the terms): the mode, the matches, the terms searched.
+async fn matching_repositories(
+    ctx: &SkillContext,
+    q: &QueryInput,
+    min_matches: i32,
+) -> Result<(Mode, Vec<Value>, Vec<String>), SkillError> {
     let mut tx = store::snapshot(ctx.pool()).await?;
     let lower = |terms: &[String]| terms.iter().map(|t| t.to_lowercase()).collect::<Vec<_>>();
 
@@ -143,13 +188,8 @@ async fn query(ctx: SkillContext, input: Map<String, Value>) -> Result<SkillOutp
             .await?
         };
         (Mode::Keywords, found, keywords)
-    } else if q.query.is_some() {
-        (Mode::Keywords, Vec::new(), Vec::new())
     } else {
-        return Err(SkillError::failed(
-            "Must provide either 'keywords' or 'patterns' to search, or 'query' for free text \
-             (or 'repository' to find similar ones)",
-        ));
+        return Ok((Mode::Keywords, Vec::new(), Vec::new()));
     };
 
     let ids: Vec<i32> = matches.iter().map(|m| m.repo_id).collect();
@@ -171,31 +211,7 @@ async fn query(ctx: SkillContext, input: Map<String, Value>) -> Result<SkillOutp
         }
     };
     tx.commit().await?;
-    let similar = match &q.query {
-        Some(text) => Some(super::search::hybrid(&ctx, text, q.limit.unwrap_or(10)).await?),
-        None => None,
-    };
-
-    let mut criteria = json!({
-        "keywords": if mode == Mode::Keywords { terms } else { q.keywords },
-        "patterns": q.patterns,
-        "min_matches": min_matches,
-    });
-    if let Some(repository) = q.repository {
-        criteria["repository"] = Value::String(repository);
-    }
-    let total = results.len();
-    let mut out = output(json!({
-        "matches": results,
-        "total_matches": total,
-        "search_criteria": criteria,
-    }));
-    if let (Some(similar), Some(text)) = (similar, q.query) {
-        out["search_criteria"]["query"] = Value::String(text);
-        out.insert("search_mode".into(), Value::String(similar.mode.into()));
-        out.insert("similar_patterns".into(), Value::Array(similar.results));
-    }
-    Ok(out)
+    Ok((mode, results, terms))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
