@@ -50,6 +50,8 @@ pub struct AppState {
     pub readiness: watch::Receiver<Readiness>,
     pub skills: Arc<Registry>,
     pub auth: Arc<Authenticator>,
+    /// The embedder and search settings (`query`, `find_similar_patterns`, `record_analysis`).
+    pub search: Arc<crate::embed::Search>,
     /// `None` when the backup store could not be opened (the reason is in `backup_status`).
     pub backups: Option<Arc<Backups>>,
     pub backup_status: StatusHandle,
@@ -129,6 +131,7 @@ fn target(config: &Config) -> Result<Target> {
 pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<()> {
     let config = Arc::new(config);
     let skills = Arc::new(crate::skills::registry(&config)?);
+    let search = crate::embed::Search::new(&config.embedding)?;
     if !config.api.auth.required {
         tracing::warn!(
             "REQUIRE_AUTH_FOR_WRITE is false: write skills accept calls without credentials"
@@ -224,13 +227,16 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<()> {
         auth: Arc::new(Authenticator::new(&config.api.auth)),
         config: config.clone(),
         db: db.clone(),
-        readiness: ready_rx,
+        readiness: ready_rx.clone(),
         skills,
+        search: search.clone(),
         backups: backups.clone(),
         backup_status,
         skill_stats,
     };
     let app = crate::skills::router(state);
+    let backfill =
+        crate::embed::job::spawn_backfill(db.clone(), search, ready_rx, shutdown.clone());
 
     crate::systemd::notify_ready();
     let watchdog = crate::systemd::spawn_watchdog(shutdown.clone());
@@ -276,6 +282,9 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<()> {
     tracing::info!("shutting down");
 
     bootstrapper.abort();
+    if let Some(task) = backfill {
+        task.abort();
+    }
     if let Some(w) = watchdog {
         w.abort();
     }

@@ -7,6 +7,7 @@ use std::path::Path;
 use crate::bootstrap::{self, MIN_SERVER_VERSION_NUM, ServerFacts, StatementsStatus};
 use crate::config::{Config, ConfigErrors, DatabaseTarget};
 use crate::db::cluster::{self, Cluster, ClusterSpec};
+use crate::embed::{Embedder, mixed_models_message};
 
 /// Collects findings and prints them as they come.
 #[derive(Default)]
@@ -59,8 +60,76 @@ pub async fn run(config: Result<Config, ConfigErrors>) -> bool {
             }
         }
     };
-    check_database(&options, &display, &config, &mut report).await;
+    let model = check_embedder(&config, &mut report).await;
+    check_database(&options, &display, &config, model.as_deref(), &mut report).await;
     report.failures == 0
+}
+
+/// The configured embeddings provider; for openai, whether the endpoint embeds a probe text.
+/// Returns the model id stored embeddings must have.
+async fn check_embedder(config: &Config, report: &mut Report) -> Option<String> {
+    let embedder = match Embedder::from_config(&config.embedding) {
+        Ok(Some(e)) => e,
+        Ok(None) => {
+            report.ok("embeddings off (NEXUSD_EMBEDDING_PROVIDER=none): free-text search is full-text only");
+            return None;
+        }
+        Err(e) => {
+            report.fail(format!("embeddings: {e}"));
+            return None;
+        }
+    };
+    let model = embedder.model_id();
+    match &embedder {
+        Embedder::Builtin => report.ok(format!("embeddings by {model} (local, no network)")),
+        Embedder::OpenAi(o) => {
+            let started = std::time::Instant::now();
+            match embedder.embed_one("nexusd check").await {
+                Ok(_) => report.ok(format!(
+                    "embeddings by {model}: {} answered in {} ms",
+                    o.endpoint(),
+                    started.elapsed().as_millis()
+                )),
+                Err(e) => report.fail(format!("embeddings by {model}: {e}")),
+            }
+        }
+    }
+    Some(model)
+}
+
+/// Whether the stored embeddings were made by `model`, and how many patterns have none.
+async fn check_stored_embeddings(
+    pool: &sqlx::PgPool,
+    config: &Config,
+    model: &str,
+    report: &mut Report,
+) {
+    let Ok(mut conn) = pool.acquire().await else {
+        return;
+    };
+    // Before migration 3 there is nothing to say (the pending migration is reported).
+    if let Ok((models, missing)) = crate::skills::store::search::models(&mut conn).await {
+        let others: Vec<(String, i64)> =
+            models.iter().filter(|(m, _)| m != model).cloned().collect();
+        let current = models
+            .iter()
+            .find(|(m, _)| m == model)
+            .map_or(0, |(_, n)| *n);
+        if !others.is_empty() {
+            report.fail(mixed_models_message(model, &others));
+        } else if missing > 0 && !config.embedding.backfill {
+            report.warn(format!(
+                "{current} patterns embedded, {missing} without an embedding: run nexusd embed \
+                 (NEXUSD_EMBEDDING_BACKFILL is off)"
+            ));
+        } else if missing > 0 {
+            report.ok(format!(
+                "{current} patterns embedded, {missing} without an embedding (nexusd serve embeds them in the background)"
+            ));
+        } else {
+            report.ok(format!("{current} patterns embedded by {model}"));
+        }
+    }
 }
 
 /// Binaries, state directory and whether the cluster runs; returns it when it can be queried.
@@ -118,6 +187,7 @@ async fn check_database(
     options: &sqlx::postgres::PgConnectOptions,
     display: &str,
     config: &Config,
+    embedding_model: Option<&str>,
     report: &mut Report,
 ) {
     let conn = match bootstrap::connect(options, display).await {
@@ -201,6 +271,9 @@ async fn check_database(
             }
         }
         Err(e) => report.fail(e),
+    }
+    if let Some(model) = embedding_model {
+        check_stored_embeddings(&conn, config, model, report).await;
     }
     conn.close().await;
 }

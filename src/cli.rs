@@ -36,6 +36,15 @@ Configuration (environment variables; systemd reads them from /etc/nexusd/nexusd
   NEXUSD_STATE_DIR              embedded cluster and local backups
                                 (/var/lib/nexusd as root, ./.nexusd otherwise)
   KNOWLEDGE_BASE_REPO           shown in /health and the agent card
+  NEXUSD_EMBEDDING_PROVIDER     openai, builtin or none: openai when OPENAI_API_KEY is set, else
+                                builtin (local hashed word n-grams, no network); none: free-text
+                                search is full-text only
+  NEXUSD_EMBEDDING_URL          OpenAI-compatible API base (https://api.openai.com/v1)
+  NEXUSD_EMBEDDING_MODEL        embeddings model (text-embedding-3-small); 1536 dimensions
+  OPENAI_API_KEY                bearer token for the embeddings API
+  NEXUSD_EMBEDDING_TIMEOUT      seconds per embeddings request (30)
+  NEXUSD_EMBEDDING_BACKFILL     serve embeds patterns that have no embedding, in the background (true)
+  NEXUSD_SEARCH_EF_SEARCH       HNSW candidates per vector query, hnsw.ef_search (100)
   NEXUSD_LOG                    log filter (info), e.g. nexusd=debug,sqlx=warn
   NEXUSD_LOG_FORMAT             text or json (text)
 
@@ -111,7 +120,8 @@ decisions, reusable components, dependencies, deployment information, lessons an
 Each repository is written in its own transaction; re-running the import changes nothing that is
 already there. Records that cannot be stored (a repository name that is not owner/repo, a pattern
 without a name, …) are skipped and listed with the reason. Exits 1 if any repository failed.
-Pattern embeddings are not computed here: run `nexusd embed` afterwards."
+Pattern embeddings are not computed here: run `nexusd embed` afterwards (a running `nexusd serve`
+embeds them in the background within ten minutes)."
     )]
     ImportJson {
         /// Path, '-' for standard input, or http(s) URL of knowledge_base.json
@@ -119,6 +129,27 @@ Pattern embeddings are not computed here: run `nexusd embed` afterwards."
         /// Report what would be written without writing anything
         #[arg(long)]
         dry_run: bool,
+    },
+
+    /// Compute pattern embeddings with the configured provider
+    #[command(long_about = "\
+Compute the embeddings of patterns that have none, with the configured provider
+(NEXUSD_EMBEDDING_PROVIDER), in batches: each batch is embedded, then stored in its own
+transaction, so an interrupted run keeps its work and the next run continues where it stopped.
+Shows progress on a terminal, log lines otherwise, and a summary at the end.
+
+Refused while the database holds embeddings made by another provider or model: vectors of
+different models cannot be compared. --reembed replaces every embedding not made by the
+configured model (searches by meaning are refused until it has finished; run it again after an
+interruption). `nexusd serve` embeds new patterns by itself; this command is for bulk imports and
+for switching providers.")]
+    Embed {
+        /// Recompute every embedding not made by the configured provider and model
+        #[arg(long)]
+        reembed: bool,
+        /// Patterns per batch (one transaction each)
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=2000))]
+        batch_size: u32,
     },
 
     /// Forward the skills API to a nexusd elsewhere (what Cloud Run runs)
@@ -134,7 +165,8 @@ unreachable upstream gives a JSON 502, one slower than NEXUSD_PROXY_TIMEOUT seco
     /// Validate the configuration and check PostgreSQL; print what is wrong and how to fix it
     #[command(long_about = "\
 Validate every configuration variable, then check that PostgreSQL is reachable, recent enough,
-has pgvector and pg_stat_statements, and whether migrations are pending. Changes nothing. Prints
+has pgvector and pg_stat_statements, and whether migrations are pending, and that the embeddings
+provider answers and matches the stored embeddings. Changes nothing. Prints
 one line per check (ok / warn / FAIL, with the fix) and exits 1 if any check failed.")]
     Check,
 }

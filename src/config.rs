@@ -21,6 +21,7 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub log: LogConfig,
     pub external: ExternalConfig,
+    pub embedding: EmbeddingConfig,
     pub backup: BackupConfig,
     pub metrics: MetricsConfig,
     /// `KNOWLEDGE_BASE_REPO`: echoed in `/health` and the agent card, as the original did.
@@ -270,6 +271,7 @@ impl Config {
         let state_dir = absolute(&state_dir);
         let log = log_config(&mut env);
         let external = external_config(&mut env);
+        let embedding = embedding_config(&mut env);
         let backup = backup_config(&mut env, &state_dir);
         let metrics = metrics_config(&mut env);
         let knowledge_base_repo = env.get("KNOWLEDGE_BASE_REPO").unwrap_or_default();
@@ -281,6 +283,7 @@ impl Config {
                 state_dir,
                 log,
                 external,
+                embedding,
                 backup,
                 metrics,
                 knowledge_base_repo,
@@ -695,6 +698,137 @@ fn external_config(env: &mut Env<'_>) -> ExternalConfig {
         },
         orchestrator,
         pattern_miner,
+    }
+}
+
+/// How pattern embeddings are made and searched (`search` in skills-api.md).
+#[derive(Clone)]
+pub struct EmbeddingConfig {
+    /// `NEXUSD_EMBEDDING_PROVIDER`: `openai` when `OPENAI_API_KEY` is set, else `builtin`.
+    pub provider: EmbeddingProvider,
+    /// `NEXUSD_EMBEDDING_URL`: base URL of an OpenAI-compatible API (`…/v1`).
+    pub url: String,
+    /// `NEXUSD_EMBEDDING_MODEL` (default `text-embedding-3-small`).
+    pub model: String,
+    /// `OPENAI_API_KEY`: sent as a bearer token; never logged.
+    pub api_key: Option<String>,
+    /// `NEXUSD_EMBEDDING_TIMEOUT` seconds (30): one embeddings request, before retries.
+    pub timeout: std::time::Duration,
+    /// `NEXUSD_EMBEDDING_BACKFILL` (true): `nexusd serve` embeds patterns that have no embedding.
+    pub backfill: bool,
+    /// `NEXUSD_SEARCH_EF_SEARCH` (100): `hnsw.ef_search`, the HNSW candidate list per query.
+    pub ef_search: u32,
+}
+
+impl fmt::Debug for EmbeddingConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmbeddingConfig")
+            .field("provider", &self.provider)
+            .field("url", &self.url)
+            .field("model", &self.model)
+            .field("api_key", &self.api_key.as_ref().map(|_| "[redacted]"))
+            .field("timeout", &self.timeout)
+            .field("backfill", &self.backfill)
+            .field("ef_search", &self.ef_search)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmbeddingProvider {
+    /// An OpenAI-compatible `/v1/embeddings` endpoint.
+    OpenAi,
+    /// nexusd's own local, deterministic embedder.
+    Builtin,
+    /// Embeddings off: free-text search is full-text only.
+    None,
+}
+
+impl EmbeddingProvider {
+    pub fn name(self) -> &'static str {
+        match self {
+            EmbeddingProvider::OpenAi => "openai",
+            EmbeddingProvider::Builtin => "builtin",
+            EmbeddingProvider::None => "none",
+        }
+    }
+}
+
+pub const DEFAULT_EMBEDDING_URL: &str = "https://api.openai.com/v1";
+pub const DEFAULT_EMBEDDING_MODEL: &str = "text-embedding-3-small";
+
+fn embedding_config(env: &mut Env<'_>) -> EmbeddingConfig {
+    let api_key = env.get("OPENAI_API_KEY");
+    let provider = match env
+        .get("NEXUSD_EMBEDDING_PROVIDER")
+        .map(|p| p.to_ascii_lowercase())
+        .as_deref()
+    {
+        None if api_key.is_some() => EmbeddingProvider::OpenAi,
+        None => EmbeddingProvider::Builtin,
+        Some("openai") => EmbeddingProvider::OpenAi,
+        Some("builtin") => EmbeddingProvider::Builtin,
+        Some("none" | "off") => EmbeddingProvider::None,
+        Some(other) => {
+            env.error(
+                "NEXUSD_EMBEDDING_PROVIDER",
+                format!("{other:?} is not valid: expected openai, builtin or none"),
+            );
+            EmbeddingProvider::None
+        }
+    };
+    let url = env
+        .url("NEXUSD_EMBEDDING_URL")
+        .unwrap_or_else(|| DEFAULT_EMBEDDING_URL.to_string());
+    // OpenAI itself needs a key; a local OpenAI-compatible server (Ollama, vLLM, …) may not.
+    if provider == EmbeddingProvider::OpenAi && api_key.is_none() && url == DEFAULT_EMBEDDING_URL {
+        env.error(
+            "OPENAI_API_KEY",
+            "is not set, but NEXUSD_EMBEDDING_PROVIDER is openai with OpenAI's API: set the key, point \
+             NEXUSD_EMBEDDING_URL at another OpenAI-compatible server, or use NEXUSD_EMBEDDING_PROVIDER=builtin",
+        );
+    }
+    let model = env
+        .get("NEXUSD_EMBEDDING_MODEL")
+        .unwrap_or_else(|| DEFAULT_EMBEDDING_MODEL.to_string());
+    let timeout: u64 = match env.parse_or(
+        "NEXUSD_EMBEDDING_TIMEOUT",
+        "30",
+        "a number of seconds, 1 to 600",
+    ) {
+        Some(t) if (1..=600).contains(&t) => t,
+        Some(t) => {
+            env.error(
+                "NEXUSD_EMBEDDING_TIMEOUT",
+                format!("{t} is out of range: expected a number of seconds, 1 to 600"),
+            );
+            30
+        }
+        None => 30,
+    };
+    let ef_search: u32 = match env.parse_or(
+        "NEXUSD_SEARCH_EF_SEARCH",
+        "100",
+        "a whole number, 10 to 1000",
+    ) {
+        Some(n) if (10..=1000).contains(&n) => n,
+        Some(n) => {
+            env.error(
+                "NEXUSD_SEARCH_EF_SEARCH",
+                format!("{n} is out of range: expected a whole number, 10 to 1000"),
+            );
+            100
+        }
+        None => 100,
+    };
+    EmbeddingConfig {
+        provider,
+        url,
+        model,
+        api_key,
+        timeout: std::time::Duration::from_secs(timeout),
+        backfill: env.bool("NEXUSD_EMBEDDING_BACKFILL").unwrap_or(true),
+        ef_search,
     }
 }
 
@@ -1393,6 +1527,63 @@ mod tests {
         assert_eq!(
             error_vars(&[("NEXUSD_BACKUP_MIN_KEEP", "0")]),
             ["NEXUSD_BACKUP_MIN_KEEP"]
+        );
+    }
+
+    #[test]
+    fn embeddings_default_to_builtin_or_openai_with_a_key() {
+        let e = parse(&[]).unwrap().embedding;
+        assert_eq!(e.provider, EmbeddingProvider::Builtin);
+        assert_eq!(
+            (e.url.as_str(), e.model.as_str()),
+            (DEFAULT_EMBEDDING_URL, DEFAULT_EMBEDDING_MODEL)
+        );
+        assert!(e.backfill);
+        let config = parse(&[("OPENAI_API_KEY", "sk-secret-key")]).unwrap();
+        assert_eq!(config.embedding.provider, EmbeddingProvider::OpenAi);
+        assert!(!format!("{config:?}").contains("sk-secret-key"));
+        let e = parse(&[
+            ("OPENAI_API_KEY", "sk-secret-key"),
+            ("NEXUSD_EMBEDDING_PROVIDER", "none"),
+        ])
+        .unwrap()
+        .embedding;
+        assert_eq!(e.provider, EmbeddingProvider::None);
+        // A local OpenAI-compatible server needs no key.
+        let e = parse(&[
+            ("NEXUSD_EMBEDDING_PROVIDER", "OpenAI"),
+            ("NEXUSD_EMBEDDING_URL", "http://127.0.0.1:11434/v1/"),
+            ("NEXUSD_EMBEDDING_MODEL", "nomic-embed-text"),
+            ("NEXUSD_EMBEDDING_TIMEOUT", "5"),
+        ])
+        .unwrap()
+        .embedding;
+        assert_eq!(e.provider, EmbeddingProvider::OpenAi);
+        assert_eq!(e.url, "http://127.0.0.1:11434/v1");
+        assert_eq!(e.timeout, std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn bad_embedding_settings_are_named() {
+        assert_eq!(
+            error_vars(&[("NEXUSD_EMBEDDING_PROVIDER", "cohere")]),
+            ["NEXUSD_EMBEDDING_PROVIDER"]
+        );
+        assert_eq!(
+            error_vars(&[("NEXUSD_EMBEDDING_PROVIDER", "openai")]),
+            ["OPENAI_API_KEY"]
+        );
+        assert_eq!(
+            error_vars(&[("NEXUSD_EMBEDDING_URL", "api.openai.com")]),
+            ["NEXUSD_EMBEDDING_URL"]
+        );
+        assert_eq!(
+            error_vars(&[("NEXUSD_EMBEDDING_TIMEOUT", "0")]),
+            ["NEXUSD_EMBEDDING_TIMEOUT"]
+        );
+        assert_eq!(
+            error_vars(&[("NEXUSD_SEARCH_EF_SEARCH", "5000")]),
+            ["NEXUSD_SEARCH_EF_SEARCH"]
         );
     }
 

@@ -653,7 +653,7 @@ impl Repo {
                 component_type: None,
                 language: c.language.as_deref(),
                 api_signature: c.api_signature.as_deref(),
-                keywords: &c.keywords,
+                keywords: Some(&c.keywords),
             };
             s.components
                 .record(analysis::upsert_component(conn, repo_id, &self.name, &facts).await?);

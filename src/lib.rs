@@ -10,6 +10,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod embed;
 pub mod import;
 pub mod metrics;
 pub mod proxy;

@@ -106,6 +106,24 @@ fn main() -> ExitCode {
                     ))
                 }
             }
+            Command::Embed {
+                reembed,
+                batch_size,
+            } => {
+                let embedder = nexusd::embed::Embedder::from_config(&config.embedding)?
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "embeddings are off (NEXUSD_EMBEDDING_PROVIDER=none): set it to builtin or openai"
+                        )
+                    })?;
+                let summary = nexusd::app::with_database(&config, Needs::Schema, async |db, _| {
+                    nexusd::embed::job::command(db.pool(), &embedder, reembed, batch_size as usize)
+                        .await
+                })
+                .await?;
+                println!("{summary}");
+                Ok(())
+            }
             // Boxed: these futures are deep enough to exceed the compiler's layout recursion.
             Command::Backup { action } => {
                 Box::pin(nexusd::backup::cli::backup(&config, action)).await

@@ -1111,7 +1111,11 @@ const REFERENCE_ORDER: [&str; 22] = [
 ];
 
 /// nexusd's own skills, registered after the reference's.
-const NEXUSD_OWN: [&str; 1] = ["get_backup_status"];
+const NEXUSD_OWN: [&str; 3] = [
+    "record_analysis",
+    "find_similar_patterns",
+    "get_backup_status",
+];
 
 /// The reference's skills (minus `skip`), then nexusd's own.
 fn expected_ids(skip: &[&str]) -> Vec<String> {
@@ -1156,7 +1160,8 @@ async fn agent_card_lists_the_reference_order_with_and_without_github_token() {
             "update_dependency_info",
             "add_deployment_info",
             "add_runtime_issue",
-            "scan_repository_components"
+            "scan_repository_components",
+            "record_analysis"
         ]
     );
     // Every example is valid input.

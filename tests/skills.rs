@@ -11,7 +11,9 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use support::{Nexusd, TestDb, http, shared_db};
 
-/// A seeded database and a nexusd serving it without auth (auth has its own tests).
+/// A seeded database and a nexusd serving it without auth (auth has its own tests), and
+/// without the background embedding of the seeded patterns, so that every write seen is a
+/// skill's (search has its own tests).
 async fn seeded() -> (TestDb, Nexusd) {
     let db = shared_db().await;
     db.bootstrap().await;
@@ -19,7 +21,14 @@ async fn seeded() -> (TestDb, Nexusd) {
         .execute(&db.pool().await)
         .await
         .expect("seeding");
-    let nexusd = Nexusd::ready(&db.url(), &[("REQUIRE_AUTH_FOR_WRITE", "false")]).await;
+    let nexusd = Nexusd::ready(
+        &db.url(),
+        &[
+            ("REQUIRE_AUTH_FOR_WRITE", "false"),
+            ("NEXUSD_EMBEDDING_BACKFILL", "false"),
+        ],
+    )
+    .await;
     (db, nexusd)
 }
 
@@ -1082,6 +1091,8 @@ async fn agent_card_root_and_openapi_describe_what_is_enforced() {
         "recommend_consolidation_plan",
         "scan_repository_components",
         // nexusd's own, after the reference's.
+        "record_analysis",
+        "find_similar_patterns",
         "get_backup_status",
     ];
 
@@ -1115,6 +1126,7 @@ async fn agent_card_root_and_openapi_describe_what_is_enforced() {
             "add_deployment_info",
             "add_runtime_issue",
             "scan_repository_components",
+            "record_analysis",
         ]
         .contains(&entry["id"].as_str().unwrap());
         assert_eq!(

@@ -3,6 +3,7 @@
 //! JSON errors for every protocol problem (skills-api.md).
 
 mod activity;
+mod analysis;
 mod arch_rules;
 mod architecture;
 pub mod auth;
@@ -23,6 +24,7 @@ pub mod registry;
 mod repository;
 mod runtime;
 pub mod schema;
+mod search;
 pub mod store;
 
 use std::sync::Arc;
@@ -88,7 +90,11 @@ pub fn registry(config: &Config) -> Result<Registry> {
         components::scan_repository_components(),
     ]);
     // Then nexusd's own skills.
-    skills.push(backups::get_backup_status());
+    skills.extend([
+        analysis::record_analysis(),
+        search::find_similar_patterns(),
+        backups::get_backup_status(),
+    ]);
     Registry::new(
         skills,
         &config.api.extra_protected,

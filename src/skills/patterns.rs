@@ -1,5 +1,6 @@
 //! Pattern query skills: `query_patterns` (keyword and pattern-name matching across
-//! repositories) and `get_cross_repo_patterns` (patterns several repositories share).
+//! repositories, plus hybrid free-text search of patterns, see `search.rs`) and
+//! `get_cross_repo_patterns` (patterns several repositories share).
 
 use std::collections::HashMap;
 
@@ -18,7 +19,8 @@ pub fn query_patterns() -> Skill {
         name: "Query Similar Patterns",
         description: "Search for similar architectural patterns across all repositories in the knowledge base: \
                       repositories whose pattern keywords match the given keywords, whose pattern names match \
-                      the given names, or that resemble a given repository.",
+                      the given names, or that resemble a given repository; and with 'query', the patterns \
+                      closest to a free text by meaning (embeddings) and by words (full text), fused.",
         tags: &["search", "patterns", "similarity"],
         requires_authentication: false,
         input_schema: json!({
@@ -47,6 +49,20 @@ pub fn query_patterns() -> Skill {
                     "Find repositories similar to this one: its keywords become the search terms and it is \
                      left out of the results (used when neither keywords nor patterns is given)"
                 ),
+                "query": {
+                    "type": "string",
+                    "description": "Free text: the patterns closest to it by embedding similarity and full-text \
+                                    rank, fused, are returned as similar_patterns",
+                    "minLength": 1,
+                    "maxLength": 2000,
+                },
+                "limit": {
+                    "type": "integer",
+                    "description": "Most similar_patterns to return for 'query'",
+                    "minimum": 1,
+                    "maximum": 100,
+                    "default": 10,
+                },
             },
         }),
         examples: vec![
@@ -61,6 +77,10 @@ pub fn query_patterns() -> Skill {
             example(
                 json!({"repository": "acme/payments-api"}),
                 "Repositories similar to acme/payments-api",
+            ),
+            example(
+                json!({"query": "verify bearer tokens before handlers run", "limit": 5}),
+                "Patterns about request authentication, found by meaning",
             ),
         ],
         aliases: &[],
@@ -78,6 +98,8 @@ struct QueryInput {
     patterns: Vec<String>,
     min_matches: Option<i32>,
     repository: Option<String>,
+    query: Option<String>,
+    limit: Option<usize>,
 }
 
 async fn run_query_patterns(
@@ -92,6 +114,51 @@ async fn run_query_patterns(
 async fn query(ctx: SkillContext, input: Map<String, Value>) -> Result<SkillOutput, SkillError> {
     let q: QueryInput = parse(input)?;
     let min_matches = q.min_matches.unwrap_or(1);
+    let by_terms = !q.keywords.is_empty() || !q.patterns.is_empty() || q.repository.is_some();
+    let (mode, results, terms) = if by_terms {
+        matching_repositories(&ctx, &q, min_matches).await?
+    } else if q.query.is_some() {
+        (Mode::Keywords, Vec::new(), Vec::new())
+    } else {
+        return Err(SkillError::failed(
+            "Must provide either 'keywords' or 'patterns' to search, or 'query' for free text \
+             (or 'repository' to find similar ones)",
+        ));
+    };
+    let similar = match &q.query {
+        Some(text) => Some(super::search::hybrid(&ctx, text, q.limit.unwrap_or(10)).await?),
+        None => None,
+    };
+
+    let mut criteria = json!({
+        "keywords": if mode == Mode::Keywords { terms } else { q.keywords },
+        "patterns": q.patterns,
+        "min_matches": min_matches,
+    });
+    if let Some(repository) = q.repository {
+        criteria["repository"] = Value::String(repository);
+    }
+    let total = results.len();
+    let mut out = output(json!({
+        "matches": results,
+        "total_matches": total,
+        "search_criteria": criteria,
+    }));
+    if let (Some(similar), Some(text)) = (similar, q.query) {
+        out["search_criteria"]["query"] = Value::String(text);
+        out.insert("search_mode".into(), Value::String(similar.mode.into()));
+        out.insert("similar_patterns".into(), Value::Array(similar.results));
+    }
+    Ok(out)
+}
+
+/// The repositories matching the keywords, else the pattern names, else resembling the
+/// repository (its keywords become the terms): the mode, the matches, the terms searched.
+async fn matching_repositories(
+    ctx: &SkillContext,
+    q: &QueryInput,
+    min_matches: i32,
+) -> Result<(Mode, Vec<Value>, Vec<String>), SkillError> {
     let mut tx = store::snapshot(ctx.pool()).await?;
     let lower = |terms: &[String]| terms.iter().map(|t| t.to_lowercase()).collect::<Vec<_>>();
 
@@ -122,9 +189,7 @@ async fn query(ctx: SkillContext, input: Map<String, Value>) -> Result<SkillOutp
         };
         (Mode::Keywords, found, keywords)
     } else {
-        return Err(SkillError::failed(
-            "Must provide either 'keywords' or 'patterns' to search (or 'repository' to find similar ones)",
-        ));
+        return Ok((Mode::Keywords, Vec::new(), Vec::new()));
     };
 
     let ids: Vec<i32> = matches.iter().map(|m| m.repo_id).collect();
@@ -146,21 +211,7 @@ async fn query(ctx: SkillContext, input: Map<String, Value>) -> Result<SkillOutp
         }
     };
     tx.commit().await?;
-
-    let mut criteria = json!({
-        "keywords": if mode == Mode::Keywords { terms } else { q.keywords },
-        "patterns": q.patterns,
-        "min_matches": min_matches,
-    });
-    if let Some(repository) = q.repository {
-        criteria["repository"] = Value::String(repository);
-    }
-    let total = results.len();
-    Ok(output(json!({
-        "matches": results,
-        "total_matches": total,
-        "search_criteria": criteria,
-    })))
+    Ok((mode, results, terms))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

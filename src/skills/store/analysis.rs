@@ -81,7 +81,7 @@ pub struct PatternFacts<'a> {
 }
 
 /// Upserts a pattern by (repository, name). A changed description or context clears the
-/// embedding, which described the old text.
+/// embedding, which described the old text (and with it `embedding_model`, by trigger).
 pub async fn upsert_pattern(
     conn: &mut PgConnection,
     repo_id: i32,
@@ -193,7 +193,8 @@ pub struct ComponentFacts<'a> {
     pub component_type: Option<&'a str>,
     pub language: Option<&'a str>,
     pub api_signature: Option<&'a str>,
-    pub keywords: &'a [String],
+    /// `None` keeps the stored keywords.
+    pub keywords: Option<&'a [String]>,
 }
 
 /// The stable id of a repository's component: `owner/repo:name`.
@@ -209,18 +210,18 @@ pub async fn upsert_component(
     c: &ComponentFacts<'_>,
 ) -> Result<Upsert, sqlx::Error> {
     let id = component_id(repository, c.name);
-    let keywords = Value::from(c.keywords.to_vec());
+    let keywords = c.keywords.map(|k| Value::from(k.to_vec()));
     let row: Option<(i32, bool)> = sqlx::query_as(
         "INSERT INTO reusable_components
              (repo_id, component_id, name, purpose, location, component_type, language, api_signature, keywords)
-         VALUES ($1, $2, $3, $4, $5, coalesce($6, 'unknown'), coalesce($7, 'unknown'), $8, $9)
+         VALUES ($1, $2, $3, $4, $5, coalesce($6, 'unknown'), coalesce($7, 'unknown'), $8, coalesce($9, '[]'))
          ON CONFLICT (component_id) DO UPDATE
             SET purpose = coalesce(EXCLUDED.purpose, reusable_components.purpose),
                 location = coalesce(EXCLUDED.location, reusable_components.location),
                 component_type = coalesce($6, reusable_components.component_type),
                 language = coalesce($7, reusable_components.language),
                 api_signature = coalesce(EXCLUDED.api_signature, reusable_components.api_signature),
-                keywords = EXCLUDED.keywords
+                keywords = coalesce($9, reusable_components.keywords)
           WHERE (reusable_components.purpose, reusable_components.location, reusable_components.component_type,
                  reusable_components.language, reusable_components.api_signature, reusable_components.keywords)
                 IS DISTINCT FROM (coalesce(EXCLUDED.purpose, reusable_components.purpose),
@@ -228,7 +229,7 @@ pub async fn upsert_component(
                                   coalesce($6, reusable_components.component_type),
                                   coalesce($7, reusable_components.language),
                                   coalesce(EXCLUDED.api_signature, reusable_components.api_signature),
-                                  EXCLUDED.keywords)
+                                  coalesce($9, reusable_components.keywords))
          RETURNING id, (xmax = 0)",
     )
     .bind(repo_id)
@@ -293,4 +294,67 @@ pub async fn add_history(
     .fetch_one(conn)
     .await?;
     Ok((id, true))
+}
+
+/// Makes `keywords` exactly the keywords of the pattern: links the missing ones, unlinks the
+/// others; returns how many links are new.
+pub async fn set_pattern_keywords(
+    conn: &mut PgConnection,
+    pattern_id: i32,
+    keywords: &[String],
+) -> Result<u64, sqlx::Error> {
+    sqlx::query(
+        "DELETE FROM pattern_keywords pk USING keywords k
+          WHERE pk.pattern_id = $1 AND k.id = pk.keyword_id AND NOT (k.keyword = ANY($2))",
+    )
+    .bind(pattern_id)
+    .bind(keywords)
+    .execute(&mut *conn)
+    .await?;
+    link_keywords(conn, &[pattern_id], keywords).await
+}
+
+/// How many rows [`remove_unlisted`] deleted, per table.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Removed {
+    pub patterns: u64,
+    pub decisions: u64,
+    pub components: u64,
+}
+
+/// Deletes the repository's patterns, decisions and components other than the ones listed (by
+/// pattern name, decision text, component id).
+pub async fn remove_unlisted(
+    conn: &mut PgConnection,
+    repo_id: i32,
+    pattern_names: &[String],
+    decisions: &[String],
+    component_ids: &[String],
+) -> Result<Removed, sqlx::Error> {
+    let mut delete = async |sql: &str, keep: &[String]| {
+        sqlx::query(sql)
+            .bind(repo_id)
+            .bind(keep)
+            .execute(&mut *conn)
+            .await
+            .map(|r| r.rows_affected())
+    };
+    Ok(Removed {
+        patterns: delete(
+            "DELETE FROM patterns WHERE repo_id = $1 AND NOT (name = ANY($2))",
+            pattern_names,
+        )
+        .await?,
+        decisions: delete(
+            "DELETE FROM technical_decisions WHERE repo_id = $1 AND NOT (what = ANY($2))",
+            decisions,
+        )
+        .await?,
+        components: delete(
+            "DELETE FROM reusable_components
+              WHERE repo_id = $1 AND (component_id IS NULL OR NOT (component_id = ANY($2)))",
+            component_ids,
+        )
+        .await?,
+    })
 }

@@ -9,6 +9,7 @@ pub mod knowledge;
 pub mod patterns;
 pub mod repositories;
 pub mod runtime;
+pub mod search;
 
 use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};

@@ -1,0 +1,502 @@
+//! `record_analysis` (protected write): one repository analysis — problem domain, commit,
+//! patterns with their keywords, technical decisions, reusable components — written in one
+//! transaction with an `analysis_history` row, and embeddings for the patterns that are new,
+//! changed, or not embedded yet.
+//!
+//! Embeddings are computed before the transaction opens (a slow embeddings API never holds
+//! locks) and stored inside it only for patterns whose text is still the one embedded. They are
+//! made with the configured model only: while the knowledge base holds embeddings of another
+//! model, the analysis is written without new ones and says why, rather than mixing models. If
+//! the embeddings API fails, the analysis is still written; the background backfill of
+//! `nexusd serve` (or `nexusd embed`) embeds those patterns later.
+
+use std::collections::{HashMap, HashSet};
+
+use pgvector::Vector;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::registry::{
+    Skill, SkillContext, SkillError, SkillOutput, example, handler, output, parse,
+    repository_schema,
+};
+use super::store::analysis::{
+    self, ComponentFacts, DecisionFacts, HistoryFacts, PatternFacts, RepositoryFacts, Upsert,
+};
+use super::store::search::{self, PatternText};
+use crate::embed::{mixed_models_message, pattern_text};
+
+pub fn record_analysis() -> Skill {
+    let text = |description: &str, max: u32| json!({"type": "string", "description": description, "maxLength": max});
+    Skill {
+        id: "record_analysis",
+        name: "Record Repository Analysis",
+        description: "Record what an analysis of a repository found — problem domain, commit, patterns with \
+                      keywords, technical decisions, reusable components — in one transaction, with an \
+                      analysis history entry. Patterns, decisions and components are upserted by name \
+                      (with replace: true, the repository's others are removed). Embeddings are computed \
+                      for new or changed patterns, so keyword, free-text and similarity searches find them.",
+        tags: &["analysis", "patterns", "knowledge", "write"],
+        requires_authentication: true,
+        input_schema: json!({
+            "type": "object",
+            "properties": {
+                "repository": repository_schema("Repository in owner/repo form (created if unknown)"),
+                "problem_domain": text("What the repository is for", 10000),
+                "commit_sha": {"type": "string", "description": "Commit the analysis looked at", "minLength": 1, "maxLength": 40},
+                "patterns": {
+                    "type": "array",
+                    "maxItems": 500,
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "name": {"type": "string", "description": "Pattern name, unique within the repository", "minLength": 1, "maxLength": 500},
+                            "description": text("What the pattern does and how", 20000),
+                            "context": text("Where and why the repository uses it", 20000),
+                            "keywords": {
+                                "type": "array",
+                                "description": "Search keywords (stored lower-case)",
+                                "items": {"type": "string", "minLength": 1, "maxLength": 200},
+                                "maxItems": 100,
+                            },
+                        },
+                        "required": ["name"],
+                    },
+                },
+                "technical_decisions": {
+                    "type": "array",
+                    "maxItems": 500,
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "what": {"type": "string", "description": "The decision, unique within the repository", "minLength": 1, "maxLength": 500},
+                            "why": text("Its reason", 20000),
+                            "alternatives": {
+                                "anyOf": [
+                                    {"type": "string", "maxLength": 20000},
+                                    {"type": "array", "items": {"type": "string", "maxLength": 2000}, "maxItems": 50},
+                                ],
+                                "description": "Alternatives considered: a text or a list",
+                            },
+                        },
+                        "required": ["what"],
+                    },
+                },
+                "reusable_components": {
+                    "type": "array",
+                    "maxItems": 500,
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "name": {"type": "string", "description": "Component name, unique within the repository", "minLength": 1, "maxLength": 500},
+                            "purpose": text("What it is for", 20000),
+                            "location": text("Path in the repository", 2000),
+                            "component_type": {"type": "string", "maxLength": 50},
+                            "language": {"type": "string", "maxLength": 50},
+                        },
+                        "required": ["name"],
+                    },
+                },
+                "replace": {
+                    "type": "boolean",
+                    "description": "true: the repository's patterns, decisions and components not listed are removed, \
+                                    and each listed pattern's keywords become exactly the listed ones",
+                    "default": false,
+                },
+            },
+            "required": ["repository"],
+        }),
+        examples: vec![example(
+            json!({
+                "repository": "acme/payments-api",
+                "problem_domain": "Card payments for the web shop",
+                "commit_sha": "9fceb02d0ae598e95dc970b74767f19372d61af8",
+                "patterns": [{
+                    "name": "Idempotency keys",
+                    "description": "Clients send an Idempotency-Key header; the first response is stored and replayed for retries",
+                    "context": "POST /charges",
+                    "keywords": ["idempotency", "retry", "payments"],
+                }],
+                "technical_decisions": [{"what": "PostgreSQL for the ledger", "why": "Transactions", "alternatives": ["DynamoDB"]}],
+                "reusable_components": [{"name": "RetryClient", "purpose": "HTTP client with backoff", "location": "src/retry.rs", "language": "rust"}],
+            }),
+            "Record an analysis",
+        )],
+        aliases: &[],
+        empty: json!({}),
+        uses_database: true,
+        handler: handler(run_record_analysis),
+    }
+}
+
+#[derive(Deserialize)]
+struct AnalysisInput {
+    repository: String,
+    problem_domain: Option<String>,
+    commit_sha: Option<String>,
+    patterns: Option<Vec<PatternInput>>,
+    technical_decisions: Option<Vec<DecisionInput>>,
+    reusable_components: Option<Vec<ComponentInput>>,
+    replace: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct PatternInput {
+    name: String,
+    description: Option<String>,
+    context: Option<String>,
+    keywords: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+struct DecisionInput {
+    what: String,
+    why: Option<String>,
+    alternatives: Option<Alternatives>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Alternatives {
+    Text(String),
+    List(Vec<String>),
+}
+
+#[derive(Deserialize)]
+struct ComponentInput {
+    name: String,
+    purpose: Option<String>,
+    location: Option<String>,
+    component_type: Option<String>,
+    language: Option<String>,
+}
+
+/// A pattern as it will be stored.
+struct Pattern {
+    name: String,
+    description: Option<String>,
+    context: Option<String>,
+    keywords: Vec<String>,
+}
+
+/// Trimmed names, no duplicates: the first problem, naming the field.
+fn unique_names<'a>(
+    field: &str,
+    names: impl Iterator<Item = &'a str>,
+) -> Result<Vec<String>, SkillError> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for (i, name) in names.enumerate() {
+        let name = name.trim();
+        if name.is_empty() {
+            return Err(SkillError::Invalid(format!(
+                "Invalid parameter '{field}[{i}]': the name must not be blank"
+            )));
+        }
+        if !seen.insert(name.to_string()) {
+            return Err(SkillError::Invalid(format!(
+                "Invalid parameter '{field}[{i}]': {name:?} is listed twice"
+            )));
+        }
+        out.push(name.to_string());
+    }
+    Ok(out)
+}
+
+/// Keywords as stored: trimmed, lower-case, each once.
+fn keywords(raw: Option<Vec<String>>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for k in raw.unwrap_or_default() {
+        let k = analysis::normalise_keyword(&k);
+        if !k.is_empty() && !out.contains(&k) {
+            out.push(k);
+        }
+    }
+    out
+}
+
+async fn run_record_analysis(
+    ctx: SkillContext,
+    input: Map<String, Value>,
+) -> Result<SkillOutput, SkillError> {
+    let q: AnalysisInput = parse(input)?;
+    let replace = q.replace.unwrap_or(false);
+    let raw_patterns = q.patterns.unwrap_or_default();
+    let pattern_names = unique_names("patterns", raw_patterns.iter().map(|p| p.name.as_str()))?;
+    let patterns: Vec<Pattern> = raw_patterns
+        .into_iter()
+        .zip(&pattern_names)
+        .map(|(p, name)| Pattern {
+            name: name.clone(),
+            description: p.description,
+            context: p.context,
+            keywords: keywords(p.keywords),
+        })
+        .collect();
+    let decisions = q.technical_decisions.unwrap_or_default();
+    let whats = unique_names(
+        "technical_decisions",
+        decisions.iter().map(|d| d.what.as_str()),
+    )?;
+    let components = q.reusable_components.unwrap_or_default();
+    let component_names = unique_names(
+        "reusable_components",
+        components.iter().map(|c| c.name.as_str()),
+    )?;
+
+    let plan = plan_embeddings(&ctx, &q.repository, &patterns).await?;
+
+    let written = async {
+        let mut tx = ctx.pool().begin().await?;
+        let now = chrono::Utc::now();
+        let repo = analysis::upsert_repository(
+            &mut tx,
+            &RepositoryFacts {
+                name: &q.repository,
+                problem_domain: q.problem_domain.as_deref(),
+                commit_sha: q.commit_sha.as_deref(),
+                analyzed_at: Some(now),
+            },
+        )
+        .await?;
+        let repo_id = repo.id();
+        let mut w = Written::default();
+
+        let mut ids = HashMap::new();
+        for p in &patterns {
+            let facts = PatternFacts {
+                name: &p.name,
+                description: p.description.as_deref(),
+                context: p.context.as_deref(),
+            };
+            let upsert = analysis::upsert_pattern(&mut tx, repo_id, &facts).await?;
+            w.patterns.count(upsert);
+            ids.insert(p.name.as_str(), upsert.id());
+            w.keywords_linked += if replace {
+                analysis::set_pattern_keywords(&mut tx, upsert.id(), &p.keywords).await?
+            } else {
+                analysis::link_keywords(&mut tx, &[upsert.id()], &p.keywords).await?
+            };
+        }
+        if let Some(Planned::Ready {
+            model,
+            texts,
+            vectors,
+        }) = &plan
+        {
+            let texts: Vec<PatternText> = texts
+                .iter()
+                .filter_map(|t| {
+                    ids.get(t.name.as_str()).map(|id| PatternText {
+                        id: *id,
+                        ..t.clone()
+                    })
+                })
+                .collect();
+            w.embedded = search::set_embeddings(&mut tx, model, &texts, vectors.clone()).await?;
+        }
+
+        for (d, what) in decisions.iter().zip(&whats) {
+            let alternatives = match &d.alternatives {
+                Some(Alternatives::Text(t)) => Some(t.clone()),
+                Some(Alternatives::List(l)) => Some(l.join(", ")),
+                None => None,
+            };
+            let facts = DecisionFacts {
+                what,
+                why: d.why.as_deref(),
+                alternatives: alternatives.as_deref(),
+            };
+            w.decisions
+                .count(analysis::upsert_decision(&mut tx, repo_id, &facts).await?);
+        }
+        let mut component_ids = Vec::new();
+        for (c, name) in components.iter().zip(&component_names) {
+            let facts = ComponentFacts {
+                name,
+                purpose: c.purpose.as_deref(),
+                location: c.location.as_deref(),
+                component_type: c.component_type.as_deref(),
+                language: c.language.as_deref(),
+                api_signature: None,
+                keywords: None,
+            };
+            w.components
+                .count(analysis::upsert_component(&mut tx, repo_id, &q.repository, &facts).await?);
+            component_ids.push(analysis::component_id(&q.repository, name));
+        }
+        if replace {
+            w.removed = Some(
+                analysis::remove_unlisted(&mut tx, repo_id, &pattern_names, &whats, &component_ids)
+                    .await?,
+            );
+        }
+        let (analysis_id, _) = analysis::add_history(
+            &mut tx,
+            repo_id,
+            &HistoryFacts {
+                commit_sha: q.commit_sha.as_deref(),
+                analyzed_at: now,
+                patterns_count: patterns.len() as i32,
+                decisions_count: decisions.len() as i32,
+                components_count: components.len() as i32,
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>((repo_id, analysis_id, w))
+    }
+    .await;
+    let (repo_id, analysis_id, w) =
+        written.map_err(|e| SkillError::from(e).context("Failed to record analysis"))?;
+
+    let mut out = output(json!({
+        "message": format!("Analysis of {} recorded", q.repository),
+        "repository": q.repository,
+        "repository_id": repo_id,
+        "patterns_written": w.patterns.written,
+        "patterns_unchanged": w.patterns.unchanged,
+        "embeddings_computed": w.embedded,
+        "embedding_model": ctx.state.search.embedder.as_ref().map(|e| e.model_id()),
+        "keywords_linked": w.keywords_linked,
+        "decisions_written": w.decisions.written,
+        "decisions_unchanged": w.decisions.unchanged,
+        "components_written": w.components.written,
+        "components_unchanged": w.components.unchanged,
+        "analysis_id": analysis_id,
+    }));
+    if let Some(r) = w.removed {
+        out.insert(
+            "removed".into(),
+            json!({"patterns": r.patterns, "decisions": r.decisions, "components": r.components}),
+        );
+    }
+    if let Some(Planned::Skipped { why, retry }) = plan {
+        if retry {
+            ctx.state.search.wake_backfill();
+        }
+        out.insert("embedding_warning".into(), json!(why));
+    }
+    Ok(out)
+}
+
+#[derive(Default)]
+struct Counts {
+    written: u64,
+    unchanged: u64,
+}
+
+impl Counts {
+    fn count(&mut self, upsert: Upsert) {
+        match upsert {
+            Upsert::Inserted(_) | Upsert::Updated(_) => self.written += 1,
+            Upsert::Unchanged(_) => self.unchanged += 1,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Written {
+    patterns: Counts,
+    decisions: Counts,
+    components: Counts,
+    keywords_linked: u64,
+    embedded: u64,
+    removed: Option<analysis::Removed>,
+}
+
+/// Embeddings prepared before the transaction.
+enum Planned {
+    /// Vectors for `texts` (ids are filled in once the patterns are upserted).
+    Ready {
+        model: String,
+        texts: Vec<PatternText>,
+        vectors: Vec<Vector>,
+    },
+    /// Nothing embedded, and why (told to the caller); `retry` when the background backfill
+    /// can make up for it.
+    Skipped { why: String, retry: bool },
+}
+
+/// Embeds the patterns whose stored text will differ after this write (a description or context
+/// left out keeps the stored one), or that have no embedding from the configured model. `None`
+/// when embeddings are off or nothing needs one.
+async fn plan_embeddings(
+    ctx: &SkillContext,
+    repository: &str,
+    patterns: &[Pattern],
+) -> Result<Option<Planned>, SkillError> {
+    let Some(embedder) = ctx.state.search.embedder.as_ref() else {
+        return Ok(None);
+    };
+    if patterns.is_empty() {
+        return Ok(None);
+    }
+    let model = embedder.model_id();
+    let names: Vec<String> = patterns.iter().map(|p| p.name.clone()).collect();
+    let (others, stored) = {
+        let mut conn = ctx.pool().acquire().await?;
+        let others = search::other_models(&mut conn, &model).await?;
+        let stored = search::texts_by_name(&mut conn, repository, &names).await?;
+        (others, stored)
+    };
+    if !others.is_empty() {
+        return Ok(Some(Planned::Skipped {
+            why: format!(
+                "Patterns were stored without embeddings. {}",
+                mixed_models_message(&model, &others)
+            ),
+            retry: false,
+        }));
+    }
+    let stored: HashMap<&str, &PatternText> = stored.iter().map(|s| (s.name.as_str(), s)).collect();
+    let texts: Vec<PatternText> = patterns
+        .iter()
+        .filter_map(|p| {
+            let before = stored.get(p.name.as_str());
+            let after = PatternText {
+                id: 0,
+                name: p.name.clone(),
+                description: p
+                    .description
+                    .clone()
+                    .or_else(|| before.and_then(|b| b.description.clone())),
+                context: p
+                    .context
+                    .clone()
+                    .or_else(|| before.and_then(|b| b.context.clone())),
+                embedding_model: Some(model.clone()),
+            };
+            let current = before.is_some_and(|b| {
+                b.description == after.description
+                    && b.context == after.context
+                    && b.embedding_model.as_deref() == Some(model.as_str())
+            });
+            (!current).then_some(after)
+        })
+        .collect();
+    if texts.is_empty() {
+        return Ok(None);
+    }
+    let inputs: Vec<String> = texts
+        .iter()
+        .map(|t| pattern_text(&t.name, t.description.as_deref(), t.context.as_deref()))
+        .collect();
+    match embedder.embed(&inputs).await {
+        Ok(vectors) => Ok(Some(Planned::Ready {
+            model,
+            texts,
+            vectors: vectors.into_iter().map(Vector::from).collect(),
+        })),
+        Err(e) => {
+            tracing::warn!(repository, error = %e, "embedding the analysis' patterns failed; they are stored without");
+            Ok(Some(Planned::Skipped {
+                why: format!(
+                    "Patterns were stored without embeddings: {e}. They are embedded in the background \
+                     once the provider answers (or run `nexusd embed`)."
+                ),
+                retry: true,
+            }))
+        }
+    }
+}
