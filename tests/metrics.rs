@@ -630,7 +630,11 @@ async fn a_pg_monitor_role_scrapes_everything_like_on_the_vm() {
         .filter(|x| x.value != 1.0)
         .map(|x| x.labels["collector"].clone())
         .collect();
-    assert!(failed.is_empty(), "collectors failed for a pg_monitor role: {failed:?}\n{}", nexusd.log_text());
+    assert!(
+        failed.is_empty(),
+        "collectors failed for a pg_monitor role: {failed:?}\n{}",
+        nexusd.log_text()
+    );
     assert_eq!(s.value("pg_exporter_last_scrape_error", &[]), Some(0.0));
     assert!(s.value("pg_wal_segments", &[]).unwrap() >= 1.0);
     assert!(!s.all("pg_stat_statements_calls_total").is_empty());
