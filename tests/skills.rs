@@ -579,6 +579,21 @@ async fn every_write_is_seen_by_the_read_that_must_see_it() {
         json!(["serde"]),
         "tokio must be gone"
     );
+    // The frontend's form adds one edge and keeps the rest; sending it twice adds nothing.
+    let form = json!({"repository": "acme/api", "dependency_type": "derivative",
+                      "dependent_repo": "acme/api-fork", "description": "Fork for the EU region"});
+    let added = nexusd.ok("update_dependency_info", form.clone()).await;
+    assert_eq!(added["dependencies_written"], 1);
+    assert_eq!(
+        nexusd.ok("update_dependency_info", form).await["dependencies_written"],
+        0
+    );
+    let deps = nexusd
+        .ok("get_deployment_info", json!({"repository": "acme/api"}))
+        .await["dependencies"]
+        .clone();
+    assert_eq!(names(&deps["derivatives"], "repository"), ["acme/api-fork"]);
+    assert_eq!(names(&deps["consumers"], "repository"), ["x/y", "z/w"]);
 
     // add_deployment_info → get_deployment_info; recording it again replaces the one row.
     let deployment = json!({"repository": "acme/web", "deployment_info": {
@@ -796,6 +811,16 @@ async fn validation_errors_name_the_field_and_change_nothing() {
             "update_dependency_info",
             json!({"repository": "a/b", "dependency_info": {"consumers": [{"relationship": "uses"}]}}),
             "Invalid parameter 'dependency_info.consumers[0]': missing required field 'repository'",
+        ),
+        (
+            "update_dependency_info",
+            json!({"repository": "a/b", "dependent_repo": "c/d", "dependency_type": "runtime"}),
+            "Invalid parameter 'dependency_type': must be one of: consumer, derivative",
+        ),
+        (
+            "update_dependency_info",
+            json!({"repository": "a/b", "dependent_repo": "c/d"}),
+            "Missing required parameter: one of 'dependency_info' or 'dependent_repo' with 'dependency_type'",
         ),
         (
             "update_dependency_info",

@@ -140,7 +140,8 @@ pub fn update_dependency_info() -> Skill {
         id: "update_dependency_info",
         name: "Update Dependency Information",
         description: "Replace a repository's dependency graph: the repositories that consume it, those derived \
-                      from it, and its external dependencies.",
+                      from it, and its external dependencies (dependency_info). Or add one edge to it, as the \
+                      Dev-Nexus frontend's form does (dependent_repo with dependency_type), leaving the rest.",
         tags: &["dependencies", "graph", "orchestration"],
         requires_authentication: true,
         input_schema: json!({
@@ -149,7 +150,7 @@ pub fn update_dependency_info() -> Skill {
                 "repository": repository_schema("Repository in owner/repo form"),
                 "dependency_info": {
                     "type": "object",
-                    "description": "The complete dependency information; lists not given are emptied",
+                    "description": "The complete dependency information; lists not given are emptied. Leave out to add one edge with dependent_repo",
                     "minProperties": 1,
                     "properties": {
                         "consumers": {"type": "array", "items": dependency_item_schema(), "maxItems": 1000},
@@ -161,20 +162,35 @@ pub fn update_dependency_info() -> Skill {
                         },
                     },
                 },
+                "dependent_repo": repository_schema("A repository that depends on (consumer) or derives from (derivative) this one, added to its graph"),
+                "dependency_type": {"type": "string", "enum": ["consumer", "derivative"], "description": "How dependent_repo relates to the repository"},
+                "description": {"type": "string", "maxLength": 10000, "description": "Sent by the frontend's form with dependent_repo; dependencies have no description, so it is not stored"},
             },
-            "required": ["repository", "dependency_info"],
+            "required": ["repository"],
+            "oneOf": [{"required": ["dependency_info"]}, {"required": ["dependent_repo", "dependency_type"]}],
         }),
-        examples: vec![example(
-            json!({
-                "repository": "acme/payments-api",
-                "dependency_info": {
-                    "consumers": ["acme/web", {"repository": "acme/mobile", "relationship_type": "api"}],
-                    "derivatives": [],
-                    "external_dependencies": ["fastapi", "asyncpg"],
-                },
-            }),
-            "Set consumers and external dependencies",
-        )],
+        examples: vec![
+            example(
+                json!({
+                    "repository": "acme/payments-api",
+                    "dependency_info": {
+                        "consumers": ["acme/web", {"repository": "acme/mobile", "relationship_type": "api"}],
+                        "derivatives": [],
+                        "external_dependencies": ["fastapi", "asyncpg"],
+                    },
+                }),
+                "Set consumers and external dependencies",
+            ),
+            example(
+                json!({
+                    "repository": "acme/payments-api",
+                    "dependency_type": "consumer",
+                    "dependent_repo": "acme/checkout",
+                    "description": "Calls the charge endpoint",
+                }),
+                "Add one consumer, keeping the others",
+            ),
+        ],
         aliases: &[],
         empty: json!({}),
         uses_database: true,
@@ -185,7 +201,9 @@ pub fn update_dependency_info() -> Skill {
 #[derive(Deserialize)]
 struct DependencyInput {
     repository: String,
-    dependency_info: DependencyInfo,
+    dependency_info: Option<DependencyInfo>,
+    dependent_repo: Option<String>,
+    dependency_type: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -218,7 +236,9 @@ async fn run_update_dependencies(
     input: Map<String, Value>,
 ) -> Result<SkillOutput, SkillError> {
     let q: DependencyInput = parse(input)?;
-    let info = &q.dependency_info;
+    let Some(info) = &q.dependency_info else {
+        return add_dependency_edge(ctx, q).await;
+    };
     let mut deps = Vec::new();
     for (items, kind) in [
         (&info.consumers, "consumer"),
@@ -254,6 +274,43 @@ async fn run_update_dependencies(
         "message": format!("Dependency info updated for {}", q.repository),
         "repository": q.repository,
         "dependencies_written": written,
+    })))
+}
+
+/// The frontend's form: one consumer or derivative added to the graph (kept if already there).
+async fn add_dependency_edge(
+    ctx: SkillContext,
+    q: DependencyInput,
+) -> Result<SkillOutput, SkillError> {
+    // The schema's oneOf guarantees both when dependency_info is absent.
+    let (Some(dependent), Some(kind)) = (q.dependent_repo, q.dependency_type) else {
+        return Err(SkillError::Invalid(
+            "Missing required parameter: 'dependent_repo' with 'dependency_type'".into(),
+        ));
+    };
+    let kind = if kind == "derivative" {
+        "derivative"
+    } else {
+        "consumer"
+    };
+    let dep = NewDependency {
+        name: dependent.clone(),
+        kind,
+        version: None,
+    };
+    let added = async {
+        let mut tx = ctx.pool().begin().await?;
+        let repo_id = store::ensure_repository(&mut tx, &q.repository).await?;
+        let added = knowledge::add_dependencies(&mut tx, repo_id, &[dep]).await?;
+        tx.commit().await?;
+        Ok::<_, SkillError>(added)
+    }
+    .await
+    .map_err(|e| e.context("Failed to update dependency info"))?;
+    Ok(output(json!({
+        "message": format!("Dependency info updated for {}: {dependent} recorded as {kind}", q.repository),
+        "repository": q.repository,
+        "dependencies_written": added,
     })))
 }
 

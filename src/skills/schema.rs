@@ -75,7 +75,12 @@ fn required(schema: &Value) -> impl Iterator<Item = &str> {
 fn alternative_names(alternatives: &[Value]) -> String {
     alternatives
         .iter()
-        .flat_map(|alt| required(alt).map(|r| format!("'{r}'")).collect::<Vec<_>>())
+        .map(|alt| {
+            required(alt)
+                .map(|r| format!("'{r}'"))
+                .collect::<Vec<_>>()
+                .join(" with ")
+        })
         .collect::<Vec<_>>()
         .join(" or ")
 }
