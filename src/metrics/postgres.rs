@@ -287,17 +287,23 @@ impl PgCollector {
         } else {
             ("blk_read_time", "blk_write_time")
         };
-        // Summed over `toplevel` (and only then limited): one row per label set, always.
+        // Summed over `toplevel` (and only then limited): one row per label set, always. The
+        // sums are float8 (sum(bigint) is numeric, several times slower over thousands of
+        // entries), and names are looked up for the top rows only.
         let sql = format!(
-            "SELECT pg_get_userbyid(s.userid) AS usename, d.datname::text, s.queryid, \
-                    sum(s.calls)::float8, (sum(s.total_exec_time) / 1000)::float8, \
-                    sum(s.rows)::float8, (sum(s.{read}) / 1000)::float8, \
-                    (sum(s.{write}) / 1000)::float8 \
-               FROM pg_stat_statements(false) s JOIN pg_database d ON d.oid = s.dbid \
-              WHERE s.queryid IS NOT NULL \
-              GROUP BY s.userid, d.datname, s.queryid \
-              ORDER BY sum(s.total_exec_time) DESC \
-              LIMIT $1"
+            "WITH top AS ( \
+                SELECT userid, dbid, queryid, sum(calls::float8) AS calls, \
+                       sum(total_exec_time) AS exec_ms, sum(rows::float8) AS rows, \
+                       sum({read}) AS read_ms, sum({write}) AS write_ms \
+                  FROM pg_stat_statements(false) \
+                 WHERE queryid IS NOT NULL AND dbid IN (SELECT oid FROM pg_database) \
+                 GROUP BY userid, dbid, queryid \
+                 ORDER BY exec_ms DESC \
+                 LIMIT $1) \
+             SELECT pg_get_userbyid(t.userid) AS usename, d.datname::text, t.queryid, t.calls, \
+                    t.exec_ms / 1000, t.rows, t.read_ms / 1000, t.write_ms / 1000 \
+               FROM top t JOIN pg_database d ON d.oid = t.dbid \
+              ORDER BY t.exec_ms DESC"
         );
         let rows = sqlx::query(&sql)
             .bind(i64::from(self.statements_limit))
