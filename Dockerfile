@@ -9,7 +9,7 @@
 # Not built on the development machine: it has no Docker engine. Needs BuildKit (the default in
 # current Docker) for the cache mounts.
 
-ARG RUST_VERSION=1.88
+ARG RUST_VERSION=1.91
 
 FROM rust:${RUST_VERSION}-bookworm AS build
 WORKDIR /src
