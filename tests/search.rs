@@ -460,6 +460,26 @@ async fn with_embeddings_off_free_text_search_is_full_text_only() {
 }
 
 #[tokio::test]
+async fn concurrent_hybrid_searches_share_a_small_pool() {
+    // A hybrid search runs its two sides on two connections when one is idle: with two
+    // connections and many searches at once, none may wait for a second connection while
+    // holding the first (which would stall them all until the pool's acquire timeout).
+    let db = shared_db().await;
+    let nexusd = nexusd(&db, &[("POSTGRES_MAX_CONNECTIONS", "2")]).await;
+    record_catalogue(&nexusd).await;
+    let input = json!({"query": "throttle clients that send too many requests", "limit": 3});
+    let searches = (0..24).map(|_| nexusd.exec("query_patterns", input.clone()));
+    for (status, body) in futures_util::future::join_all(searches).await {
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["success"], true, "{body}");
+        assert_eq!(
+            names(&body["similar_patterns"])[0],
+            "Token bucket rate limiter"
+        );
+    }
+}
+
+#[tokio::test]
 async fn similar_patterns_by_pattern_and_by_text() {
     let db = shared_db().await;
     let nexusd = nexusd(&db, &[]).await;

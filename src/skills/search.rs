@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use pgvector::Vector;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use sqlx::PgConnection;
+use sqlx::{Connection, PgConnection};
 
 use super::registry::{
     Skill, SkillContext, SkillError, SkillOutput, example, handler, output, parse,
@@ -208,33 +208,22 @@ pub async fn hybrid(ctx: &SkillContext, text: &str, limit: usize) -> Result<Hybr
         None => None,
     };
 
-    let mut tx = ctx.pool().begin().await?;
-    let nearest = match (&vector, embedder) {
-        (Some(v), Some(e)) => {
-            ensure_one_model(&mut tx, &e.model_id()).await?;
-            let width = ctx.state.search.ef_search.max(candidates as u32);
-            store::set_search_width(&mut tx, width, false).await?;
-            store::nearest(&mut tx, v, candidates as i64, None, -1.0).await?
-        }
-        _ => Vec::new(),
+    // The two sides run at once when a second connection is idle, so that the search takes as
+    // long as the slower side; otherwise one after the other on one connection. Never waiting
+    // for a second connection while holding one keeps concurrent searches from starving the pool.
+    let model = embedder.map(Embedder::model_id);
+    let (vector, model) = (vector.as_ref(), model.as_deref());
+    let mut first = ctx.pool().acquire().await?;
+    let (nearest, matching) = match ctx.pool().try_acquire() {
+        Some(mut second) => tokio::try_join!(
+            nearest_side(ctx, &mut first, vector, model, candidates),
+            full_text_side(ctx, &mut second, text, vector, candidates),
+        )?,
+        None => (
+            nearest_side(ctx, &mut first, vector, model, candidates).await?,
+            full_text_side(ctx, &mut first, text, vector, candidates).await?,
+        ),
     };
-    let search = &ctx.state.search;
-    let frequent = match search.frequent_lexemes() {
-        Some(f) => f,
-        None => {
-            search.remember_frequent_lexemes(store::frequent_lexemes(&mut tx, MAX_TERM_ROWS).await?)
-        }
-    };
-    let matching = store::full_text(
-        &mut tx,
-        text,
-        candidates as i64,
-        vector.as_ref(),
-        &frequent,
-        MAX_AND_ROWS,
-    )
-    .await?;
-    tx.commit().await?;
 
     let vector_ids: Vec<i32> = nearest.iter().map(|f| f.pattern_id).collect();
     let text_ids: Vec<i32> = matching.iter().map(|f| f.pattern_id).collect();
@@ -276,6 +265,53 @@ pub async fn hybrid(ctx: &SkillContext, text: &str, limit: usize) -> Result<Hybr
         },
         results,
     })
+}
+
+/// The hybrid search's vector side: the `candidates` nearest patterns to `vector` (none without
+/// one), in a transaction that sets the search width.
+async fn nearest_side(
+    ctx: &SkillContext,
+    conn: &mut PgConnection,
+    vector: Option<&Vector>,
+    model: Option<&str>,
+    candidates: usize,
+) -> Result<Vec<Found>, SkillError> {
+    let (Some(vector), Some(model)) = (vector, model) else {
+        return Ok(Vec::new());
+    };
+    let mut tx = conn.begin().await?;
+    ensure_one_model(&mut tx, model).await?;
+    let width = ctx.state.search.ef_search.max(candidates as u32);
+    store::set_search_width(&mut tx, width, false).await?;
+    let nearest = store::nearest(&mut tx, vector, candidates as i64, None, -1.0).await?;
+    tx.commit().await?;
+    Ok(nearest)
+}
+
+/// The hybrid search's full-text side: the `candidates` best-ranked patterns for `text`.
+async fn full_text_side(
+    ctx: &SkillContext,
+    conn: &mut PgConnection,
+    text: &str,
+    vector: Option<&Vector>,
+    candidates: usize,
+) -> Result<Vec<Found>, SkillError> {
+    let search = &ctx.state.search;
+    let frequent = match search.frequent_lexemes() {
+        Some(f) => f,
+        None => {
+            search.remember_frequent_lexemes(store::frequent_lexemes(conn, MAX_TERM_ROWS).await?)
+        }
+    };
+    Ok(store::full_text(
+        conn,
+        text,
+        candidates as i64,
+        vector,
+        &frequent,
+        MAX_AND_ROWS,
+    )
+    .await?)
 }
 
 /// Embeds a query; a provider failure is the skill's failure, with the provider's words.
