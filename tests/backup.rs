@@ -17,7 +17,9 @@ use chrono::Utc;
 use nexusd::backup::manifest::{Compression, MANIFEST_SUFFIX, Manifest};
 use serde_json::json;
 use sqlx::{Executor, PgPool};
-use support::{FakeGcs, Nexusd, TestDb, nexusd_command, shared_db, shared_gcs, temp_root};
+use support::{
+    FakeGcs, Nexusd, TestDb, nexusd_command, shared_db, shared_gcs, table_digest, temp_root,
+};
 
 /// Where a test keeps its backups.
 enum Where {
@@ -131,28 +133,6 @@ async fn seed(db: &TestDb) -> PgPool {
     pool
 }
 
-/// An ordered checksum of every user table: equal maps mean identical contents.
-async fn checksums(pool: &PgPool) -> BTreeMap<String, String> {
-    let tables: Vec<String> = sqlx::query_scalar(
-        "SELECT quote_ident(schemaname) || '.' || quote_ident(tablename) FROM pg_tables
-          WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1",
-    )
-    .fetch_all(pool)
-    .await
-    .unwrap();
-    let mut sums = BTreeMap::new();
-    for table in tables {
-        let sum: String = sqlx::query_scalar(&format!(
-            "SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM {table} t"
-        ))
-        .fetch_one(pool)
-        .await
-        .unwrap();
-        sums.insert(table, sum);
-    }
-    sums
-}
-
 /// The backup name printed by `nexusd backup run`.
 fn backup_name(o: &Output) -> String {
     let out = String::from_utf8_lossy(&o.stdout);
@@ -166,7 +146,7 @@ async fn round_trip(store: Where) {
     let gcs = shared_gcs();
     let db = shared_db().await;
     let pool = seed(&db).await;
-    let source = checksums(&pool).await;
+    let source = table_digest(&pool).await;
     assert!(
         source.values().any(|s| !s.starts_with("0:")),
         "the seed wrote nothing"
@@ -220,7 +200,7 @@ async fn round_trip(store: Where) {
         .unwrap();
     assert!(status.success(), "gunzip | psql failed");
     assert_eq!(
-        checksums(&documented.pool().await).await,
+        table_digest(&documented.pool().await).await,
         source,
         "gunzip | psql restored different data"
     );
@@ -239,7 +219,7 @@ async fn round_trip(store: Where) {
         port: db.port,
     };
     assert_eq!(
-        checksums(&restored.pool().await).await,
+        table_digest(&restored.pool().await).await,
         source,
         "nexusd restore restored different data"
     );
@@ -260,7 +240,7 @@ async fn round_trip(store: Where) {
         &[],
     );
     assert!(forced.status.success(), "{}", text(&forced));
-    assert_eq!(checksums(&restored.pool().await).await, source);
+    assert_eq!(table_digest(&restored.pool().await).await, source);
 
     // Verification restores into a scratch database and records the result.
     let verify = nexusd(&db, &store, &["backup", "verify"], &[]);

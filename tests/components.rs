@@ -5,11 +5,9 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
-use sqlx::PgPool;
-use support::{Nexusd, TestDb, shared_db};
+use support::{Nexusd, TestDb, shared_db, table_digest};
 
 async fn seeded() -> (TestDb, Nexusd) {
     let db = shared_db().await;
@@ -323,26 +321,6 @@ async fn consolidation_plan_moves_the_copy_to_the_best_repository() {
         )
         .await;
     assert_eq!(body["error"], "Repository not found: acme/nope");
-}
-
-async fn table_digest(pool: &PgPool) -> BTreeMap<String, String> {
-    let tables: Vec<String> = sqlx::query_scalar(
-        "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' ORDER BY 1",
-    )
-    .fetch_all(pool)
-    .await
-    .unwrap();
-    let mut digest = BTreeMap::new();
-    for table in tables {
-        let hash: String = sqlx::query_scalar(&format!(
-            "SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM {table} t"
-        ))
-        .fetch_one(pool)
-        .await
-        .unwrap();
-        digest.insert(table, hash);
-    }
-    digest
 }
 
 #[tokio::test]

@@ -18,7 +18,7 @@ use axum::routing::get;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use support::{Nexusd, free_port, shared_db};
+use support::{Nexusd, free_port, shared_db, table_digest};
 
 const GH_TOKEN: &str = "gh-test-token-5f1e9a";
 const API_TOKEN: &str = "api-test-token-0123456789abcdef";
@@ -813,26 +813,6 @@ async fn architecture_skills_grade_repositories() {
     assert!(failure(&body).contains("rate limit exceeded"));
     assert_eq!(body["error_type"], "rate_limited");
     assert_token_not_logged(&nexusd, &[GH_TOKEN]);
-}
-
-async fn table_digest(pool: &PgPool) -> BTreeMap<String, String> {
-    let tables: Vec<String> = sqlx::query_scalar(
-        "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' ORDER BY 1",
-    )
-    .fetch_all(pool)
-    .await
-    .unwrap();
-    let mut digest = BTreeMap::new();
-    for table in tables {
-        let hash: String = sqlx::query_scalar(&format!(
-            "SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM {table} t"
-        ))
-        .fetch_one(pool)
-        .await
-        .unwrap();
-        digest.insert(table, hash);
-    }
-    digest
 }
 
 async fn components_of(pool: &PgPool, repository: &str) -> Vec<(Option<String>, i32, i32, Value)> {

@@ -5,11 +5,9 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
-use sqlx::PgPool;
-use support::{Nexusd, TestDb, http, shared_db};
+use support::{Nexusd, TestDb, http, shared_db, table_digest};
 
 /// A seeded database and a nexusd serving it without auth (auth has its own tests), and
 /// without the background embedding of the seeded patterns, so that every write seen is a
@@ -1011,27 +1009,6 @@ async fn protocol_errors_are_json_4xx() {
     );
     assert_eq!(cancel("{}").await.unwrap().status(), 400);
     assert_eq!(cancel("garbage").await.unwrap().status(), 400);
-}
-
-/// Row counts and a content hash of every knowledge-base table.
-async fn table_digest(pool: &PgPool) -> BTreeMap<String, String> {
-    let tables: Vec<String> = sqlx::query_scalar(
-        "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' ORDER BY 1",
-    )
-    .fetch_all(pool)
-    .await
-    .unwrap();
-    let mut digest = BTreeMap::new();
-    for table in tables {
-        let hash: String = sqlx::query_scalar(&format!(
-            "SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM {table} t"
-        ))
-        .fetch_one(pool)
-        .await
-        .unwrap();
-        digest.insert(table, hash);
-    }
-    digest
 }
 
 #[tokio::test]

@@ -680,3 +680,26 @@ pub fn shared_gcs() -> &'static FakeGcs {
     static GCS: OnceLock<FakeGcs> = OnceLock::new();
     GCS.get_or_init(|| FakeGcs::start("127.0.0.1"))
 }
+
+/// Row count and an ordered content hash of every user table, by schema-qualified name: equal
+/// maps mean identical contents.
+pub async fn table_digest(pool: &PgPool) -> std::collections::BTreeMap<String, String> {
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT quote_ident(schemaname) || '.' || quote_ident(tablename) FROM pg_tables
+          WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("listing the tables");
+    let mut digest = std::collections::BTreeMap::new();
+    for table in tables {
+        let hash: String = sqlx::query_scalar(&format!(
+            "SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM {table} t"
+        ))
+        .fetch_one(pool)
+        .await
+        .expect("hashing a table");
+        digest.insert(table, hash);
+    }
+    digest
+}
