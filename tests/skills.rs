@@ -5,7 +5,6 @@
 
 mod support;
 
-
 use serde_json::{Value, json};
 use support::{Nexusd, TestDb, http, shared_db, table_digest};
 

@@ -11,7 +11,7 @@ use regex::Regex;
 
 use super::doc_rules::Priority::{Critical, High, Low, Medium};
 use super::doc_rules::{self, Markdown, PRIORITY_DOCS, Priority};
-use super::github::{Tree, parent_dir};
+use super::github::{Tree, file_name, is_markdown, parent_dir};
 
 /// The standards categories, in the reference's order.
 pub const CATEGORIES: &[&str] = &[
@@ -45,18 +45,9 @@ impl RepoFiles {
     }
 }
 
-fn file_name(path: &str) -> &str {
-    path.rsplit('/').next().unwrap_or(path)
-}
-
 fn skipped(path: &str) -> bool {
     path.split('/')
         .any(|s| doc_rules::SKIPPED_DIRS.contains(&s) || s == ".terraform")
-}
-
-fn is_markdown(path: &str) -> bool {
-    let lower = path.to_lowercase();
-    lower.ends_with(".md") || lower.ends_with(".markdown")
 }
 
 /// Terraform sources (`*.tf`), outside dependency and `.terraform/` directories.

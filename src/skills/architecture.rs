@@ -9,19 +9,13 @@ use serde_json::{Map, Value, json};
 
 use super::arch_rules::{self, CATEGORIES, CategoryResult, Finding, RepoFiles};
 use super::doc_rules::Priority;
-use super::github::{GitHub, GitHubError, MAX_FILE_BYTES, RepoInfo, parse_repository};
+use super::github::{
+    GitHub, GitHubError, MAX_FILE_BYTES, RepoInfo, parse_repository, repository_field,
+};
 use super::integration::configured_agents;
 use super::registry::{
     Skill, SkillContext, SkillError, SkillOutput, example, handler, output, parse,
 };
-
-fn repository_field() -> Value {
-    json!({
-        "type": "string",
-        "description": "GitHub repository in owner/repo form",
-        "maxLength": 255,
-    })
-}
 
 /// The tree and files of `repository` that `categories` need.
 async fn inspect(

@@ -10,7 +10,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 
 use super::component_scoring::tokens;
-use super::github::Tree;
+use super::github::{Tree, file_name};
 
 /// At most this many source files are read per scan.
 pub const MAX_SCAN_FILES: usize = 40;
@@ -82,10 +82,6 @@ impl Language {
             Language::Java => "java",
         }
     }
-}
-
-fn file_name(path: &str) -> &str {
-    path.rsplit('/').next().unwrap_or(path)
 }
 
 /// Tests, entry points and build scripts are not reusable components.

@@ -106,13 +106,14 @@ fn implementations<'a>(
     (list, subject, found)
 }
 
-fn implementation_json(c: &Component, reference: Option<&Component>) -> Value {
+/// A component as the skills list it, with its similarity to the component in question.
+fn implementation_json(c: &Component, similarity: Option<f64>) -> Value {
     json!({
         "component_id": c.id,
         "component_name": c.name,
         "repository": c.repository,
         "location": c.location,
-        "similarity": reference.map(|r| component_scoring::similarity(r, c)),
+        "similarity": similarity,
         "sync_status": c.sync_status,
     })
 }
@@ -221,7 +222,7 @@ async fn run_detect(
                 "component_type": c.component_type,
                 "current_location": c.repository,
                 "current_files": c.location.iter().collect::<Vec<_>>(),
-                "similar_components": similar.iter().take(top_k).map(|(s, _)| implementation_json(s, Some(c))).collect::<Vec<_>>(),
+                "similar_components": similar.iter().take(top_k).map(|(s, similarity)| implementation_json(s, Some(*similarity))).collect::<Vec<_>>(),
                 "similar_count": similar.len(),
                 "potential_consolidation": !similar.is_empty(),
                 "canonical_recommendation": {
@@ -351,7 +352,7 @@ async fn run_centrality(
         "component_name": q.component_name,
         "current_location": q.current_location,
         "component_found": found,
-        "implementations": implementations.iter().map(|c| implementation_json(c, reference)).collect::<Vec<_>>(),
+        "implementations": implementations.iter().map(|c| implementation_json(c, reference.map(|r| component_scoring::similarity(r, c)))).collect::<Vec<_>>(),
         "analysis": {
             "best_location": best.0,
             "best_score": best.1,

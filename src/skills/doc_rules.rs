@@ -9,7 +9,7 @@ use std::sync::LazyLock;
 use chrono::{DateTime, NaiveDate, Utc};
 use regex::Regex;
 
-use super::github::{Tree, parent_dir, resolve_path};
+use super::github::{Tree, is_markdown, parent_dir, resolve_path};
 
 /// How much a document matters; also the severity of its violations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -161,11 +161,6 @@ pub struct Selection {
     pub missing: Vec<&'static RequiredDoc>,
     /// Documents beyond [`MAX_DOCUMENTS`], not checked.
     pub skipped: Vec<String>,
-}
-
-fn is_markdown(path: &str) -> bool {
-    let lower = path.to_lowercase();
-    lower.ends_with(".md") || lower.ends_with(".markdown")
 }
 
 fn in_skipped_dir(path: &str) -> bool {

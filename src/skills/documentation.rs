@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::doc_rules::{self, ChangedFile, FileKind, FileReport, Priority};
-use super::github::{GitHub, GitHubError, MAX_FILE_BYTES, parse_repository};
+use super::github::{GitHub, GitHubError, MAX_FILE_BYTES, parse_repository, repository_field};
 use super::registry::{
     Skill, SkillContext, SkillError, SkillOutput, example, handler, output, parse,
 };
@@ -21,14 +21,6 @@ pub const MAX_COMMITS_EXAMINED: usize = 30;
 const MAX_CHANGE_ITEMS: usize = 10;
 
 /// The repository field: any string, so that a malformed one gets the reference's message.
-fn repository_field() -> Value {
-    json!({
-        "type": "string",
-        "description": "GitHub repository in owner/repo form",
-        "maxLength": 255,
-    })
-}
-
 pub fn check_documentation_standards() -> Skill {
     Skill {
         id: "check_documentation_standards",

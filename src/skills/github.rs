@@ -596,6 +596,25 @@ pub fn parent_dir(path: &str) -> &str {
     path.rsplit_once('/').map(|(dir, _)| dir).unwrap_or("")
 }
 
+/// The last part of a file path.
+pub fn file_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+pub fn is_markdown(path: &str) -> bool {
+    let lower = path.to_lowercase();
+    lower.ends_with(".md") || lower.ends_with(".markdown")
+}
+
+/// The input schema of a skill's GitHub `repository` (owner/repo, checked when it is parsed).
+pub fn repository_field() -> serde_json::Value {
+    serde_json::json!({
+        "type": "string",
+        "description": "GitHub repository in owner/repo form",
+        "maxLength": 255,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
