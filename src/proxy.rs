@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{CorsConfig, ProxyConfig};
 use crate::skills::{MAX_BODY_BYTES, cors, json_response};
+use crate::telemetry::error_chain;
 
 /// Largest upstream response passed on (the agent card is the biggest, tens of kB).
 const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
@@ -260,18 +261,6 @@ async fn read_limited(
     tokio::time::timeout(time_left, read)
         .await
         .unwrap_or_else(|_| Err("Upstream timed out while sending its response".into()))
-}
-
-/// "error sending request: … : connection refused": every cause, one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]

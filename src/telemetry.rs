@@ -26,3 +26,15 @@ pub fn init(config: &LogConfig) {
     // An already installed subscriber (tests) is fine.
     drop(result);
 }
+
+/// "error sending request: … : connection refused": an error and every cause, on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

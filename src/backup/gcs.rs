@@ -17,6 +17,7 @@ use google_cloud_storage::streaming_source::StreamingSource;
 use serde::Deserialize;
 
 use super::store::{Listing, ObjectInfo, StoreError, UploadChunk, UploadChunks};
+use crate::telemetry::error_chain;
 
 const GOOGLE_STORAGE: &str = "https://storage.googleapis.com";
 
@@ -39,19 +40,8 @@ fn gcs_error(context: &str, name: &str, e: google_cloud_storage::Error) -> Store
     match e.http_status_code() {
         Some(412) => StoreError::AlreadyExists(name.to_string()),
         Some(404) => StoreError::NotFound(name.to_string()),
-        _ => StoreError::Other(format!("{context} {name}: {}", chain(&e))),
+        _ => StoreError::Other(format!("{context} {name}: {}", error_chain(&e))),
     }
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 impl GcsStore {
@@ -126,8 +116,8 @@ impl GcsStore {
             .map_err(|e| match e.http_status_code() {
                 Some(412) => StoreError::AlreadyExists(name.to_string()),
                 // Our own source reported the failure: say what it was.
-                _ if e.is_serialization() => StoreError::Aborted(chain(&e)),
-                _ => StoreError::Other(format!("uploading {name}: {}", chain(&e))),
+                _ if e.is_serialization() => StoreError::Aborted(error_chain(&e)),
+                _ => StoreError::Other(format!("uploading {name}: {}", error_chain(&e))),
             })?;
         Ok(self.info(name, &object))
     }
@@ -235,7 +225,7 @@ impl GcsStore {
                 .query(&query)
                 .send()
                 .await
-                .map_err(|e| other("listing the bucket", chain(&e)))?;
+                .map_err(|e| other("listing the bucket", error_chain(&e)))?;
             if !response.status().is_success() {
                 let status = response.status();
                 let body = response.text().await.unwrap_or_default();
@@ -307,7 +297,7 @@ impl GcsStore {
         let response = request
             .send()
             .await
-            .map_err(|e| other(&format!("deleting {name}"), chain(&e)))?;
+            .map_err(|e| other(&format!("deleting {name}"), error_chain(&e)))?;
         match response.status().as_u16() {
             200..=299 => Ok(()),
             404 => Err(StoreError::NotFound(name.to_string())),
@@ -375,7 +365,7 @@ impl GcsReader {
             Some(Err(e)) => Err(StoreError::Other(format!(
                 "reading {}: {}",
                 self.name,
-                chain(&e)
+                error_chain(&e)
             ))),
         }
     }

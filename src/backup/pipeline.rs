@@ -118,7 +118,12 @@ pub async fn dump(
                 next += 1;
             }
         }
-        Ok((hex(&sha.finalize()), crc, total, pending.is_empty()))
+        Ok((
+            format!("{:x}", sha.finalize()),
+            crc,
+            total,
+            pending.is_empty(),
+        ))
     };
 
     let (uploaded, forwarded) = tokio::join!(upload, async {
@@ -162,10 +167,6 @@ pub async fn dump(
         sha256,
         crc32c,
     })
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `nice`/`ionice` in front of pg_dump when the system has them, so the dump yields the CPU and
@@ -366,10 +367,5 @@ mod tests {
             .read_to_string(&mut out)
             .unwrap();
         assert_eq!(out, "hello world");
-    }
-
-    #[test]
-    fn hex_is_lower_case() {
-        assert_eq!(hex(&[0, 171, 255]), "00abff");
     }
 }

@@ -24,7 +24,6 @@ use crate::db::tools::{ClientTools, ToolConnection};
 pub struct Loaded {
     pub sha256_ok: bool,
     pub crc32c_ok: bool,
-    pub bytes: u64,
     /// Error lines the restore tool printed (it carries on past them).
     pub errors: Vec<String>,
 }
@@ -148,7 +147,7 @@ pub async fn load(
         // A corrupt object: the checksums below say so; the restore is incomplete.
         errors.insert(0, format!("{e:#}"));
     }
-    let sha256_ok = hex(&sha.finalize()) == manifest.sha256;
+    let sha256_ok = format!("{:x}", sha.finalize()) == manifest.sha256;
     let crc32c_ok = crc == manifest.crc32c && bytes == manifest.compressed_bytes;
     // Both tools carry on past failed statements (e.g. a COMMENT on an extension the role does
     // not own) and report them; the row counts decide whether the data made it.
@@ -158,13 +157,8 @@ pub async fn load(
     Ok(Loaded {
         sha256_ok,
         crc32c_ok,
-        bytes,
         errors,
     })
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Feeds the decoder from the download channel.

@@ -293,7 +293,7 @@ async fn run_record_analysis(
                     })
                 })
                 .collect();
-            w.embedded = search::set_embeddings(&mut tx, model, &texts, vectors.clone()).await?;
+            w.embedded = search::set_embeddings(&mut tx, model, &texts, vectors).await?;
         }
 
         for (d, what) in decisions.iter().zip(&whats) {

@@ -96,10 +96,14 @@ async fn probe(client: reqwest::Client, agent: AgentEndpoint) -> Probe {
 
 async fn run(ctx: SkillContext, _input: Map<String, Value>) -> Result<SkillOutput, SkillError> {
     let agents = configured_agents(&ctx.state.config.external);
-    let client = reqwest::Client::builder()
-        .connect_timeout(PROBE_TIMEOUT)
-        .build()
-        .map_err(|e| SkillError::Internal(format!("Failed to check external agent health: {e}")))?;
+    // One client for the process: connection pooling, TLS roots loaded once.
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    let client = CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .connect_timeout(PROBE_TIMEOUT)
+            .build()
+            .unwrap_or_default()
+    });
     let mut tasks = tokio::task::JoinSet::new();
     for (index, (name, endpoint)) in agents.into_iter().enumerate() {
         let client = client.clone();

@@ -123,7 +123,7 @@ pub async fn knowledge(conn: &mut PgConnection) -> Result<Knowledge, sqlx::Error
             .map(|c| Component {
                 id: c
                     .component_id
-                    .unwrap_or_else(|| format!("{}:{}", c.repository, c.name)),
+                    .unwrap_or_else(|| super::analysis::component_id(&c.repository, &c.name)),
                 repository: c.repository,
                 name: c.name,
                 component_type: c.component_type.unwrap_or_else(|| "unknown".into()),

@@ -313,7 +313,7 @@ pub async fn set_embeddings(
     conn: &mut PgConnection,
     model: &str,
     texts: &[PatternText],
-    vectors: Vec<Vector>,
+    vectors: &[Vector],
 ) -> Result<u64, sqlx::Error> {
     let ids: Vec<i32> = texts.iter().map(|t| t.id).collect();
     let names: Vec<&str> = texts.iter().map(|t| t.name.as_str()).collect();
@@ -328,7 +328,7 @@ pub async fn set_embeddings(
             AND p.context IS NOT DISTINCT FROM u.context",
     )
     .bind(&ids)
-    .bind(&vectors)
+    .bind(vectors)
     .bind(&names)
     .bind(&descriptions)
     .bind(&contexts)
