@@ -66,9 +66,12 @@ impl HostCollector {
 
     /// Everything but the filesystems (plain file reads: fast, never blocking for long).
     pub fn collect(&self, out: &mut Exposition) {
+        // Read once for both collectors that parse it.
+        let proc_stat = read("/proc/stat").map_err(|e| format!("{e:#}"));
+        let proc_stat = || proc_stat.as_deref().map_err(|e| anyhow!("{e}"));
         let collectors: [(&str, &Collect); 12] = [
-            ("cpu", &|out| self.cpu(out)),
-            ("stat", &stat),
+            ("cpu", &|out| self.cpu(out, proc_stat()?)),
+            ("stat", &|out| stat(out, proc_stat()?)),
             ("loadavg", &loadavg),
             ("meminfo", &meminfo),
             ("diskstats", &diskstats),
@@ -109,8 +112,8 @@ impl HostCollector {
         record(out, "filesystem", started, &result);
     }
 
-    fn cpu(&self, out: &mut Exposition) -> Result<()> {
-        let text = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+    /// `node_cpu_*` from the text of `/proc/stat`.
+    fn cpu(&self, out: &mut Exposition, text: &str) -> Result<()> {
         let ticks = procfs::ticks_per_second() as f64;
         let mut cache = self.cpu.lock().map_err(|_| anyhow!("CPU cache poisoned"))?;
         let seconds = out.counter(
@@ -190,9 +193,8 @@ fn read(path: &str) -> Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("reading {path}"))
 }
 
-/// Kernel counters from `/proc/stat`.
-fn stat(out: &mut Exposition) -> Result<()> {
-    let text = read("/proc/stat")?;
+/// Kernel counters from the text of `/proc/stat`.
+fn stat(out: &mut Exposition, text: &str) -> Result<()> {
     for line in text.lines() {
         let mut fields = line.split_whitespace();
         let (Some(key), Some(value)) = (fields.next(), fields.next()) else {
@@ -836,7 +838,7 @@ mod tests {
     fn cpu_seconds_never_go_backwards() {
         let host = HostCollector::new();
         let mut first = Exposition::new();
-        host.cpu(&mut first).unwrap();
+        host.cpu(&mut first, &read("/proc/stat").unwrap()).unwrap();
         // Pretend an earlier scrape saw more iowait than the kernel reports now.
         {
             let mut cache = host.cpu.lock().unwrap();
@@ -845,7 +847,7 @@ mod tests {
         }
         let held = host.cpu.lock().unwrap()["0"][4];
         let mut second = Exposition::new();
-        host.cpu(&mut second).unwrap();
+        host.cpu(&mut second, &read("/proc/stat").unwrap()).unwrap();
         let text = second.render();
         let line = text
             .lines()

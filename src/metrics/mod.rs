@@ -146,12 +146,7 @@ impl Metrics {
     fn render_minimal(&self) -> Rendered {
         let mut out = Exposition::new();
         self.write_own(&mut out);
-        out.single(
-            "pg_up",
-            "Whether the last scrape of metrics from PostgreSQL was able to connect to the server (1 for yes, 0 for no).",
-            exposition::Kind::Gauge,
-            0.0,
-        );
+        postgres::write_up(&mut out, false);
         Rendered {
             text: Bytes::from(out.render()),
             gzip: OnceLock::new(),
@@ -191,7 +186,11 @@ async fn serve_metrics(State(metrics): State<Arc<Metrics>>, headers: HeaderMap) 
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|e| e.split(';').next().is_some_and(|e| e.trim() == "gzip"));
-    if gzip && let Some(body) = compressed(&rendered) {
+    if gzip {
+        let body = rendered
+            .gzip
+            .get_or_init(|| compress(&rendered.text))
+            .clone();
         return (
             [
                 (CONTENT_TYPE, exposition::CONTENT_TYPE),
@@ -212,18 +211,15 @@ async fn serve_metrics(State(metrics): State<Arc<Metrics>>, headers: HeaderMap) 
         .into_response()
 }
 
-/// The gzip form of a scrape, made once however many scrapers share it.
-fn compressed(rendered: &Rendered) -> Option<Bytes> {
-    if let Some(body) = rendered.gzip.get() {
-        return Some(body.clone());
-    }
+/// The gzip form of a scrape (made once per scrape, however many scrapers share it).
+fn compress(text: &[u8]) -> Bytes {
     let mut encoder = flate2::write::GzEncoder::new(
-        Vec::with_capacity(rendered.text.len() / 6),
+        Vec::with_capacity(text.len() / 6),
         flate2::Compression::fast(),
     );
-    encoder.write_all(&rendered.text).ok()?;
-    let body = Bytes::from(encoder.finish().ok()?);
-    Some(rendered.gzip.get_or_init(|| body).clone())
+    // Writing into a Vec cannot fail.
+    let _ = encoder.write_all(text);
+    Bytes::from(encoder.finish().unwrap_or_default())
 }
 
 /// How long PostgreSQL may take: the scraper's timeout less a margin, at most 10 s.

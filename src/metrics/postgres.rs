@@ -97,12 +97,7 @@ impl PgCollector {
             }
         };
         drop(slot);
-        out.single(
-            "pg_up",
-            "Whether the last scrape of metrics from PostgreSQL was able to connect to the server (1 for yes, 0 for no).",
-            Kind::Gauge,
-            f64::from(u8::from(outcome.up)),
-        );
+        write_up(out, outcome.up);
         out.single(
             "pg_exporter_last_scrape_duration_seconds",
             "Duration of the last scrape of metrics from PostgreSQL.",
@@ -252,7 +247,7 @@ impl PgCollector {
             "static" => static_info(conn, out).await,
             "settings" => settings(conn, out).await,
             "database" => database(conn, out).await,
-            "stat_database" => stat_database(conn, out).await,
+            "stat_database" => stat_database(conn, version, out).await,
             "stat_activity" => stat_activity(conn, out).await,
             "locks" => locks(conn, out).await,
             "stat_bgwriter" => stat_bgwriter(conn, version, out).await,
@@ -353,11 +348,16 @@ impl PgCollector {
             }
         }
 
-        let info: Option<(Option<f64>, Option<f64>)> = sqlx::query_as(
-            "SELECT dealloc::float8, extract(epoch FROM stats_reset)::float8 FROM pg_stat_statements_info",
-        )
-        .fetch_optional(&mut *conn)
-        .await?;
+        // pg_stat_statements_info came with PostgreSQL 14.
+        let info: Option<(Option<f64>, Option<f64>)> = if version >= 140000 {
+            sqlx::query_as(
+                "SELECT dealloc::float8, extract(epoch FROM stats_reset)::float8 FROM pg_stat_statements_info",
+            )
+            .fetch_optional(&mut *conn)
+            .await?
+        } else {
+            None
+        };
         if let Some((dealloc, reset)) = info {
             if let Some(dealloc) = dealloc {
                 out.single(
@@ -479,6 +479,16 @@ const fn col(name: &'static str, kind: Kind, help: &'static str) -> Column {
 
 /// Writes `rows` whose first `labels.len()` columns are the label values (text) and the rest
 /// the values of `columns` (float8; NULL leaves the sample out).
+/// `pg_up`: whether PostgreSQL answered the last scrape.
+pub fn write_up(out: &mut Exposition, up: bool) {
+    out.single(
+        "pg_up",
+        "Whether the last scrape of metrics from PostgreSQL was able to connect to the server (1 for yes, 0 for no).",
+        Kind::Gauge,
+        f64::from(u8::from(up)),
+    );
+}
+
 fn emit(
     out: &mut Exposition,
     prefix: &str,
@@ -495,22 +505,28 @@ fn emit(
         }
         values.push(v);
     }
+    // Each row's label pairs, built once for all its columns.
+    let pairs: Vec<Vec<(&str, &str)>> = values
+        .iter()
+        .map(|v| {
+            labels
+                .iter()
+                .copied()
+                .zip(v.iter().map(String::as_str))
+                .collect()
+        })
+        .collect();
     for (c, column) in columns.iter().enumerate() {
         let family = out.family(
             &format!("{prefix}_{}", column.name),
             column.help,
             column.kind,
         );
-        for (row, label_values) in rows.iter().zip(&values) {
+        for (row, pairs) in rows.iter().zip(&pairs) {
             let Some(value) = row.try_get::<Option<f64>, _>(labels.len() + c)? else {
                 continue;
             };
-            let pairs: Vec<(&str, &str)> = labels
-                .iter()
-                .copied()
-                .zip(label_values.iter().map(String::as_str))
-                .collect();
-            family.sample(&pairs, value);
+            family.sample(pairs, value);
         }
     }
     Ok(())
@@ -566,7 +582,8 @@ async fn settings(conn: &mut PgConnection, out: &mut Exposition) -> Result<(), s
         let Some((value, suffix)) = normalise_setting(&setting, &unit, &vartype) else {
             continue;
         };
-        let name = format!("pg_settings_{}{suffix}", name.replace('.', "_"));
+        // A GUC's dot (pg_stat_statements.max) becomes `_` in Exposition::family.
+        let name = format!("pg_settings_{name}{suffix}");
         let help = match suffix {
             "_seconds" => format!("Server Parameter: {description} [Units converted to seconds.]"),
             "_bytes" => format!("Server Parameter: {description} [Units converted to bytes.]"),
@@ -647,18 +664,27 @@ async fn database(conn: &mut PgConnection, out: &mut Exposition) -> Result<(), s
     )
 }
 
-async fn stat_database(conn: &mut PgConnection, out: &mut Exposition) -> Result<(), sqlx::Error> {
-    let rows = sqlx::query(
+async fn stat_database(
+    conn: &mut PgConnection,
+    version: i32,
+    out: &mut Exposition,
+) -> Result<(), sqlx::Error> {
+    // active_time came with PostgreSQL 14; before, the family is left out (NULL is skipped).
+    let active = if version >= 140000 {
+        "(active_time / 1000)::float8"
+    } else {
+        "NULL::float8"
+    };
+    let rows = sqlx::query(&format!(
         "SELECT datid::text, datname::text, numbackends::float8, xact_commit::float8, \
                 xact_rollback::float8, blks_read::float8, blks_hit::float8, \
                 tup_returned::float8, tup_fetched::float8, tup_inserted::float8, \
                 tup_updated::float8, tup_deleted::float8, conflicts::float8, \
                 temp_files::float8, temp_bytes::float8, deadlocks::float8, \
                 blk_read_time::float8, blk_write_time::float8, \
-                COALESCE(extract(epoch FROM stats_reset), 0)::float8, \
-                (active_time / 1000)::float8 \
-           FROM pg_stat_database WHERE datname IS NOT NULL",
-    )
+                COALESCE(extract(epoch FROM stats_reset), 0)::float8, {active} \
+           FROM pg_stat_database WHERE datname IS NOT NULL"
+    ))
     .fetch_all(&mut *conn)
     .await?;
     use Kind::{Counter, Gauge};
