@@ -321,6 +321,9 @@ async fn operators_choose_what_is_protected() {
         .unwrap()
         .clone();
     assert_eq!(entry["requires_authentication"], true);
+    // Added to the write skills' protection, not instead of it.
+    let (status, _) = nexusd.exec("add_lesson_learned", lesson("a/b")).await;
+    assert_eq!(status, 401);
     drop(nexusd);
 
     let open = Nexusd::ready(&db.url(), &[("REQUIRE_AUTH_FOR_WRITE", "false")]).await;

@@ -233,6 +233,14 @@ async fn round_trip(store: Where) {
     );
     assert!(!again.status.success());
     assert!(text(&again).contains("is not empty"), "{}", text(&again));
+    // What --force replaces: a changed database comes back as the backup.
+    sqlx::raw_sql(
+        "DELETE FROM lessons_learned; INSERT INTO repositories (name) VALUES ('changed/after')",
+    )
+    .execute(&restored.pool().await)
+    .await
+    .unwrap();
+    assert_ne!(table_digest(&restored.pool().await).await, source);
     let forced = nexusd(
         &db,
         &store,

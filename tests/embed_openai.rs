@@ -232,6 +232,14 @@ async fn openai_provider_batches_retries_a_429_and_records_its_model() {
         q["similar_patterns"][0]["pattern"],
         "Token bucket rate limiter"
     );
+    // Found by its vector too, not by the full-text side alone.
+    assert!(
+        q["similar_patterns"][0]["matched_by"]
+            .as_array()
+            .is_some_and(|m| m.contains(&json!("vector"))),
+        "{q}"
+    );
+    assert!(q["similar_patterns"][0]["similarity"].is_f64(), "{q}");
     assert_eq!(endpoint.seen().len(), 3);
 
     // nexusd embed: 250 patterns in requests of at most 100 inputs.

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use axum::Router;
 use axum::routing::get;
 use serde_json::json;
-use support::{Nexusd, nexusd_command, shared_db};
+use support::{Nexusd, nexusd_command, shared_db, table_digest};
 
 fn fixture() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/knowledge_base.json")
@@ -137,7 +137,7 @@ async fn the_example_knowledge_base_lands_where_the_skills_read_it() {
     );
 
     // A second run changes nothing.
-    let before = digest(&pool).await;
+    let before = table_digest(&pool).await;
     let (ok, out, _) = import(&db.url(), &[path.to_str().unwrap()]);
     assert!(ok);
     assert!(
@@ -157,26 +157,9 @@ async fn the_example_knowledge_base_lands_where_the_skills_read_it() {
     }
     assert_eq!(
         before,
-        digest(&pool).await,
+        table_digest(&pool).await,
         "the second import changed rows"
     );
-}
-
-async fn digest(pool: &sqlx::PgPool) -> String {
-    sqlx::query_scalar(
-        "SELECT string_agg(t, ';' ORDER BY t) FROM (
-            SELECT 'r' || md5(string_agg(r::text, ',' ORDER BY r.id)) AS t FROM repositories r
-            UNION ALL SELECT 'p' || md5(string_agg(p::text, ',' ORDER BY p.id)) FROM patterns p
-            UNION ALL SELECT 'k' || md5(string_agg(k::text, ',' ORDER BY k.pattern_id, k.keyword_id)) FROM pattern_keywords k
-            UNION ALL SELECT 'd' || md5(string_agg(d::text, ',' ORDER BY d.id)) FROM dependencies d
-            UNION ALL SELECT 's' || md5(string_agg(s::text, ',' ORDER BY s.id)) FROM deployment_scripts s
-            UNION ALL SELECT 'l' || md5(string_agg(l::text, ',' ORDER BY l.id)) FROM lessons_learned l
-            UNION ALL SELECT 'h' || md5(string_agg(h::text, ',' ORDER BY h.id)) FROM analysis_history h
-            UNION ALL SELECT 'c' || md5(string_agg(c::text, ',' ORDER BY c.id)) FROM reusable_components c) x",
-    )
-    .fetch_one(pool)
-    .await
-    .unwrap()
 }
 
 #[tokio::test]

@@ -538,7 +538,7 @@ async fn similar_patterns_by_pattern_and_by_text() {
     let other = nexusd
         .ok(
             "find_similar_patterns",
-            json!({"pattern_id": limiter, "min_similarity": 0.1, "exclude_repository": "acme/search", "limit": 2}),
+            json!({"pattern_id": limiter, "min_similarity": 0.0, "exclude_repository": "acme/search", "limit": 2}),
         )
         .await;
     assert!(
@@ -548,7 +548,24 @@ async fn similar_patterns_by_pattern_and_by_text() {
             .iter()
             .all(|p| p["repository"] != "acme/search")
     );
-    assert!(other["count"].as_u64().unwrap() <= 2);
+    // The filter runs in the index scan, not after its LIMIT: still two, the nearest two of the
+    // other repositories.
+    let all = nexusd
+        .ok(
+            "find_similar_patterns",
+            json!({"pattern_id": limiter, "min_similarity": 0.0, "limit": 100}),
+        )
+        .await;
+    let expected: Vec<String> = all["similar_patterns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["repository"] != "acme/search")
+        .take(2)
+        .map(|p| p["pattern"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(expected.len(), 2, "{all}");
+    assert_eq!(names(&other["similar_patterns"]), expected);
     let strict = nexusd
         .ok(
             "find_similar_patterns",

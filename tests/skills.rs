@@ -952,6 +952,9 @@ async fn protocol_errors_are_json_4xx() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["success"], true, "{body}");
+    assert_eq!(body["repositories"], json!([]), "{body}");
 
     // Unknown skills keep HTTP 200 and now say success false.
     let (status, unknown) = nexusd.exec("no_such_skill", json!({})).await;
@@ -1070,7 +1073,14 @@ async fn twenty_concurrent_first_writers_create_one_repository() {
 #[tokio::test]
 async fn agent_card_root_and_openapi_describe_what_is_enforced() {
     let db = shared_db().await;
-    let nexusd = Nexusd::ready(&db.url(), &[("HOST_OVERRIDE", "https://agent.example.com")]).await;
+    let nexusd = Nexusd::ready(
+        &db.url(),
+        &[
+            ("HOST_OVERRIDE", "https://agent.example.com"),
+            ("NEXUSD_API_TOKENS", "card-test-token-0123456789"),
+        ],
+    )
+    .await;
     let expected_order = [
         "query_patterns",
         "get_cross_repo_patterns",
@@ -1107,6 +1117,8 @@ async fn agent_card_root_and_openapi_describe_what_is_enforced() {
     );
     assert_eq!(names(&card["skills"], "id"), expected_order);
     assert_eq!(card["metadata"]["skill_count"], expected_order.len());
+    let mut validated = 0;
+    let mut without_required = Vec::new();
     for entry in card["skills"].as_array().unwrap() {
         let keys: Vec<&String> = entry.as_object().unwrap().keys().collect();
         assert_eq!(
@@ -1140,21 +1152,22 @@ async fn agent_card_root_and_openapi_describe_what_is_enforced() {
             .as_array()
             .and_then(|r| r.first())
         {
+            // With a valid token, so that protected skills reach validation too.
             let (status, body) = nexusd
                 .exec_with(
                     entry["id"].as_str().unwrap(),
                     json!({}),
-                    Some("Bearer not-checked-before-auth"),
+                    Some("Bearer card-test-token-0123456789"),
                 )
                 .await;
-            if status == 200 {
-                assert_eq!(
-                    body["error"],
-                    format!("Missing required parameter: '{}'", first.as_str().unwrap())
-                );
-            } else {
-                assert_eq!(status, 401, "protected skills check credentials first");
-            }
+            assert_eq!(status, 200, "{}: {body}", entry["id"]);
+            assert_eq!(
+                body["error"],
+                format!("Missing required parameter: '{}'", first.as_str().unwrap())
+            );
+            validated += 1;
+        } else {
+            without_required.push(entry["id"].as_str().unwrap().to_string());
         }
         // Every example is valid input.
         for example in entry["examples"].as_array().unwrap() {
@@ -1170,6 +1183,22 @@ async fn agent_card_root_and_openapi_describe_what_is_enforced() {
             );
         }
     }
+    // Every skill but those without a required field went through validation.
+    assert_eq!(
+        without_required,
+        [
+            "query_patterns",
+            "get_cross_repo_patterns",
+            "get_repository_list",
+            "health_check_external",
+            "query_known_issues",
+            "get_recent_actions",
+            "detect_misplaced_components",
+            "find_similar_patterns",
+            "get_backup_status",
+        ]
+    );
+    assert_eq!(validated + without_required.len(), expected_order.len());
 
     let (_, root) = nexusd.get("/").await.unwrap();
     assert_eq!(root["skills"], json!(expected_order));
