@@ -6,17 +6,10 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::{Nexusd, TestDb, shared_db, table_digest};
+use support::{Nexusd, TestDb, table_digest};
 
 async fn seeded() -> (TestDb, Nexusd) {
-    let db = shared_db().await;
-    db.bootstrap().await;
-    sqlx::raw_sql(include_str!("fixtures/components.sql"))
-        .execute(&db.pool().await)
-        .await
-        .expect("seeding");
-    let nexusd = Nexusd::ready(&db.url(), &[("REQUIRE_AUTH_FOR_WRITE", "false")]).await;
-    (db, nexusd)
+    support::seeded(include_str!("fixtures/components.sql")).await
 }
 
 fn ids(list: &Value, key: &str) -> Vec<String> {

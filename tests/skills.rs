@@ -12,21 +12,7 @@ use support::{Nexusd, TestDb, http, shared_db, table_digest};
 /// without the background embedding of the seeded patterns, so that every write seen is a
 /// skill's (search has its own tests).
 async fn seeded() -> (TestDb, Nexusd) {
-    let db = shared_db().await;
-    db.bootstrap().await;
-    sqlx::raw_sql(include_str!("fixtures/seed.sql"))
-        .execute(&db.pool().await)
-        .await
-        .expect("seeding");
-    let nexusd = Nexusd::ready(
-        &db.url(),
-        &[
-            ("REQUIRE_AUTH_FOR_WRITE", "false"),
-            ("NEXUSD_EMBEDDING_BACKFILL", "false"),
-        ],
-    )
-    .await;
-    (db, nexusd)
+    support::seeded(include_str!("fixtures/seed.sql")).await
 }
 
 fn names(list: &Value, key: &str) -> Vec<String> {

@@ -703,3 +703,24 @@ pub async fn table_digest(pool: &PgPool) -> std::collections::BTreeMap<String, S
     }
     digest
 }
+
+/// A bootstrapped database loaded with `fixture` (SQL) and nexusd serving it with writes open
+/// and without the background embedding of the seeded patterns, so that every write seen is a
+/// skill's.
+pub async fn seeded(fixture: &str) -> (TestDb, Nexusd) {
+    let db = shared_db().await;
+    db.bootstrap().await;
+    sqlx::raw_sql(fixture)
+        .execute(&db.pool().await)
+        .await
+        .expect("seeding");
+    let nexusd = Nexusd::ready(
+        &db.url(),
+        &[
+            ("REQUIRE_AUTH_FOR_WRITE", "false"),
+            ("NEXUSD_EMBEDDING_BACKFILL", "false"),
+        ],
+    )
+    .await;
+    (db, nexusd)
+}
