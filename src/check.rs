@@ -108,7 +108,7 @@ async fn check_stored_embeddings(
         return;
     };
     // Before migration 3 there is nothing to say (the pending migration is reported).
-    if let Ok((models, missing)) = crate::skills::store::search::models(&mut conn).await {
+    if let Ok((models, missing)) = crate::kb::search::models(&mut conn).await {
         let others: Vec<(String, i64)> =
             models.iter().filter(|(m, _)| m != model).cloned().collect();
         let current = models

@@ -17,11 +17,11 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use sqlx::{PgConnection, PgPool};
 
-use crate::skills::store::analysis::{
+use crate::kb::analysis::{
     self, ComponentFacts, DecisionFacts, HistoryFacts, PatternFacts, RepositoryFacts, Upsert,
 };
-use crate::skills::store::knowledge::{self, NewDependency, NewDeployment, NewLesson};
-use crate::skills::store::parse_datetime;
+use crate::kb::knowledge::{self, NewDependency, NewDeployment, NewLesson};
+use crate::kb::parse_datetime;
 
 /// Largest knowledge base accepted (the original's were a few MB).
 const MAX_BYTES: usize = 256 * 1024 * 1024;

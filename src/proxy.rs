@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{CorsConfig, ProxyConfig};
-use crate::skills::{MAX_BODY_BYTES, cors, json_response};
+use crate::http::{MAX_BODY_BYTES, cors, json_response};
 use crate::telemetry::error_chain;
 
 /// Largest upstream response passed on (the agent card is the biggest, tens of kB).

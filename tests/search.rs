@@ -663,7 +663,7 @@ async fn random_patterns(pool: &PgPool, n: i32) {
 
 #[tokio::test]
 async fn the_vector_query_runs_on_the_hnsw_index() {
-    use nexusd::skills::store::search::{NEAREST_SQL, set_search_width};
+    use nexusd::kb::search::{NEAREST_SQL, set_search_width};
 
     let db = shared_db().await;
     db.bootstrap().await;

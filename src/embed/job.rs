@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Embedder, Search, mixed_models_message, pattern_text};
 use crate::app::Readiness;
 use crate::db::Database;
-use crate::skills::store::search as store;
+use crate::kb::search as store;
 
 /// Which patterns a run embeds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,8 +7,8 @@ use super::registry::{
     Skill, SkillContext, SkillError, SkillOutput, example, handler, output, parse,
     repository_schema,
 };
-use super::store::activity::{self, ACTION_TYPES};
-use super::store::iso_opt;
+use crate::kb::activity::{self, ACTION_TYPES};
+use crate::kb::iso_opt;
 
 pub fn get_recent_actions() -> Skill {
     Skill {

@@ -20,10 +20,10 @@ use super::registry::{
     Skill, SkillContext, SkillError, SkillOutput, example, handler, output, parse,
     repository_schema,
 };
-use super::store::analysis::{
+use crate::kb::analysis::{
     self, ComponentFacts, DecisionFacts, HistoryFacts, PatternFacts, RepositoryFacts, Upsert,
 };
-use super::store::search::{self, PatternText};
+use crate::kb::search::{self, PatternText};
 use crate::embed::{mixed_models_message, pattern_text};
 
 pub fn record_analysis() -> Skill {

@@ -7,13 +7,14 @@
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::arch_rules::{self, CATEGORIES, CategoryResult, Finding, RepoFiles};
-use super::doc_rules::Priority;
-use super::github::{
-    GitHub, GitHubError, MAX_FILE_BYTES, RepoInfo, parse_repository, repository_field,
+use crate::rules::architecture::{self, CATEGORIES, CategoryResult, Finding, RepoFiles};
+use crate::rules::docs::Priority;
+use crate::github::{
+    GitHub, GitHubError, MAX_FILE_BYTES, RepoInfo, parse_repository,
 };
 use super::integration::configured_agents;
 use super::registry::{
+    github_repository_schema,
     Skill, SkillContext, SkillError, SkillOutput, example, handler, output, parse,
 };
 
@@ -24,21 +25,21 @@ async fn inspect(
     categories: &[&str],
 ) -> Result<(RepoInfo, RepoFiles), SkillError> {
     let gh =
-        GitHub::new(&ctx.state.config.external.github).map_err(|e| e.for_repository(repository))?;
-    parse_repository(repository).map_err(|e| e.for_repository(repository))?;
+        GitHub::new(&ctx.state.config.external.github).map_err(|e| SkillError::github_repository(e, repository))?;
+    parse_repository(repository).map_err(|e| SkillError::github_repository(e, repository))?;
     let info = gh
         .repository(repository)
         .await
-        .map_err(|e| e.for_repository(repository))?;
+        .map_err(|e| SkillError::github_repository(e, repository))?;
     let failed = |e: GitHubError| {
         let message = format!("Failed to validate repository architecture: {e}");
-        e.into_skill_error(message)
+        SkillError::github(e, message)
     };
     let tree = gh
         .tree(repository, &info.default_branch)
         .await
         .map_err(failed)?;
-    let wanted: Vec<String> = arch_rules::files_to_read(&tree, categories)
+    let wanted: Vec<String> = architecture::files_to_read(&tree, categories)
         .into_iter()
         .filter(|p| tree.files.get(p).is_none_or(|size| *size <= MAX_FILE_BYTES))
         .collect();
@@ -93,7 +94,7 @@ fn ranked(results: &[CategoryResult]) -> Vec<(&'static str, &Finding)> {
 fn overall(results: &[CategoryResult]) -> (usize, usize, f64) {
     let total: usize = results.iter().map(|r| r.checks_performed).sum();
     let failed: usize = results.iter().map(|r| r.violations.len()).sum();
-    (total, failed, arch_rules::ratio(total - failed, total))
+    (total, failed, architecture::ratio(total - failed, total))
 }
 
 fn count(results: &[CategoryResult], severity: Priority) -> usize {
@@ -122,7 +123,7 @@ pub fn validate_repository_architecture() -> Skill {
         input_schema: json!({
             "type": "object",
             "properties": {
-                "repository": repository_field(),
+                "repository": github_repository_schema(),
                 "validation_scope": {
                     "type": "array",
                     "description": "Categories to check (default: all)",
@@ -176,7 +177,7 @@ fn scope(requested: Option<&[String]>) -> Vec<&'static str> {
 fn evaluate_all(categories: &[&str], files: &RepoFiles) -> Vec<CategoryResult> {
     categories
         .iter()
-        .filter_map(|c| arch_rules::evaluate(c, files))
+        .filter_map(|c| architecture::evaluate(c, files))
         .collect()
 }
 
@@ -195,7 +196,7 @@ async fn run_validate(
     let mut out = output(json!({
         "repository": repository,
         "overall_compliance_score": score,
-        "compliance_grade": arch_rules::grade(score),
+        "compliance_grade": architecture::grade(score),
         "summary": {
             "total_checks": total,
             "passed_checks": total - failed,
@@ -262,7 +263,7 @@ pub fn check_specific_standard() -> Skill {
         input_schema: json!({
             "type": "object",
             "properties": {
-                "repository": repository_field(),
+                "repository": github_repository_schema(),
                 "standard_category": {"type": "string", "enum": CATEGORIES},
             },
             "required": ["repository", "standard_category"],
@@ -301,7 +302,7 @@ async fn run_specific(
         });
     };
     let (_, files) = inspect(&ctx, &repository, &[category]).await?;
-    let result = arch_rules::evaluate(category, &files)
+    let result = architecture::evaluate(category, &files)
         .ok_or_else(|| SkillError::failed(format!("Standard category '{category}' not found")))?;
     Ok(output(json!({
         "repository": repository,
@@ -329,7 +330,7 @@ pub fn suggest_improvements() -> Skill {
         input_schema: json!({
             "type": "object",
             "properties": {
-                "repository": repository_field(),
+                "repository": github_repository_schema(),
                 "max_recommendations": {"type": "integer", "minimum": 1, "maximum": 100, "default": 10},
             },
             "required": ["repository"],
@@ -388,7 +389,7 @@ async fn run_suggest(
     Ok(output(json!({
         "repository": repository,
         "overall_compliance_score": score,
-        "compliance_grade": arch_rules::grade(score),
+        "compliance_grade": architecture::grade(score),
         "total_violations": failed,
         "critical_violations_count": count(&results, Priority::Critical),
         "recommendations_count": chosen.len(),

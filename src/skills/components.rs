@@ -10,17 +10,17 @@ use std::collections::BTreeSet;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::component_scan::{self, Extracted};
-use super::component_scoring::{
+use crate::rules::component_scan::{self, Extracted};
+use crate::rules::component_scoring::{
     self, CandidateScore, Component, Knowledge, MISPLACED_MARGIN, SAME_COMPONENT_SIMILARITY,
     round3, terms, tokens,
 };
-use super::github::{GitHub, GitHubError, parse_repository};
+use crate::github::{GitHub, GitHubError, parse_repository};
 use super::now_rfc3339;
 use super::registry::{
     Skill, SkillContext, SkillError, SkillOutput, example, handler, output, parse,
 };
-use super::store::{self, components};
+use crate::kb::{self, components};
 
 /// Misplaced components listed at most.
 const MAX_LISTED: usize = 10;
@@ -36,7 +36,7 @@ fn repository_field(description: &str) -> Value {
 /// The knowledge base, read in one snapshot.
 async fn load(ctx: &SkillContext, context: &str) -> Result<Knowledge, SkillError> {
     async {
-        let mut tx = store::snapshot(ctx.pool()).await?;
+        let mut tx = kb::snapshot(ctx.pool()).await?;
         let knowledge = components::knowledge(&mut tx).await?;
         tx.commit().await?;
         Ok(knowledge)
@@ -661,11 +661,11 @@ struct ScanInput {
 fn scan_error(e: GitHubError, repository: &str) -> SkillError {
     match e {
         GitHubError::NotConfigured | GitHubError::InvalidRepository | GitHubError::NotFound(_) => {
-            e.for_repository(repository)
+            SkillError::github_repository(e, repository)
         }
         other => {
             let message = format!("Failed to scan repository components: {other}");
-            other.into_skill_error(message)
+            SkillError::github(other, message)
         }
     }
 }
@@ -685,7 +685,7 @@ async fn run_scan(ctx: SkillContext, input: Map<String, Value>) -> Result<SkillO
     };
     {
         let mut conn = ctx.pool().acquire().await?;
-        store::repository_id(&mut conn, &repository)
+        kb::repository_id(&mut conn, &repository)
             .await?
             .ok_or_else(missing)?;
     }
@@ -715,7 +715,7 @@ async fn run_scan(ctx: SkillContext, input: Map<String, Value>) -> Result<SkillO
 
     let replaced = async {
         let mut tx = ctx.pool().begin().await?;
-        let Some(repo_id) = store::repository_id(&mut tx, &repository).await? else {
+        let Some(repo_id) = kb::repository_id(&mut tx, &repository).await? else {
             return Ok(None);
         };
         let replaced =

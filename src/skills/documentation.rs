@@ -7,9 +7,10 @@ use chrono::{Duration, Utc};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::doc_rules::{self, ChangedFile, FileKind, FileReport, Priority};
-use super::github::{GitHub, GitHubError, MAX_FILE_BYTES, parse_repository, repository_field};
+use crate::rules::docs::{self, ChangedFile, FileKind, FileReport, Priority};
+use crate::github::{GitHub, GitHubError, MAX_FILE_BYTES, parse_repository};
 use super::registry::{
+    github_repository_schema,
     Skill, SkillContext, SkillError, SkillOutput, example, handler, output, parse,
 };
 
@@ -40,7 +41,7 @@ pub fn check_documentation_standards() -> Skill {
         input_schema: json!({
             "type": "object",
             "properties": {
-                "repository": repository_field(),
+                "repository": github_repository_schema(),
                 "check_all_docs": {
                     "type": "boolean",
                     "description": "Check every Markdown file of the repository, not only the priority documents",
@@ -72,7 +73,7 @@ struct CheckInput {
     check_all_docs: Option<bool>,
 }
 
-fn violation_json(v: &doc_rules::Violation) -> Value {
+fn violation_json(v: &docs::Violation) -> Value {
     json!({
         "check": v.check,
         "severity": v.severity.as_str(),
@@ -102,27 +103,27 @@ async fn run_check(
     let q: CheckInput = parse(input)?;
     let repository = q.repository.trim().to_string();
     let gh = GitHub::new(&ctx.state.config.external.github)
-        .map_err(|e| e.for_repository(&repository))?;
-    parse_repository(&repository).map_err(|e| e.for_repository(&repository))?;
+        .map_err(|e| SkillError::github_repository(e, &repository))?;
+    parse_repository(&repository).map_err(|e| SkillError::github_repository(e, &repository))?;
     let info = gh
         .repository(&repository)
         .await
-        .map_err(|e| e.for_repository(&repository))?;
+        .map_err(|e| SkillError::github_repository(e, &repository))?;
     let failed = |e: GitHubError| {
         let message = format!("Failed to check documentation standards: {e}");
-        e.into_skill_error(message)
+        SkillError::github(e, message)
     };
     let tree = gh
         .tree(&repository, &info.default_branch)
         .await
         .map_err(failed)?;
-    if !doc_rules::has_documentation(&tree) {
+    if !docs::has_documentation(&tree) {
         return Err(SkillError::Failed {
             error: "No documentation files found".into(),
             extra: output(json!({"repository": repository, "branch": info.default_branch})),
         });
     }
-    let selection = doc_rules::select(&tree, q.check_all_docs.unwrap_or(false));
+    let selection = docs::select(&tree, q.check_all_docs.unwrap_or(false));
     let (readable, too_large): (Vec<_>, Vec<_>) = selection.documents.iter().partition(|d| {
         tree.files
             .get(&d.path)
@@ -141,18 +142,18 @@ async fn run_check(
     let mut reports: Vec<FileReport> = selection
         .missing
         .iter()
-        .map(|doc| doc_rules::missing_report(doc))
+        .map(|doc| docs::missing_report(doc))
         .collect();
     for doc in &readable {
         if let Some(text) = contents.get(&doc.path) {
-            reports.push(doc_rules::check_document(doc, text, &tree, now));
+            reports.push(docs::check_document(doc, text, &tree, now));
         }
     }
     reports.sort_by(|a, b| a.priority.cmp(&b.priority).then(a.file.cmp(&b.file)));
 
-    let totals = doc_rules::totals(&reports);
-    let score = doc_rules::compliance_score(&totals);
-    let (status, emoji) = doc_rules::status(score, totals.critical);
+    let totals = docs::totals(&reports);
+    let score = docs::compliance_score(&totals);
+    let (status, emoji) = docs::status(score, totals.critical);
     let critical: Vec<Value> = reports
         .iter()
         .flat_map(|r| r.violations.iter().map(move |v| (r, v)))
@@ -164,7 +165,7 @@ async fn run_check(
             value
         })
         .collect();
-    let mut violations: Vec<&doc_rules::Violation> =
+    let mut violations: Vec<&docs::Violation> =
         reports.iter().flat_map(|r| &r.violations).collect();
     violations.sort_by_key(|v| v.severity);
     let mut recommendations: Vec<String> = Vec::new();
@@ -220,7 +221,7 @@ pub fn validate_documentation_update() -> Skill {
         input_schema: json!({
             "type": "object",
             "properties": {
-                "repository": repository_field(),
+                "repository": github_repository_schema(),
                 "since_commit": {
                     "type": "string",
                     "description": "Examine commits after this one (sha); overrides days",
@@ -283,21 +284,21 @@ async fn run_validate(
     let q: ValidateInput = parse(input)?;
     let repository = q.repository.trim().to_string();
     let gh = GitHub::new(&ctx.state.config.external.github)
-        .map_err(|e| e.for_repository(&repository))?;
-    parse_repository(&repository).map_err(|e| e.for_repository(&repository))?;
+        .map_err(|e| SkillError::github_repository(e, &repository))?;
+    parse_repository(&repository).map_err(|e| SkillError::github_repository(e, &repository))?;
     gh.repository(&repository)
         .await
-        .map_err(|e| e.for_repository(&repository))?;
+        .map_err(|e| SkillError::github_repository(e, &repository))?;
     let failed = |e: GitHubError| {
         let message = format!("Failed to validate documentation update: {e}");
-        e.into_skill_error(message)
+        SkillError::github(e, message)
     };
 
     let since = match &q.since_commit {
         Some(sha) => {
             let commit = gh.commit(&repository, sha).await.map_err(|e| match e {
                 GitHubError::NotFound(_) | GitHubError::Api { status: 422, .. } => {
-                    e.into_skill_error(format!("Commit not found: {sha} (404) in {repository}"))
+                    SkillError::github(e, format!("Commit not found: {sha} (404) in {repository}"))
                 }
                 other => failed(other),
             })?;
@@ -342,14 +343,14 @@ async fn run_validate(
                 date: detail.summary.date,
                 message: detail.summary.message.clone(),
             };
-            match doc_rules::classify_file(file) {
+            match docs::classify_file(file) {
                 FileKind::Doc => docs.push(change),
                 FileKind::Code { .. } => code.push(change),
                 FileKind::Other => {}
             }
         }
     }
-    let verdict = doc_rules::judge_update(&code, &docs);
+    let verdict = docs::judge_update(&code, &docs);
     let recommendations: Vec<&str> = verdict
         .warnings
         .iter()
@@ -364,8 +365,8 @@ async fn run_validate(
         },
         "validation": {"status": verdict.status, "message": verdict.message},
         "changes": {
-            "code_files": doc_rules::distinct_files(&code).len(),
-            "doc_files": doc_rules::distinct_files(&docs).len(),
+            "code_files": docs::distinct_files(&code).len(),
+            "doc_files": docs::distinct_files(&docs).len(),
             "code_changes": code.iter().take(MAX_CHANGE_ITEMS).map(change_json).collect::<Vec<_>>(),
             "doc_changes": docs.iter().take(MAX_CHANGE_ITEMS).map(change_json).collect::<Vec<_>>(),
         },

@@ -9,8 +9,8 @@ use super::registry::{
     Skill, SkillContext, SkillError, SkillOutput, example, handler, output, parse,
     repository_schema,
 };
-use super::store::knowledge::{NewDependency, NewDeployment, NewLesson};
-use super::store::{self, iso_naive, knowledge, parse_datetime};
+use crate::kb::knowledge::{NewDependency, NewDeployment, NewLesson};
+use crate::kb::{self, iso_naive, knowledge, parse_datetime};
 
 pub const LESSON_CATEGORIES: [&str; 5] = [
     "performance",
@@ -99,7 +99,7 @@ async fn run_add_lesson(
     };
     let (id, date) = async {
         let mut tx = ctx.pool().begin().await?;
-        let repo_id = store::ensure_repository(&mut tx, &q.repository).await?;
+        let repo_id = kb::ensure_repository(&mut tx, &q.repository).await?;
         let written = knowledge::insert_lesson(&mut tx, repo_id, &lesson).await?;
         tx.commit().await?;
         Ok::<_, SkillError>(written)
@@ -263,7 +263,7 @@ async fn run_update_dependencies(
     }
     let written = async {
         let mut tx = ctx.pool().begin().await?;
-        let repo_id = store::ensure_repository(&mut tx, &q.repository).await?;
+        let repo_id = kb::ensure_repository(&mut tx, &q.repository).await?;
         let written = knowledge::replace_dependencies(&mut tx, repo_id, &deps).await?;
         tx.commit().await?;
         Ok::<_, SkillError>(written)
@@ -300,7 +300,7 @@ async fn add_dependency_edge(
     };
     let added = async {
         let mut tx = ctx.pool().begin().await?;
-        let repo_id = store::ensure_repository(&mut tx, &q.repository).await?;
+        let repo_id = kb::ensure_repository(&mut tx, &q.repository).await?;
         let added = knowledge::add_dependencies(&mut tx, repo_id, &[dep]).await?;
         tx.commit().await?;
         Ok::<_, SkillError>(added)
@@ -422,7 +422,7 @@ async fn run_add_deployment(
     };
     let id = async {
         let mut tx = ctx.pool().begin().await?;
-        let repo_id = store::ensure_repository(&mut tx, &q.repository).await?;
+        let repo_id = kb::ensure_repository(&mut tx, &q.repository).await?;
         let id = knowledge::upsert_deployment(&mut tx, repo_id, &deployment).await?;
         tx.commit().await?;
         Ok::<_, SkillError>(id)

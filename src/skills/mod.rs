@@ -4,17 +4,11 @@
 
 mod activity;
 mod analysis;
-mod arch_rules;
 mod architecture;
 pub mod auth;
 mod backups;
-mod component_scan;
-mod component_scoring;
 mod components;
-pub mod cors;
-mod doc_rules;
 mod documentation;
-pub mod github;
 mod health;
 mod integration;
 mod knowledge;
@@ -25,7 +19,6 @@ mod repository;
 mod runtime;
 pub mod schema;
 mod search;
-pub mod store;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,12 +30,13 @@ use axum::extract::{Request, State};
 use axum::http::header::{AUTHORIZATION, ORIGIN};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use serde_json::{Map, Value, json};
 
 use crate::app::{AppState, Readiness};
 use crate::config::Config;
+use crate::http::{MAX_BODY_BYTES, cors, json_response};
 use crate::metrics::SkillOutcome;
 use registry::{Registry, Skill, SkillContext, SkillError};
 
@@ -50,8 +44,6 @@ use registry::{Registry, Skill, SkillContext, SkillError};
 pub const SERVICE_NAME: &str = "pattern-discovery-agent";
 /// The API version of the original server that nexusd is compatible with.
 pub const API_VERSION: &str = "2.0.0";
-/// Request bodies above this are refused with 413.
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// A skill that runs longer is abandoned (its transaction rolls back).
 const SKILL_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -117,11 +109,6 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(log_request))
         .layer(middleware::from_fn_with_state(cors, cors::layer))
         .with_state(state)
-}
-
-/// A JSON response with a status.
-pub fn json_response(status: StatusCode, body: Value) -> Response {
-    (status, axum::Json(body)).into_response()
 }
 
 async fn not_found() -> Response {

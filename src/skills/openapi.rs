@@ -6,7 +6,8 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{Map, Value, json};
 
-use super::{API_VERSION, json_response};
+use super::API_VERSION;
+use crate::http::json_response;
 use crate::app::AppState;
 
 pub async fn document(State(state): State<AppState>) -> Response {

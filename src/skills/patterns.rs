@@ -11,7 +11,7 @@ use super::registry::{
     Skill, SkillContext, SkillError, SkillOutput, example, handler, output, parse,
     repository_schema,
 };
-use super::store::{self, patterns::TermMatch, repositories};
+use crate::kb::{self, patterns::TermMatch, repositories};
 
 pub fn query_patterns() -> Skill {
     Skill {
@@ -159,16 +159,16 @@ async fn matching_repositories(
     q: &QueryInput,
     min_matches: i32,
 ) -> Result<(Mode, Vec<Value>, Vec<String>), SkillError> {
-    let mut tx = store::snapshot(ctx.pool()).await?;
+    let mut tx = kb::snapshot(ctx.pool()).await?;
     let lower = |terms: &[String]| terms.iter().map(|t| t.to_lowercase()).collect::<Vec<_>>();
 
     let (mode, matches, terms) = if !q.keywords.is_empty() {
         let found =
-            store::patterns::by_keywords(&mut tx, &lower(&q.keywords), min_matches, None).await?;
+            kb::patterns::by_keywords(&mut tx, &lower(&q.keywords), min_matches, None).await?;
         (Mode::Keywords, found, q.keywords.clone())
     } else if !q.patterns.is_empty() {
         let found =
-            store::patterns::by_pattern_names(&mut tx, &lower(&q.patterns), min_matches, None)
+            kb::patterns::by_pattern_names(&mut tx, &lower(&q.patterns), min_matches, None)
                 .await?;
         (Mode::Patterns, found, q.patterns.clone())
     } else if let Some(repository) = &q.repository {
@@ -179,7 +179,7 @@ async fn matching_repositories(
         let found = if keywords.is_empty() {
             Vec::new()
         } else {
-            store::patterns::by_keywords(
+            kb::patterns::by_keywords(
                 &mut tx,
                 &lower(&keywords),
                 min_matches.max(1),
@@ -249,7 +249,7 @@ fn pattern_match(m: TermMatch, components: &mut HashMap<i32, Vec<Value>>) -> Val
 
 /// "Repository '<r>' not found in knowledge base" with the names that do exist.
 pub async fn not_found(conn: &mut sqlx::PgConnection, repository: &str) -> SkillError {
-    let available = store::repository_names(conn).await.unwrap_or_default();
+    let available = kb::repository_names(conn).await.unwrap_or_default();
     SkillError::Failed {
         error: format!("Repository '{repository}' not found in knowledge base"),
         extra: output(json!({"available_repositories": available})),
@@ -312,7 +312,7 @@ async fn run_cross_repo(
     let q: CrossRepoInput = parse(input)?;
     let min_repos = q.min_repos.unwrap_or(2);
     let mut conn = ctx.pool().acquire().await?;
-    let shared = store::patterns::shared(&mut conn, min_repos, q.pattern_type.as_deref())
+    let shared = kb::patterns::shared(&mut conn, min_repos, q.pattern_type.as_deref())
         .await
         .map_err(|e| SkillError::from(e).context("Failed to get cross-repo patterns"))?;
     let total = shared.len();

@@ -13,6 +13,7 @@ use serde_json::{Map, Value, json};
 use sqlx::PgPool;
 
 use crate::app::AppState;
+use crate::github::GitHubError;
 
 /// What a handler returns: the skill's own response keys (without `success`, `timestamp`,
 /// `execution_time_ms`, which the executor adds).
@@ -59,6 +60,32 @@ impl SkillError {
             SkillError::Internal(message) => SkillError::Internal(format!("{prefix}: {message}")),
             other => other,
         }
+    }
+}
+
+impl SkillError {
+    /// A GitHub failure: `message` as the error, plus `error_type` and, when rate limited,
+    /// `rate_limit_reset`.
+    pub fn github(e: GitHubError, message: String) -> Self {
+        let mut extra = output(json!({"error_type": e.kind()}));
+        if let GitHubError::RateLimited { reset, .. } = &e {
+            extra.insert(
+                "rate_limit_reset".into(),
+                reset
+                    .map(|r| r.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                    .into(),
+            );
+        }
+        SkillError::Failed {
+            error: message,
+            extra,
+        }
+    }
+
+    /// A GitHub failure while reading `repository`, in the reference's words.
+    pub fn github_repository(e: GitHubError, repository: &str) -> Self {
+        let message = e.describe_for(repository);
+        SkillError::github(e, message)
     }
 }
 
@@ -251,5 +278,14 @@ pub fn repository_schema(description: &str) -> Value {
         "maxLength": 255,
         "pattern": "^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$",
         "x-pattern-message": "must have the form 'owner/repo'",
+    })
+}
+
+/// Schema fragment for a GitHub repository (`owner/repo`, checked when it is parsed).
+pub fn github_repository_schema() -> Value {
+    json!({
+        "type": "string",
+        "description": "GitHub repository in owner/repo form",
+        "maxLength": 255,
     })
 }

@@ -9,7 +9,7 @@ use super::registry::{
     Skill, SkillContext, SkillError, SkillOutput, example, handler, output, parse,
     repository_schema,
 };
-use super::store::{self, iso_opt, repositories};
+use crate::kb::{self, iso_opt, repositories};
 
 pub fn get_repository_list() -> Skill {
     Skill {
@@ -64,7 +64,7 @@ async fn run_list(ctx: SkillContext, input: Map<String, Value>) -> Result<SkillO
             })
             .collect()
     } else {
-        store::repository_names(&mut conn)
+        kb::repository_names(&mut conn)
             .await
             .map_err(|e| SkillError::from(e).context("Failed to get repository list"))?
             .into_iter()
@@ -129,7 +129,7 @@ async fn run_deployment_info(
     let q: DeploymentInput = parse(input)?;
     let include_history = q.include_history.unwrap_or(false);
     let result = async {
-        let mut tx = store::snapshot(ctx.pool()).await?;
+        let mut tx = kb::snapshot(ctx.pool()).await?;
         let Some(repo) = repositories::get(&mut tx, &q.repository).await? else {
             return Err(not_found(&mut tx, &q.repository).await);
         };

@@ -9,8 +9,8 @@ use super::registry::{
     Skill, SkillContext, SkillError, SkillOutput, example, handler, output, parse,
     repository_schema,
 };
-use super::store::runtime::{IssueFilter, NewIssue};
-use super::store::{self, iso_naive, runtime};
+use crate::kb::runtime::{IssueFilter, NewIssue};
+use crate::kb::{self, iso_naive, runtime};
 
 const SERVICE_TYPES: [&str; 7] = [
     "cloud_run",
@@ -144,7 +144,7 @@ async fn run_add_issue(
     };
     let (pattern_updated, similar) = async {
         let mut tx = ctx.pool().begin().await?;
-        let repo_id = store::ensure_repository(&mut tx, &q.repository).await?;
+        let repo_id = kb::ensure_repository(&mut tx, &q.repository).await?;
         runtime::insert(&mut tx, repo_id, &issue).await?;
         let (pattern_updated, similar) = match q.pattern_reference.as_deref() {
             Some(pattern) => (
@@ -233,7 +233,7 @@ async fn run_pattern_health(
     let threshold = q.severity_threshold.as_deref().unwrap_or("low");
     let since = Utc::now() - Duration::days(days);
     let (using, issues) = async {
-        let mut tx = store::snapshot(ctx.pool()).await?;
+        let mut tx = kb::snapshot(ctx.pool()).await?;
         let using = runtime::repositories_using(&mut tx, &q.pattern_name).await?;
         let ids: Vec<i32> = using.iter().map(|(id, _)| *id).collect();
         let issues =

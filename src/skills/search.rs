@@ -17,7 +17,7 @@ use super::registry::{
     Skill, SkillContext, SkillError, SkillOutput, example, handler, output, parse,
     repository_schema,
 };
-use super::store::search::{self as store, Found};
+use crate::kb::search::{self as store, Found};
 use crate::embed::{Embedder, mixed_models_message, pattern_text};
 
 /// RRF's damping constant: a document's fused score is Σ 1/(K + rank) over the lists it is in.

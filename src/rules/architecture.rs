@@ -9,9 +9,9 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use super::doc_rules::Priority::{Critical, High, Low, Medium};
-use super::doc_rules::{self, Markdown, PRIORITY_DOCS, Priority};
-use super::github::{Tree, file_name, is_markdown, parent_dir};
+use super::docs::Priority::{Critical, High, Low, Medium};
+use super::docs::{self, Markdown, PRIORITY_DOCS, Priority};
+use super::tree::{Tree, file_name, is_markdown, parent_dir};
 
 /// The standards categories, in the reference's order.
 pub const CATEGORIES: &[&str] = &[
@@ -47,7 +47,7 @@ impl RepoFiles {
 
 fn skipped(path: &str) -> bool {
     path.split('/')
-        .any(|s| doc_rules::SKIPPED_DIRS.contains(&s) || s == ".terraform")
+        .any(|s| docs::SKIPPED_DIRS.contains(&s) || s == ".terraform")
 }
 
 /// Terraform sources (`*.tf`), outside dependency and `.terraform/` directories.
@@ -104,14 +104,14 @@ fn runbooks(tree: &Tree) -> Vec<&str> {
 }
 
 fn readme(tree: &Tree) -> Option<String> {
-    doc_rules::locate(tree, &PRIORITY_DOCS[0])
+    docs::locate(tree, &PRIORITY_DOCS[0])
 }
 
 fn licence_file(tree: &Tree) -> Option<String> {
     PRIORITY_DOCS
         .iter()
         .find(|d| d.licence)
-        .and_then(|d| doc_rules::locate(tree, d))
+        .and_then(|d| docs::locate(tree, d))
 }
 
 /// The files the checks of `categories` need to read.
@@ -484,7 +484,7 @@ fn documentation(r: &mut CategoryResult, f: &RepoFiles) {
     }
     let path = path.unwrap_or_default();
     let doc = Markdown::parse(text.unwrap_or(""));
-    let (setup, usage) = doc_rules::readme_sections(&doc);
+    let (setup, usage) = docs::readme_sections(&doc);
     r.check(
         DOC_002,
         &path,
@@ -496,7 +496,7 @@ fn documentation(r: &mut CategoryResult, f: &RepoFiles) {
         (!usage).then(|| format!("{path} has no usage/examples section")),
     );
     let contributing = PRIORITY_DOCS.iter().find(|d| d.name == "CONTRIBUTING.md");
-    let found = contributing.and_then(|d| doc_rules::locate(&f.tree, d));
+    let found = contributing.and_then(|d| docs::locate(&f.tree, d));
     r.check(
         DOC_004,
         "CONTRIBUTING.md",
@@ -517,7 +517,7 @@ fn license(r: &mut CategoryResult, f: &RepoFiles) {
         r.check(
             LIC_002,
             &path,
-            doc_rules::identify_licence(text)
+            docs::identify_licence(text)
                 .is_none()
                 .then(|| format!("{path} does not contain a recognisable licence text")),
         );

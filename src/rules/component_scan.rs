@@ -10,7 +10,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 
 use super::component_scoring::tokens;
-use super::github::{Tree, file_name};
+use super::tree::{Tree, file_name};
 
 /// At most this many source files are read per scan.
 pub const MAX_SCAN_FILES: usize = 40;

@@ -7,8 +7,8 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use serde_json::Value;
 use sqlx::PgConnection;
 
-use crate::skills::component_scan::Extracted;
-use crate::skills::component_scoring::{
+use crate::rules::component_scan::Extracted;
+use crate::rules::component_scoring::{
     Component, DependencyRow, Knowledge, RelationshipRow, Repository, resolve_edges,
 };
 

@@ -8,7 +8,7 @@
 //! reset time, other API errors). The token is only ever sent in the `Authorization` header and
 //! never appears in messages or logs.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -19,8 +19,8 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
 
-use super::registry::{SkillError, output};
 use crate::config::GitHubConfig;
+use crate::rules::Tree;
 
 /// Time allowed for one GitHub request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
@@ -86,36 +86,17 @@ impl GitHubError {
         }
     }
 
-    /// As a skill failure: `message` as the error, plus `error_type` and, when rate limited,
-    /// `rate_limit_reset`.
-    pub fn into_skill_error(self, message: String) -> SkillError {
-        let mut extra = output(serde_json::json!({"error_type": self.kind()}));
-        if let GitHubError::RateLimited { reset, .. } = &self {
-            extra.insert(
-                "rate_limit_reset".into(),
-                reset
-                    .map(|r| r.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-                    .into(),
-            );
-        }
-        SkillError::Failed {
-            error: message,
-            extra,
-        }
-    }
-
     /// The reference's messages for a failure while reading `repository`: not configured and
     /// invalid format as they are, 404 as "Repository not found: …", anything else prefixed
     /// with "GitHub API error when accessing repository".
-    pub fn for_repository(self, repository: &str) -> SkillError {
-        let message = match &self {
+    pub fn describe_for(&self, repository: &str) -> String {
+        match self {
             GitHubError::NotConfigured | GitHubError::InvalidRepository => self.to_string(),
             GitHubError::NotFound(_) => format!(
                 "Repository not found: {repository} (404). Verify repository name and token permissions."
             ),
             other => format!("GitHub API error when accessing repository: {other}"),
-        };
-        self.into_skill_error(message)
+        }
     }
 }
 
@@ -157,45 +138,6 @@ fn http() -> reqwest::Client {
 pub struct RepoInfo {
     pub full_name: String,
     pub default_branch: String,
-}
-
-/// A repository's files and directories at one commit.
-#[derive(Debug, Clone, Default)]
-pub struct Tree {
-    /// File path → size in bytes (0 when GitHub did not say).
-    pub files: BTreeMap<String, u64>,
-    pub dirs: BTreeSet<String>,
-    /// GitHub cut the listing short (very large repositories).
-    pub truncated: bool,
-}
-
-impl Tree {
-    pub fn has_file(&self, path: &str) -> bool {
-        self.files.contains_key(path)
-    }
-
-    /// A file or a directory.
-    pub fn exists(&self, path: &str) -> bool {
-        path.is_empty() || self.files.contains_key(path) || self.dirs.contains(path)
-    }
-
-    pub fn paths(&self) -> impl Iterator<Item = &str> {
-        self.files.keys().map(String::as_str)
-    }
-
-    /// A tree from file paths (directories derived), for tests and pure checks.
-    pub fn from_paths<'a>(paths: impl IntoIterator<Item = &'a str>) -> Self {
-        let mut tree = Tree::default();
-        for path in paths {
-            tree.files.insert(path.to_string(), 0);
-            let mut dir = path;
-            while let Some((parent, _)) = dir.rsplit_once('/') {
-                tree.dirs.insert(parent.to_string());
-                dir = parent;
-            }
-        }
-        tree
-    }
 }
 
 /// One commit as listed.
@@ -571,50 +513,6 @@ fn describe_reqwest(e: reqwest::Error) -> String {
     }
 }
 
-/// `path` resolved against the directory `base_dir` (`""` = root): `.` and `..` applied,
-/// `None` when it climbs above the root. A leading `/` means the repository root.
-pub fn resolve_path(base_dir: &str, path: &str) -> Option<String> {
-    let mut parts: Vec<&str> = if path.starts_with('/') || base_dir.is_empty() {
-        Vec::new()
-    } else {
-        base_dir.split('/').filter(|s| !s.is_empty()).collect()
-    };
-    for segment in path.split('/') {
-        match segment {
-            "" | "." => {}
-            ".." => {
-                parts.pop()?;
-            }
-            other => parts.push(other),
-        }
-    }
-    Some(parts.join("/"))
-}
-
-/// The directory of a file path (`""` at the root).
-pub fn parent_dir(path: &str) -> &str {
-    path.rsplit_once('/').map(|(dir, _)| dir).unwrap_or("")
-}
-
-/// The last part of a file path.
-pub fn file_name(path: &str) -> &str {
-    path.rsplit('/').next().unwrap_or(path)
-}
-
-pub fn is_markdown(path: &str) -> bool {
-    let lower = path.to_lowercase();
-    lower.ends_with(".md") || lower.ends_with(".markdown")
-}
-
-/// The input schema of a skill's GitHub `repository` (owner/repo, checked when it is parsed).
-pub fn repository_field() -> serde_json::Value {
-    serde_json::json!({
-        "type": "string",
-        "description": "GitHub repository in owner/repo form",
-        "maxLength": 255,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -675,10 +573,7 @@ mod tests {
 
     #[test]
     fn repository_errors_use_the_reference_messages() {
-        let msg = |e: GitHubError| match e.for_repository("acme/x") {
-            SkillError::Failed { error, .. } => error,
-            other => panic!("{other:?}"),
-        };
+        let msg = |e: GitHubError| e.describe_for("acme/x");
         assert_eq!(
             msg(GitHubError::NotConfigured),
             "GITHUB_TOKEN not configured"
@@ -698,32 +593,5 @@ mod tests {
             })
             .starts_with("GitHub API error when accessing repository: ")
         );
-    }
-
-    #[test]
-    fn paths_resolve_like_relative_links() {
-        assert_eq!(
-            resolve_path("docs", "../README.md").as_deref(),
-            Some("README.md")
-        );
-        assert_eq!(
-            resolve_path("docs", "./a/b.md").as_deref(),
-            Some("docs/a/b.md")
-        );
-        assert_eq!(
-            resolve_path("docs/x", "/src/lib.rs").as_deref(),
-            Some("src/lib.rs")
-        );
-        assert_eq!(resolve_path("", "../x"), None);
-        assert_eq!(parent_dir("docs/a.md"), "docs");
-        assert_eq!(parent_dir("a.md"), "");
-    }
-
-    #[test]
-    fn trees_know_files_and_directories() {
-        let tree = Tree::from_paths(["src/a/b.rs", "README.md"]);
-        assert!(tree.exists("src") && tree.exists("src/a") && tree.exists("src/a/b.rs"));
-        assert!(!tree.exists("src/b"));
-        assert!(tree.has_file("README.md") && !tree.has_file("src"));
     }
 }

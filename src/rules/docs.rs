@@ -9,7 +9,7 @@ use std::sync::LazyLock;
 use chrono::{DateTime, NaiveDate, Utc};
 use regex::Regex;
 
-use super::github::{Tree, is_markdown, parent_dir, resolve_path};
+use super::tree::{Tree, is_markdown, parent_dir, resolve_path};
 
 /// How much a document matters; also the severity of its violations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

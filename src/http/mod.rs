@@ -1,0 +1,16 @@
+//! What every HTTP listener of nexusd shares: JSON responses, the request-body limit and CORS
+//! (the skills API and `nexusd proxy` answer browsers the same way).
+
+pub mod cors;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+
+/// Request bodies above this are refused with 413.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// A JSON response with a status.
+pub fn json_response(status: StatusCode, body: Value) -> Response {
+    (status, axum::Json(body)).into_response()
+}

@@ -1,0 +1,13 @@
+//! The repository rules: pure functions over a repository's file tree and file texts that judge
+//! its documentation (`docs`), its architecture (`architecture`) and its reusable components
+//! (`component_scan` finds them, `component_scoring` places them). No I/O: the skills fetch
+//! what the rules ask for and render what they return. The rules themselves are written down
+//! in `docs/skill-rules.md`.
+
+pub mod architecture;
+pub mod component_scan;
+pub mod component_scoring;
+pub mod docs;
+mod tree;
+
+pub use tree::{Tree, file_name, is_markdown, parent_dir, resolve_path};
