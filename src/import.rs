@@ -18,7 +18,8 @@ use serde_json::{Map, Value};
 use sqlx::{PgConnection, PgPool};
 
 use crate::kb::analysis::{
-    self, ComponentFacts, DecisionFacts, HistoryFacts, PatternFacts, RepositoryFacts, Upsert,
+    self, Analysis, ComponentFacts, Counts, DecisionFacts, HistoryFacts, PatternFacts,
+    RepositoryFacts,
 };
 use crate::kb::knowledge::{self, NewDependency, NewDeployment, NewLesson};
 use crate::kb::parse_datetime;
@@ -69,31 +70,6 @@ pub async fn load(source: &str) -> Result<Value> {
         bail!("{source} is larger than {} MiB", MAX_BYTES >> 20);
     }
     serde_json::from_slice(&bytes).with_context(|| format!("{source} is not valid JSON"))
-}
-
-/// Written / unchanged / skipped for one kind of record.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Counts {
-    pub written: u64,
-    pub unchanged: u64,
-    pub skipped: u64,
-}
-
-impl Counts {
-    fn record(&mut self, upsert: Upsert) {
-        match upsert {
-            Upsert::Inserted(_) | Upsert::Updated(_) => self.written += 1,
-            Upsert::Unchanged(_) => self.unchanged += 1,
-        }
-    }
-
-    fn new_or_not(&mut self, written: bool) {
-        if written {
-            self.written += 1;
-        } else {
-            self.unchanged += 1;
-        }
-    }
 }
 
 /// What an import did.
@@ -215,20 +191,15 @@ pub async fn run(pool: &PgPool, kb: &Value, dry_run: bool) -> Result<Summary> {
 
 impl Summary {
     fn merge(&mut self, other: Summary) {
-        let add = |a: &mut Counts, b: Counts| {
-            a.written += b.written;
-            a.unchanged += b.unchanged;
-            a.skipped += b.skipped;
-        };
-        add(&mut self.repositories, other.repositories);
-        add(&mut self.patterns, other.patterns);
-        add(&mut self.keyword_links, other.keyword_links);
-        add(&mut self.decisions, other.decisions);
-        add(&mut self.components, other.components);
-        add(&mut self.dependencies, other.dependencies);
-        add(&mut self.deployments, other.deployments);
-        add(&mut self.lessons, other.lessons);
-        add(&mut self.history, other.history);
+        self.repositories.add(other.repositories);
+        self.patterns.add(other.patterns);
+        self.keyword_links.add(other.keyword_links);
+        self.decisions.add(other.decisions);
+        self.components.add(other.components);
+        self.dependencies.add(other.dependencies);
+        self.deployments.add(other.deployments);
+        self.lessons.add(other.lessons);
+        self.history.add(other.history);
         self.skipped.extend(other.skipped);
     }
 }
@@ -607,74 +578,89 @@ impl Repo {
         }
     }
 
-    async fn write(&self, conn: &mut PgConnection, s: &mut Summary) -> Result<(), sqlx::Error> {
-        let repo = analysis::upsert_repository(
-            conn,
-            &RepositoryFacts {
+    /// The repository's analysis part, as [`analysis::write_analysis`] stores it.
+    fn analysis(&self) -> Analysis<'_> {
+        Analysis {
+            repository: RepositoryFacts {
                 name: &self.name,
                 problem_domain: self.problem_domain.as_deref(),
                 commit_sha: self.commit_sha.as_deref(),
                 analyzed_at: self.analyzed_at,
             },
-        )
-        .await?;
-        s.repositories.record(repo);
-        let repo_id = repo.id();
+            patterns: self
+                .patterns
+                .iter()
+                .map(|p| PatternFacts {
+                    name: &p.name,
+                    description: p.description.as_deref(),
+                    context: p.context.as_deref(),
+                    keywords: &[],
+                })
+                .collect(),
+            shared_keywords: &self.keywords,
+            decisions: self
+                .decisions
+                .iter()
+                .map(|d| DecisionFacts {
+                    what: &d.what,
+                    why: d.why.as_deref(),
+                    alternatives: d.alternatives.as_deref(),
+                })
+                .collect(),
+            components: self
+                .components
+                .iter()
+                .map(|c| ComponentFacts {
+                    name: &c.name,
+                    purpose: c.purpose.as_deref(),
+                    location: c.location.as_deref(),
+                    component_type: None,
+                    language: c.language.as_deref(),
+                    api_signature: c.api_signature.as_deref(),
+                    keywords: Some(&c.keywords),
+                })
+                .collect(),
+            history: self
+                .history
+                .iter()
+                .map(|h| HistoryFacts {
+                    commit_sha: h.commit_sha.as_deref(),
+                    analyzed_at: h.analyzed_at,
+                    patterns_count: h.counts.0,
+                    decisions_count: h.counts.1,
+                    components_count: h.counts.2,
+                })
+                .collect(),
+            replace: false,
+        }
+    }
 
-        let mut pattern_ids = Vec::new();
-        for p in &self.patterns {
-            let facts = PatternFacts {
-                name: &p.name,
-                description: p.description.as_deref(),
-                context: p.context.as_deref(),
-            };
-            let upsert = analysis::upsert_pattern(conn, repo_id, &facts).await?;
-            s.patterns.record(upsert);
-            pattern_ids.push(upsert.id());
-        }
-        let links = analysis::link_keywords(conn, &pattern_ids, &self.keywords).await?;
-        s.keyword_links.written += links;
-        s.keyword_links.unchanged += (pattern_ids.len() * self.keywords.len()) as u64 - links;
+    async fn write(&self, conn: &mut PgConnection, s: &mut Summary) -> Result<(), sqlx::Error> {
+        let w = analysis::write_analysis(conn, &self.analysis()).await?;
+        let repo_id = w.repo_id;
+        s.repositories.add(w.repository);
+        s.patterns.add(w.patterns);
+        s.keyword_links.add(w.keyword_links);
+        s.decisions.add(w.decisions);
+        s.components.add(w.components);
+        s.history.add(w.history);
 
-        for d in &self.decisions {
-            let facts = DecisionFacts {
-                what: &d.what,
-                why: d.why.as_deref(),
-                alternatives: d.alternatives.as_deref(),
-            };
-            s.decisions
-                .record(analysis::upsert_decision(conn, repo_id, &facts).await?);
-        }
-        for c in &self.components {
-            let facts = ComponentFacts {
-                name: &c.name,
-                purpose: c.purpose.as_deref(),
-                location: c.location.as_deref(),
-                component_type: None,
-                language: c.language.as_deref(),
-                api_signature: c.api_signature.as_deref(),
-                keywords: Some(&c.keywords),
-            };
-            s.components
-                .record(analysis::upsert_component(conn, repo_id, &self.name, &facts).await?);
-        }
         let added = knowledge::add_dependencies(conn, repo_id, &self.dependencies).await?;
         s.dependencies.written += added;
         s.dependencies.unchanged +=
             self.dependencies.len() as u64 - added.min(self.dependencies.len() as u64);
 
         if let Some(d) = &self.deployment {
-            let unchanged = deployment_matches(conn, repo_id, d).await?;
-            if unchanged {
+            let deployment = NewDeployment {
+                name: &d.platform,
+                infrastructure: &d.infrastructure,
+                scripts: &d.scripts,
+                frequency: d.frequency.as_deref(),
+                last_deployed: d.last_deployed,
+            };
+            if knowledge::deployment_matches(conn, repo_id, &deployment).await? {
                 s.deployments.unchanged += 1;
             } else {
-                let deployment = NewDeployment {
-                    name: &d.platform,
-                    infrastructure: &d.infrastructure,
-                    scripts: &d.scripts,
-                    frequency: d.frequency.as_deref(),
-                    last_deployed: d.last_deployed,
-                };
                 knowledge::upsert_deployment(conn, repo_id, &deployment).await?;
                 s.deployments.written += 1;
             }
@@ -697,42 +683,8 @@ impl Repo {
             knowledge::insert_lesson(conn, repo_id, &lesson).await?;
             s.lessons.written += 1;
         }
-        for h in &self.history {
-            let facts = HistoryFacts {
-                commit_sha: h.commit_sha.as_deref(),
-                analyzed_at: h.analyzed_at,
-                patterns_count: h.counts.0,
-                decisions_count: h.counts.1,
-                components_count: h.counts.2,
-            };
-            s.history
-                .new_or_not(analysis::add_history(conn, repo_id, &facts).await?.1);
-        }
         Ok(())
     }
-}
-
-/// Whether the stored deployment row for this platform already says the same.
-async fn deployment_matches(
-    conn: &mut PgConnection,
-    repo_id: i32,
-    d: &Deployment,
-) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM deployment_scripts
-                         WHERE repo_id = $1 AND name = $2 AND description IS NOT DISTINCT FROM $3
-                           AND commands IS NOT DISTINCT FROM $4
-                           AND deployment_frequency IS NOT DISTINCT FROM $5
-                           AND last_deployed IS NOT DISTINCT FROM $6)",
-    )
-    .bind(repo_id)
-    .bind(&d.platform)
-    .bind(d.infrastructure.to_string())
-    .bind(&d.scripts)
-    .bind(d.frequency.as_deref())
-    .bind(d.last_deployed)
-    .fetch_one(conn)
-    .await
 }
 
 #[cfg(test)]

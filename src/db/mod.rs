@@ -126,3 +126,22 @@ pub fn session_options(options: PgConnectOptions) -> PgConnectOptions {
         .log_statements(log::LevelFilter::Debug)
         .log_slow_statements(log::LevelFilter::Warn, Duration::from_secs(2))
 }
+
+/// Errors that mean "the database is not there" (or the session is gone) rather than "this
+/// query failed": I/O, TLS and protocol failures, the pool giving up or closed, and the
+/// server's connection-exception (08), operator-intervention (57P: shutdown, cannot connect
+/// now, session terminated) and too-many-connections (53300) codes. The skills answer these
+/// with 503; the metrics collector drops its session and reconnects.
+pub fn is_connection_error(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("08") || code.starts_with("57P") || code == "53300"
+        }),
+        _ => false,
+    }
+}

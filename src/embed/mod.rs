@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use crate::config::{EmbeddingConfig, EmbeddingProvider};
+use crate::kb::search::FrequentLexemes;
 
 /// Dimensions of `patterns.embedding` (`vector(1536)`), whatever the provider.
 pub const DIMENSIONS: usize = 1536;
@@ -100,16 +101,6 @@ pub struct Search {
 /// How long the frequent-lexeme list is used before it is read again: PostgreSQL's statistics
 /// change only when the table is analysed.
 const FREQUENT_TTL: Duration = Duration::from_secs(300);
-
-/// Lexemes of `patterns.search_tsv` that PostgreSQL's statistics say many patterns contain,
-/// with the fraction that do.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct FrequentLexemes {
-    pub lexemes: Vec<String>,
-    pub fractions: Vec<f32>,
-    /// Patterns in the table (estimated).
-    pub patterns: f64,
-}
 
 impl Search {
     pub fn new(config: &EmbeddingConfig) -> Result<Arc<Self>, EmbedError> {

@@ -7,6 +7,140 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgConnection;
 
+/// One repository's analysis as `record_analysis` and `import-json` write it: the repository's
+/// facts, its patterns (each with its keywords), decisions, components and history entries.
+pub struct Analysis<'a> {
+    pub repository: RepositoryFacts<'a>,
+    pub patterns: Vec<PatternFacts<'a>>,
+    /// Keywords linked to every pattern (the repository-wide keywords of a knowledge-base file).
+    pub shared_keywords: &'a [String],
+    pub decisions: Vec<DecisionFacts<'a>>,
+    pub components: Vec<ComponentFacts<'a>>,
+    pub history: Vec<HistoryFacts<'a>>,
+    /// The repository's patterns, decisions and components not listed are removed, and each
+    /// listed pattern's keywords become exactly its own.
+    pub replace: bool,
+}
+
+/// Written / unchanged / skipped for one kind of record.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    pub written: u64,
+    pub unchanged: u64,
+    pub skipped: u64,
+}
+
+impl Counts {
+    pub fn record(&mut self, upsert: Upsert) {
+        self.new_or_not(!matches!(upsert, Upsert::Unchanged(_)));
+    }
+
+    pub fn new_or_not(&mut self, written: bool) {
+        if written {
+            self.written += 1;
+        } else {
+            self.unchanged += 1;
+        }
+    }
+
+    pub fn add(&mut self, other: Counts) {
+        self.written += other.written;
+        self.unchanged += other.unchanged;
+        self.skipped += other.skipped;
+    }
+}
+
+/// What [`write_analysis`] did.
+#[derive(Debug)]
+pub struct Written {
+    pub repo_id: i32,
+    pub repository: Counts,
+    pub patterns: Counts,
+    /// The patterns' ids, in the order of [`Analysis::patterns`].
+    pub pattern_ids: Vec<i32>,
+    pub keyword_links: Counts,
+    pub decisions: Counts,
+    pub components: Counts,
+    pub history: Counts,
+    /// The id of the last history entry (new or already there).
+    pub history_id: Option<i32>,
+    /// With [`Analysis::replace`]: what was removed.
+    pub removed: Option<Removed>,
+}
+
+/// Writes one analysis on `conn` (the caller's transaction): every record is upserted by name,
+/// so writing the same analysis twice changes nothing the second time.
+pub async fn write_analysis(
+    conn: &mut PgConnection,
+    analysis: &Analysis<'_>,
+) -> Result<Written, sqlx::Error> {
+    let repo = upsert_repository(conn, &analysis.repository).await?;
+    let repo_id = repo.id();
+    let mut w = Written {
+        repo_id,
+        repository: Counts::default(),
+        patterns: Counts::default(),
+        pattern_ids: Vec::with_capacity(analysis.patterns.len()),
+        keyword_links: Counts::default(),
+        decisions: Counts::default(),
+        components: Counts::default(),
+        history: Counts::default(),
+        history_id: None,
+        removed: None,
+    };
+    w.repository.record(repo);
+
+    let mut offered = 0;
+    for p in &analysis.patterns {
+        let upsert = upsert_pattern(conn, repo_id, p).await?;
+        w.patterns.record(upsert);
+        w.pattern_ids.push(upsert.id());
+        offered += p.keywords.len() as u64;
+        w.keyword_links.written += if analysis.replace {
+            set_pattern_keywords(conn, upsert.id(), p.keywords).await?
+        } else {
+            link_keywords(conn, &[upsert.id()], p.keywords).await?
+        };
+    }
+    offered += (w.pattern_ids.len() * analysis.shared_keywords.len()) as u64;
+    w.keyword_links.written +=
+        link_keywords(conn, &w.pattern_ids, analysis.shared_keywords).await?;
+    w.keyword_links.unchanged = offered.saturating_sub(w.keyword_links.written);
+
+    for d in &analysis.decisions {
+        w.decisions.record(upsert_decision(conn, repo_id, d).await?);
+    }
+    let repository = analysis.repository.name;
+    for c in &analysis.components {
+        w.components
+            .record(upsert_component(conn, repo_id, repository, c).await?);
+    }
+    if analysis.replace {
+        let names: Vec<String> = analysis
+            .patterns
+            .iter()
+            .map(|p| p.name.to_string())
+            .collect();
+        let whats: Vec<String> = analysis
+            .decisions
+            .iter()
+            .map(|d| d.what.to_string())
+            .collect();
+        let ids: Vec<String> = analysis
+            .components
+            .iter()
+            .map(|c| component_id(repository, c.name))
+            .collect();
+        w.removed = Some(remove_unlisted(conn, repo_id, &names, &whats, &ids).await?);
+    }
+    for h in &analysis.history {
+        let (id, new) = add_history(conn, repo_id, h).await?;
+        w.history.new_or_not(new);
+        w.history_id = Some(id);
+    }
+    Ok(w)
+}
+
 /// What an upsert did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Upsert {
@@ -78,6 +212,8 @@ pub struct PatternFacts<'a> {
     pub name: &'a str,
     pub description: Option<&'a str>,
     pub context: Option<&'a str>,
+    /// Its own keywords (normalised), linked by [`write_analysis`].
+    pub keywords: &'a [String],
 }
 
 /// Upserts a pattern by (repository, name). A changed description or context clears the

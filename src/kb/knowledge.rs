@@ -125,6 +125,29 @@ pub struct NewDeployment<'a> {
     pub last_deployed: Option<DateTime<Utc>>,
 }
 
+/// Whether the repository's row for that platform already says exactly this.
+pub async fn deployment_matches(
+    conn: &mut PgConnection,
+    repo_id: i32,
+    deployment: &NewDeployment<'_>,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM deployment_scripts
+                         WHERE repo_id = $1 AND name = $2 AND description IS NOT DISTINCT FROM $3
+                           AND commands IS NOT DISTINCT FROM $4
+                           AND deployment_frequency IS NOT DISTINCT FROM $5
+                           AND last_deployed IS NOT DISTINCT FROM $6)",
+    )
+    .bind(repo_id)
+    .bind(deployment.name)
+    .bind(deployment.infrastructure.to_string())
+    .bind(deployment.scripts)
+    .bind(deployment.frequency)
+    .bind(deployment.last_deployed)
+    .fetch_one(conn)
+    .await
+}
+
 /// Inserts or updates the repository's row for that platform; returns its id.
 pub async fn upsert_deployment(
     conn: &mut PgConnection,

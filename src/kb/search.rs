@@ -10,7 +10,15 @@
 use pgvector::Vector;
 use sqlx::PgConnection;
 
-use crate::embed::FrequentLexemes;
+/// Lexemes of `patterns.search_tsv` that PostgreSQL's statistics say many patterns contain,
+/// with the fraction that do.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct FrequentLexemes {
+    pub lexemes: Vec<String>,
+    pub fractions: Vec<f32>,
+    /// Patterns in the table (estimated).
+    pub patterns: f64,
+}
 
 /// A pattern found by a search.
 #[derive(Debug, Clone, sqlx::FromRow)]

@@ -23,6 +23,7 @@ use sqlx::{Connection, PgConnection, Row};
 use super::exposition::{Exposition, Kind};
 use crate::bootstrap::KNOWLEDGE_BASE_TABLES;
 use crate::config::{MetricsConfig, STATEMENT_TEXT_LENGTH};
+use crate::db::is_connection_error;
 
 /// Per statement; a scrape as a whole is bounded by the caller's budget.
 const STATEMENT_TIMEOUT_MS: u64 = 2000;
@@ -450,16 +451,6 @@ const COLLECTORS: [(&str, bool); 16] = [
     ("vector_index", false),
     ("stat_statements", true),
 ];
-
-fn is_connection_error(e: &sqlx::Error) -> bool {
-    matches!(
-        e,
-        sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::Protocol(_)
-            | sqlx::Error::PoolClosed
-    ) || matches!(e, sqlx::Error::Database(d) if d.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57P")))
-}
 
 /// pg_stat_statements not installed (42P01/42883) or not preloaded (55000).
 fn is_missing_object(e: &sqlx::Error) -> bool {

@@ -20,11 +20,11 @@ use super::registry::{
     Skill, SkillContext, SkillError, SkillOutput, example, handler, output, parse,
     repository_schema,
 };
+use crate::embed::{mixed_models_message, pattern_text};
 use crate::kb::analysis::{
-    self, ComponentFacts, DecisionFacts, HistoryFacts, PatternFacts, RepositoryFacts, Upsert,
+    self, Analysis, ComponentFacts, DecisionFacts, HistoryFacts, PatternFacts, RepositoryFacts,
 };
 use crate::kb::search::{self, PatternText};
-use crate::embed::{mixed_models_message, pattern_text};
 
 pub fn record_analysis() -> Skill {
     let text = |description: &str, max: u32| json!({"type": "string", "description": description, "maxLength": max});
@@ -246,44 +246,79 @@ async fn run_record_analysis(
 
     let plan = plan_embeddings(&ctx, &q.repository, &patterns).await?;
 
-    let written = async {
-        let mut tx = ctx.pool().begin().await?;
-        let now = chrono::Utc::now();
-        let repo = analysis::upsert_repository(
-            &mut tx,
-            &RepositoryFacts {
-                name: &q.repository,
-                problem_domain: q.problem_domain.as_deref(),
-                commit_sha: q.commit_sha.as_deref(),
-                analyzed_at: Some(now),
-            },
-        )
-        .await?;
-        let repo_id = repo.id();
-        let mut w = Written::default();
-
-        let mut ids = HashMap::new();
-        for p in &patterns {
-            let facts = PatternFacts {
+    let alternatives: Vec<Option<String>> = decisions
+        .iter()
+        .map(|d| match &d.alternatives {
+            Some(Alternatives::Text(t)) => Some(t.clone()),
+            Some(Alternatives::List(l)) => Some(l.join(", ")),
+            None => None,
+        })
+        .collect();
+    let now = chrono::Utc::now();
+    let record = Analysis {
+        repository: RepositoryFacts {
+            name: &q.repository,
+            problem_domain: q.problem_domain.as_deref(),
+            commit_sha: q.commit_sha.as_deref(),
+            analyzed_at: Some(now),
+        },
+        patterns: patterns
+            .iter()
+            .map(|p| PatternFacts {
                 name: &p.name,
                 description: p.description.as_deref(),
                 context: p.context.as_deref(),
-            };
-            let upsert = analysis::upsert_pattern(&mut tx, repo_id, &facts).await?;
-            w.patterns.count(upsert);
-            ids.insert(p.name.as_str(), upsert.id());
-            w.keywords_linked += if replace {
-                analysis::set_pattern_keywords(&mut tx, upsert.id(), &p.keywords).await?
-            } else {
-                analysis::link_keywords(&mut tx, &[upsert.id()], &p.keywords).await?
-            };
-        }
+                keywords: &p.keywords,
+            })
+            .collect(),
+        shared_keywords: &[],
+        decisions: whats
+            .iter()
+            .zip(&decisions)
+            .zip(&alternatives)
+            .map(|((what, d), alternatives)| DecisionFacts {
+                what,
+                why: d.why.as_deref(),
+                alternatives: alternatives.as_deref(),
+            })
+            .collect(),
+        components: component_names
+            .iter()
+            .zip(&components)
+            .map(|(name, c)| ComponentFacts {
+                name,
+                purpose: c.purpose.as_deref(),
+                location: c.location.as_deref(),
+                component_type: c.component_type.as_deref(),
+                language: c.language.as_deref(),
+                api_signature: None,
+                keywords: None,
+            })
+            .collect(),
+        history: vec![HistoryFacts {
+            commit_sha: q.commit_sha.as_deref(),
+            analyzed_at: now,
+            patterns_count: patterns.len() as i32,
+            decisions_count: decisions.len() as i32,
+            components_count: components.len() as i32,
+        }],
+        replace,
+    };
+    let written = async {
+        let mut tx = ctx.pool().begin().await?;
+        let w = analysis::write_analysis(&mut tx, &record).await?;
+        let mut embedded = 0;
         if let Some(Planned::Ready {
             model,
             texts,
             vectors,
         }) = &plan
         {
+            let ids: HashMap<&str, i32> = patterns
+                .iter()
+                .map(|p| p.name.as_str())
+                .zip(w.pattern_ids.iter().copied())
+                .collect();
             let texts: Vec<PatternText> = texts
                 .iter()
                 .filter_map(|t| {
@@ -293,77 +328,29 @@ async fn run_record_analysis(
                     })
                 })
                 .collect();
-            w.embedded = search::set_embeddings(&mut tx, model, &texts, vectors).await?;
+            embedded = search::set_embeddings(&mut tx, model, &texts, vectors).await?;
         }
-
-        for (d, what) in decisions.iter().zip(&whats) {
-            let alternatives = match &d.alternatives {
-                Some(Alternatives::Text(t)) => Some(t.clone()),
-                Some(Alternatives::List(l)) => Some(l.join(", ")),
-                None => None,
-            };
-            let facts = DecisionFacts {
-                what,
-                why: d.why.as_deref(),
-                alternatives: alternatives.as_deref(),
-            };
-            w.decisions
-                .count(analysis::upsert_decision(&mut tx, repo_id, &facts).await?);
-        }
-        let mut component_ids = Vec::new();
-        for (c, name) in components.iter().zip(&component_names) {
-            let facts = ComponentFacts {
-                name,
-                purpose: c.purpose.as_deref(),
-                location: c.location.as_deref(),
-                component_type: c.component_type.as_deref(),
-                language: c.language.as_deref(),
-                api_signature: None,
-                keywords: None,
-            };
-            w.components
-                .count(analysis::upsert_component(&mut tx, repo_id, &q.repository, &facts).await?);
-            component_ids.push(analysis::component_id(&q.repository, name));
-        }
-        if replace {
-            w.removed = Some(
-                analysis::remove_unlisted(&mut tx, repo_id, &pattern_names, &whats, &component_ids)
-                    .await?,
-            );
-        }
-        let (analysis_id, _) = analysis::add_history(
-            &mut tx,
-            repo_id,
-            &HistoryFacts {
-                commit_sha: q.commit_sha.as_deref(),
-                analyzed_at: now,
-                patterns_count: patterns.len() as i32,
-                decisions_count: decisions.len() as i32,
-                components_count: components.len() as i32,
-            },
-        )
-        .await?;
         tx.commit().await?;
-        Ok::<_, sqlx::Error>((repo_id, analysis_id, w))
+        Ok::<_, sqlx::Error>((w, embedded))
     }
     .await;
-    let (repo_id, analysis_id, w) =
+    let (w, embedded) =
         written.map_err(|e| SkillError::from(e).context("Failed to record analysis"))?;
 
     let mut out = output(json!({
         "message": format!("Analysis of {} recorded", q.repository),
         "repository": q.repository,
-        "repository_id": repo_id,
+        "repository_id": w.repo_id,
         "patterns_written": w.patterns.written,
         "patterns_unchanged": w.patterns.unchanged,
-        "embeddings_computed": w.embedded,
+        "embeddings_computed": embedded,
         "embedding_model": ctx.state.search.embedder.as_ref().map(|e| e.model_id()),
-        "keywords_linked": w.keywords_linked,
+        "keywords_linked": w.keyword_links.written,
         "decisions_written": w.decisions.written,
         "decisions_unchanged": w.decisions.unchanged,
         "components_written": w.components.written,
         "components_unchanged": w.components.unchanged,
-        "analysis_id": analysis_id,
+        "analysis_id": w.history_id,
     }));
     if let Some(r) = w.removed {
         out.insert(
@@ -378,31 +365,6 @@ async fn run_record_analysis(
         out.insert("embedding_warning".into(), json!(why));
     }
     Ok(out)
-}
-
-#[derive(Default)]
-struct Counts {
-    written: u64,
-    unchanged: u64,
-}
-
-impl Counts {
-    fn count(&mut self, upsert: Upsert) {
-        match upsert {
-            Upsert::Inserted(_) | Upsert::Updated(_) => self.written += 1,
-            Upsert::Unchanged(_) => self.unchanged += 1,
-        }
-    }
-}
-
-#[derive(Default)]
-struct Written {
-    patterns: Counts,
-    decisions: Counts,
-    components: Counts,
-    keywords_linked: u64,
-    embedded: u64,
-    removed: Option<analysis::Removed>,
 }
 
 /// Embeddings prepared before the transaction.

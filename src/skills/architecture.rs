@@ -7,16 +7,14 @@
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::rules::architecture::{self, CATEGORIES, CategoryResult, Finding, RepoFiles};
-use crate::rules::docs::Priority;
-use crate::github::{
-    GitHub, GitHubError, MAX_FILE_BYTES, RepoInfo, parse_repository,
-};
 use super::integration::configured_agents;
 use super::registry::{
-    github_repository_schema,
-    Skill, SkillContext, SkillError, SkillOutput, example, handler, output, parse,
+    Skill, SkillContext, SkillError, SkillOutput, example, github_repository_schema, handler,
+    output, parse,
 };
+use crate::github::{GitHub, GitHubError, MAX_FILE_BYTES, RepoInfo, parse_repository};
+use crate::rules::architecture::{self, CATEGORIES, CategoryResult, Finding, RepoFiles};
+use crate::rules::docs::Priority;
 
 /// The tree and files of `repository` that `categories` need.
 async fn inspect(
@@ -24,8 +22,8 @@ async fn inspect(
     repository: &str,
     categories: &[&str],
 ) -> Result<(RepoInfo, RepoFiles), SkillError> {
-    let gh =
-        GitHub::new(&ctx.state.config.external.github).map_err(|e| SkillError::github_repository(e, repository))?;
+    let gh = GitHub::new(&ctx.state.config.external.github)
+        .map_err(|e| SkillError::github_repository(e, repository))?;
     parse_repository(repository).map_err(|e| SkillError::github_repository(e, repository))?;
     let info = gh
         .repository(repository)

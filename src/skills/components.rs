@@ -10,17 +10,17 @@ use std::collections::BTreeSet;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use super::now_rfc3339;
+use super::registry::{
+    Skill, SkillContext, SkillError, SkillOutput, example, handler, output, parse,
+};
+use crate::github::{GitHub, GitHubError, parse_repository};
+use crate::kb::{self, components};
 use crate::rules::component_scan::{self, Extracted};
 use crate::rules::component_scoring::{
     self, CandidateScore, Component, Knowledge, MISPLACED_MARGIN, SAME_COMPONENT_SIMILARITY,
     round3, terms, tokens,
 };
-use crate::github::{GitHub, GitHubError, parse_repository};
-use super::now_rfc3339;
-use super::registry::{
-    Skill, SkillContext, SkillError, SkillOutput, example, handler, output, parse,
-};
-use crate::kb::{self, components};
 
 /// Misplaced components listed at most.
 const MAX_LISTED: usize = 10;

@@ -7,12 +7,12 @@ use chrono::{Duration, Utc};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::rules::docs::{self, ChangedFile, FileKind, FileReport, Priority};
-use crate::github::{GitHub, GitHubError, MAX_FILE_BYTES, parse_repository};
 use super::registry::{
-    github_repository_schema,
-    Skill, SkillContext, SkillError, SkillOutput, example, handler, output, parse,
+    Skill, SkillContext, SkillError, SkillOutput, example, github_repository_schema, handler,
+    output, parse,
 };
+use crate::github::{GitHub, GitHubError, MAX_FILE_BYTES, parse_repository};
+use crate::rules::docs::{self, ChangedFile, FileKind, FileReport, Priority};
 
 /// Commits listed per call at most.
 pub const MAX_COMMITS_LISTED: usize = 300;

@@ -7,8 +7,8 @@ use axum::response::Response;
 use serde_json::{Map, Value, json};
 
 use super::API_VERSION;
-use crate::http::json_response;
 use crate::app::AppState;
+use crate::http::json_response;
 
 pub async fn document(State(state): State<AppState>) -> Response {
     json_response(StatusCode::OK, build(&state))

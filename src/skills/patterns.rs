@@ -168,8 +168,7 @@ async fn matching_repositories(
         (Mode::Keywords, found, q.keywords.clone())
     } else if !q.patterns.is_empty() {
         let found =
-            kb::patterns::by_pattern_names(&mut tx, &lower(&q.patterns), min_matches, None)
-                .await?;
+            kb::patterns::by_pattern_names(&mut tx, &lower(&q.patterns), min_matches, None).await?;
         (Mode::Patterns, found, q.patterns.clone())
     } else if let Some(repository) = &q.repository {
         let Some(repo) = repositories::get(&mut tx, repository).await? else {

@@ -13,6 +13,7 @@ use serde_json::{Map, Value, json};
 use sqlx::PgPool;
 
 use crate::app::AppState;
+use crate::db::is_connection_error;
 use crate::github::GitHubError;
 
 /// What a handler returns: the skill's own response keys (without `success`, `timestamp`,
@@ -99,21 +100,6 @@ impl From<sqlx::Error> for SkillError {
         } else {
             SkillError::Internal(e.to_string())
         }
-    }
-}
-
-/// Errors that mean "the database is not there" rather than "this query failed".
-pub fn is_connection_error(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_) => true,
-        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-            // 08: connection exception; 57P01-57P03: shutdown / cannot connect now; 53300: too many connections.
-            code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03" | "53300")
-        }),
-        _ => false,
     }
 }
 

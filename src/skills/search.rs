@@ -17,8 +17,8 @@ use super::registry::{
     Skill, SkillContext, SkillError, SkillOutput, example, handler, output, parse,
     repository_schema,
 };
-use crate::kb::search::{self as store, Found};
 use crate::embed::{Embedder, mixed_models_message, pattern_text};
+use crate::kb::search::{self as store, Found};
 
 /// RRF's damping constant: a document's fused score is Σ 1/(K + rank) over the lists it is in.
 /// 60 is the value of the original paper (Cormack et al., 2009) and of most engines since.
