@@ -1,61 +1,15 @@
 //! The command line: one binary, one subcommand per job. Configuration comes from the
-//! environment (see `nexusd --help`), not from flags, so the systemd unit and a shell agree.
+//! environment, not from flags, so the systemd unit and a shell agree; `nexusd --help` lists
+//! every variable (the table is made from each capability's list in `config.rs`).
 
 use clap::{Parser, Subcommand};
-
-const CONFIG_HELP: &str = "\
-Configuration (environment variables; systemd reads them from /etc/nexusd/nexusd.env):
-  DATABASE_URL                  postgresql://user:password@host:5432/db. Unset, together with
-                                the POSTGRES_* variables, nexusd runs an embedded cluster under
-                                NEXUSD_STATE_DIR (PostgreSQL 13+ server binaries must be installed)
-  POSTGRES_HOST/PORT/DB/USER/PASSWORD/SSLMODE
-                                the original server's way to name the database
-                                (defaults localhost/5432/devnexus/devnexus/-/disable)
-  POSTGRES_MIN_CONNECTIONS      pool size floor (0)
-  POSTGRES_MAX_CONNECTIONS      pool size ceiling (10)
-  USE_POSTGRESQL                must be unset or true: nexusd has no JSON mode
-  NEXUSD_BOOTSTRAP_DATABASE_URL superuser connection used only to create extensions
-  NEXUSD_PG_BINDIR              server binaries for the embedded cluster (default: searched)
-  NEXUSD_API_ADDR               skills API listener (0.0.0.0:8080)
-  NEXUSD_METRICS_ADDR           /metrics listener (0.0.0.0:9187), or off
-  NEXUSD_METRICS_STATEMENTS_LIMIT
-                                pg_stat_statements entries exported, top by time (100; 0 = off)
-  NEXUSD_METRICS_STATEMENTS_QUERY_TEXT
-                                also export statement texts, cut to 120 characters (false)
-  REQUIRE_AUTH_FOR_WRITE        write skills need a bearer token (true)
-  NEXUSD_API_TOKENS             comma-separated static bearer tokens
-  NEXUSD_AUTH_AUDIENCE, ALLOWED_SERVICE_ACCOUNTS
-                                accepted Google ID tokens: audience and service accounts
-  CORS_ORIGINS, ALLOWED_ORIGIN_REGEX
-                                browser origins allowed
-  GITHUB_TOKEN                  enables the documentation and architecture skills
-  NEXUSD_BACKUP_BUCKET          gs://bucket[/prefix]; unset: NEXUSD_BACKUP_DIR
-                                ($NEXUSD_STATE_DIR/backups)
-  NEXUSD_BACKUP_SCHEDULE        seconds-first cron in UTC (0 0 2 * * *), or off
-  NEXUSD_BACKUP_RETENTION_DAYS  days kept (30); the newest NEXUSD_BACKUP_MIN_KEEP (3) always are
-  NEXUSD_STATE_DIR              embedded cluster and local backups
-                                (/var/lib/nexusd as root, ./.nexusd otherwise)
-  KNOWLEDGE_BASE_REPO           shown in /health and the agent card
-  NEXUSD_EMBEDDING_PROVIDER     openai, builtin or none: openai when OPENAI_API_KEY is set, else
-                                builtin (local hashed word n-grams, no network); none: free-text
-                                search is full-text only
-  NEXUSD_EMBEDDING_URL          OpenAI-compatible API base (https://api.openai.com/v1)
-  NEXUSD_EMBEDDING_MODEL        embeddings model (text-embedding-3-small); 1536 dimensions
-  OPENAI_API_KEY                bearer token for the embeddings API
-  NEXUSD_EMBEDDING_TIMEOUT      seconds per embeddings request (30)
-  NEXUSD_EMBEDDING_BACKFILL     serve embeds patterns that have no embedding, in the background (true)
-  NEXUSD_SEARCH_EF_SEARCH       HNSW candidates per vector query, hnsw.ef_search (100)
-  NEXUSD_LOG                    log filter (info), e.g. nexusd=debug,sqlx=warn
-  NEXUSD_LOG_FORMAT             text or json (text)
-
-README.md lists every variable. Every command exits non-zero with a one-line reason when it fails.";
 
 #[derive(Debug, Parser)]
 #[command(
     name = "nexusd",
     version,
     about = "One daemon for a Dev-Nexus VM: PostgreSQL bootstrap, backups, metrics and the skills API",
-    after_long_help = CONFIG_HELP
+    after_help = "Configuration comes from environment variables: `nexusd --help` lists them all."
 )]
 pub struct Cli {
     #[command(subcommand)]

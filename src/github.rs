@@ -9,6 +9,7 @@
 //! never appears in messages or logs.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -19,7 +20,53 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
 
-use crate::config::GitHubConfig;
+use crate::env::{Env, Var};
+
+/// The variables read here, as `nexusd --help` lists them.
+pub const VARIABLES: &[Var] = &[
+    Var {
+        name: "GITHUB_TOKEN",
+        default: "unset",
+        meaning: "enables the documentation and architecture skills (GitHub's REST API); without it they answer \"GITHUB_TOKEN not configured\"",
+    },
+    Var {
+        name: "NEXUSD_GITHUB_API_URL",
+        default: "https://api.github.com",
+        meaning: "GitHub's REST API base (GitHub Enterprise, tests)",
+    },
+];
+
+/// The GitHub REST API, for the documentation and architecture skills.
+#[derive(Clone)]
+pub struct GitHubConfig {
+    /// `GITHUB_TOKEN`: without it the GitHub skills answer "GITHUB_TOKEN not configured" and the
+    /// architecture skills are not registered, as in the original.
+    pub token: Option<String>,
+    /// `NEXUSD_GITHUB_API_URL` (default `https://api.github.com`).
+    pub api_url: String,
+}
+
+impl fmt::Debug for GitHubConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GitHubConfig")
+            .field("token", &self.token.as_ref().map(|_| "[redacted]"))
+            .field("api_url", &self.api_url)
+            .finish()
+    }
+}
+
+pub const DEFAULT_GITHUB_API_URL: &str = "https://api.github.com";
+
+impl GitHubConfig {
+    pub fn from_env(env: &mut Env<'_>) -> GitHubConfig {
+        GitHubConfig {
+            token: env.get("GITHUB_TOKEN"),
+            api_url: env
+                .url("NEXUSD_GITHUB_API_URL")
+                .unwrap_or_else(|| DEFAULT_GITHUB_API_URL.to_string()),
+        }
+    }
+}
 use crate::rules::Tree;
 
 /// Time allowed for one GitHub request.

@@ -19,9 +19,70 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{CorsConfig, ProxyConfig};
-use crate::http::{MAX_BODY_BYTES, cors, json_response};
+use crate::env::{ConfigErrors, Env, Var};
+use crate::http::cors::{self, CorsConfig};
+use crate::http::{MAX_BODY_BYTES, json_response};
 use crate::telemetry::error_chain;
+
+/// The variables read here, as `nexusd --help` lists them.
+pub const VARIABLES: &[Var] = &[
+    Var {
+        name: "NEXUSD_PROXY_UPSTREAM",
+        default: "required by proxy",
+        meaning: "the nexusd that `nexusd proxy` forwards to, e.g. http://10.8.0.2:8080",
+    },
+    Var {
+        name: "NEXUSD_PROXY_TIMEOUT",
+        default: "60",
+        meaning: "seconds the proxy waits for the upstream before answering 504",
+    },
+];
+
+/// `nexusd proxy`: where to forward and how long to wait.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// `NEXUSD_PROXY_UPSTREAM` (required): the VM's nexusd, e.g. `http://10.8.0.2:8080`.
+    pub upstream: String,
+    /// `NEXUSD_PROXY_TIMEOUT` seconds (default 60): a slower upstream answer becomes a 504.
+    pub timeout: std::time::Duration,
+}
+
+impl ProxyConfig {
+    pub fn from_env() -> Result<Self, ConfigErrors> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigErrors> {
+        let mut env = Env::new(&lookup);
+        let present = env.get("NEXUSD_PROXY_UPSTREAM").is_some();
+        let upstream = env.url("NEXUSD_PROXY_UPSTREAM");
+        if !present {
+            env.error(
+                "NEXUSD_PROXY_UPSTREAM",
+                "is not set: `nexusd proxy` needs the URL of the nexusd it fronts, e.g. http://10.8.0.2:8080",
+            );
+        }
+        let timeout: Option<u64> = env.parse_or(
+            "NEXUSD_PROXY_TIMEOUT",
+            "60",
+            "a number of seconds, 1 to 3600",
+        );
+        if timeout.is_some_and(|t| !(1..=3600).contains(&t)) {
+            env.error(
+                "NEXUSD_PROXY_TIMEOUT",
+                "expected a number of seconds, 1 to 3600",
+            );
+        }
+        let config = match (upstream, timeout) {
+            (Some(upstream), Some(timeout)) => Some(ProxyConfig {
+                upstream,
+                timeout: std::time::Duration::from_secs(timeout),
+            }),
+            _ => None,
+        };
+        env.finish(config)
+    }
+}
 
 /// Largest upstream response passed on (the agent card is the biggest, tens of kB).
 const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;

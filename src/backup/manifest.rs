@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::config::DumpFormat;
+use super::config::DumpFormat;
 
 pub const MANIFEST_SUFFIX: &str = ".manifest.json";
 pub const VERIFY_SUFFIX: &str = ".verify.json";

@@ -4,7 +4,7 @@
 //! [`Backups::list`], [`Backups::verify`], [`Backups::restore`]; [`schedule`] runs the first and
 //! the fourth on their cron schedules inside `nexusd serve`.
 
-pub mod cli;
+pub mod config;
 pub mod gcs;
 pub mod local;
 pub mod manifest;
@@ -14,6 +14,8 @@ pub mod retention;
 pub mod schedule;
 pub mod status;
 pub mod store;
+
+pub use config::{BackupConfig, BackupDestination, DumpFormat, VARIABLES};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -26,7 +28,6 @@ use serde::Serialize;
 use sqlx::{Connection, PgConnection};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{BackupConfig, DumpFormat};
 use crate::db::Database;
 use crate::db::cluster::quote_ident;
 use crate::db::tools::ClientTools;

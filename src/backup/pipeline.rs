@@ -24,8 +24,8 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::config::DumpFormat;
 use super::store::{ObjectInfo, Store, StoreError, UploadChunk};
-use crate::config::DumpFormat;
 use crate::db::tools::{ClientTools, ToolConnection};
 
 /// Raw bytes per gzip member. Large enough that restarting the dictionary costs nothing

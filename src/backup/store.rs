@@ -7,9 +7,9 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
+use super::config::{BackupConfig, BackupDestination};
 use super::gcs::{GcsReader, GcsStore};
 use super::local::{LocalReader, LocalStore};
-use crate::config::{BackupConfig, BackupDestination};
 
 /// One message of an upload. Only an explicit `End` finalises the object: a producer that stops
 /// (fails, is cancelled, panics) without sending it abandons the upload.

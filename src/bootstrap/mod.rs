@@ -3,6 +3,8 @@
 //! nothing. `nexusd bootstrap` runs it once; `nexusd serve` runs it at start and retries until
 //! it succeeds.
 
+mod readiness;
+
 use std::time::Duration;
 
 use serde::Serialize;
@@ -10,7 +12,9 @@ use sqlx::Connection;
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 
-use crate::config::DatabaseUrl;
+use crate::db::DatabaseUrl;
+
+pub use readiness::{Readiness, until_ready};
 
 /// The knowledge-base schema, compiled into the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!();

@@ -4,15 +4,17 @@
 //! with the database down and reconnects by itself when it comes back.
 
 pub mod cluster;
+pub mod config;
+pub mod target;
 pub mod tools;
+
+pub use config::{DatabaseConfig, DatabaseTarget, DatabaseUrl, VARIABLES};
 
 use std::time::Duration;
 
 use serde::Serialize;
 use sqlx::ConnectOptions;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-
-use crate::config::DatabaseConfig;
 
 /// How long a request waits for a pooled connection before the database counts as unavailable.
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);

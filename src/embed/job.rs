@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::{Embedder, Search, mixed_models_message, pattern_text};
-use crate::app::Readiness;
+use crate::bootstrap::Readiness;
 use crate::db::Database;
 use crate::kb::search as store;
 

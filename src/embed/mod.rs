@@ -8,15 +8,17 @@
 //! writes refuse to mix them (see [`mixed_models_message`]).
 
 pub mod builtin;
+pub mod config;
 pub mod job;
 pub mod openai;
+
+pub use config::{EmbeddingConfig, EmbeddingProvider, VARIABLES};
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use crate::config::{EmbeddingConfig, EmbeddingProvider};
 use crate::kb::search::FrequentLexemes;
 
 /// Dimensions of `patterns.embedding` (`vector(1536)`), whatever the provider.

@@ -12,8 +12,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::config::EmbeddingConfig;
 use super::{DIMENSIONS, EmbedError, normalise};
-use crate::config::{EmbeddingConfig, redact_url};
+use crate::env::redact_url;
 
 /// Inputs per request (OpenAI accepts up to 2048; smaller requests retry cheaper).
 pub const MAX_INPUTS: usize = 100;

@@ -15,7 +15,60 @@ use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::config::CorsConfig;
+use crate::env::{Env, Var, split_list};
+
+/// The variables read here, as `nexusd --help` lists them.
+pub const VARIABLES: &[Var] = &[
+    Var {
+        name: "CORS_ORIGINS",
+        default: "the original's four",
+        meaning: "browser origins allowed, comma-separated (any https://….vercel.app origin is allowed too)",
+    },
+    Var {
+        name: "ALLOWED_ORIGIN_REGEX",
+        default: "unset",
+        meaning: "origins matching this regular expression as a whole are allowed too",
+    },
+];
+
+/// Which browser origins may call the API.
+#[derive(Debug, Clone)]
+pub struct CorsConfig {
+    /// `CORS_ORIGINS`: exact origins, comma-separated.
+    pub origins: Vec<String>,
+    /// `ALLOWED_ORIGIN_REGEX`: origins matching it entirely are allowed too.
+    pub origin_regex: Option<regex::Regex>,
+}
+
+/// The original's default `CORS_ORIGINS`.
+pub const DEFAULT_CORS_ORIGINS: &str = "http://localhost:3000,http://localhost:5173,\
+https://dev-nexus-frontend.vercel.app,\
+https://dev-nexus-frontend-noig7bsv5-milan-patels-projects-187b35de.vercel.app";
+
+impl CorsConfig {
+    pub fn from_env(env: &mut Env<'_>) -> CorsConfig {
+        let origins = env
+            .list("CORS_ORIGINS")
+            .unwrap_or_else(|| split_list(DEFAULT_CORS_ORIGINS));
+        let origin_regex = env.get("ALLOWED_ORIGIN_REGEX").and_then(|raw| {
+            // Anchored: an origin must match as a whole, as Starlette's allow_origin_regex does.
+            match regex::Regex::new(&format!("^(?:{raw})$")) {
+                Ok(re) => Some(re),
+                Err(e) => {
+                    env.error(
+                        "ALLOWED_ORIGIN_REGEX",
+                        format!("{raw:?} is not a valid regular expression ({e})"),
+                    );
+                    None
+                }
+            }
+        });
+        CorsConfig {
+            origins,
+            origin_regex,
+        }
+    }
+}
 
 /// Whether `origin` may call the API from a browser.
 pub fn allows(config: &CorsConfig, origin: &str) -> bool {

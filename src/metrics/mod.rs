@@ -7,10 +7,13 @@
 //! scraper's timeout header (or [`DEFAULT_BUDGET`]); a client that hangs up cannot wedge it.
 //! Whatever fails, the answer is a 200 with everything that could be read.
 
+pub mod config;
 pub mod exposition;
 mod host;
 pub mod own;
 mod postgres;
+
+pub use config::{MetricsConfig, VARIABLES};
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -29,7 +32,6 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::backup::status::StatusHandle;
-use crate::config::MetricsConfig;
 use crate::db::Database;
 use exposition::Exposition;
 pub use own::{SkillOutcome, SkillStats};

@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 use sqlx::postgres::{PgConnectOptions, PgRow};
 use sqlx::{Connection, PgConnection, Row};
 
+use super::config::{MetricsConfig, STATEMENT_TEXT_LENGTH};
 use super::exposition::{Exposition, Kind};
 use crate::bootstrap::KNOWLEDGE_BASE_TABLES;
-use crate::config::{MetricsConfig, STATEMENT_TEXT_LENGTH};
 use crate::db::is_connection_error;
 
 /// Per statement; a scrape as a whole is bounded by the caller's budget.

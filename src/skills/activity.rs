@@ -3,9 +3,9 @@
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use super::context::SkillContext;
 use super::registry::{
-    Skill, SkillContext, SkillError, SkillOutput, example, handler, output, parse,
-    repository_schema,
+    Skill, SkillError, SkillOutput, example, handler, output, parse, repository_schema,
 };
 use crate::kb::activity::{self, ACTION_TYPES};
 use crate::kb::iso_opt;

@@ -16,9 +16,9 @@ use pgvector::Vector;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use super::context::SkillContext;
 use super::registry::{
-    Skill, SkillContext, SkillError, SkillOutput, example, handler, output, parse,
-    repository_schema,
+    Skill, SkillError, SkillOutput, example, handler, output, parse, repository_schema,
 };
 use crate::embed::{mixed_models_message, pattern_text};
 use crate::kb::analysis::{
@@ -344,7 +344,7 @@ async fn run_record_analysis(
         "patterns_written": w.patterns.written,
         "patterns_unchanged": w.patterns.unchanged,
         "embeddings_computed": embedded,
-        "embedding_model": ctx.state.search.embedder.as_ref().map(|e| e.model_id()),
+        "embedding_model": ctx.search.embedder.as_ref().map(|e| e.model_id()),
         "keywords_linked": w.keyword_links.written,
         "decisions_written": w.decisions.written,
         "decisions_unchanged": w.decisions.unchanged,
@@ -360,7 +360,7 @@ async fn run_record_analysis(
     }
     if let Some(Planned::Skipped { why, retry }) = plan {
         if retry {
-            ctx.state.search.wake_backfill();
+            ctx.search.wake_backfill();
         }
         out.insert("embedding_warning".into(), json!(why));
     }
@@ -388,7 +388,7 @@ async fn plan_embeddings(
     repository: &str,
     patterns: &[Pattern],
 ) -> Result<Option<Planned>, SkillError> {
-    let Some(embedder) = ctx.state.search.embedder.as_ref() else {
+    let Some(embedder) = ctx.search.embedder.as_ref() else {
         return Ok(None);
     };
     if patterns.is_empty() {

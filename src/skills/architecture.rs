@@ -7,10 +7,10 @@
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use super::context::SkillContext;
 use super::integration::configured_agents;
 use super::registry::{
-    Skill, SkillContext, SkillError, SkillOutput, example, github_repository_schema, handler,
-    output, parse,
+    Skill, SkillError, SkillOutput, example, github_repository_schema, handler, output, parse,
 };
 use crate::github::{GitHub, GitHubError, MAX_FILE_BYTES, RepoInfo, parse_repository};
 use crate::rules::architecture::{self, CATEGORIES, CategoryResult, Finding, RepoFiles};
@@ -22,7 +22,7 @@ async fn inspect(
     repository: &str,
     categories: &[&str],
 ) -> Result<(RepoInfo, RepoFiles), SkillError> {
-    let gh = GitHub::new(&ctx.state.config.external.github)
+    let gh = GitHub::new(&ctx.config.external.github)
         .map_err(|e| SkillError::github_repository(e, repository))?;
     parse_repository(repository).map_err(|e| SkillError::github_repository(e, repository))?;
     let info = gh
@@ -235,7 +235,7 @@ async fn run_validate(
 /// What happened with the other agents: nexusd does not push results to them (their APIs for
 /// it are not part of the contract), so each is reported as skipped, with the reason.
 fn a2a_integration(ctx: &SkillContext) -> Value {
-    let configured = configured_agents(&ctx.state.config.external);
+    let configured = configured_agents(&ctx.config.external);
     let status = |name: &str| {
         if configured.iter().any(|(n, _)| *n == name) {
             json!({"status": "skipped", "reason": "notification_not_supported"})

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::{Mutex, RwLock};
 
-use crate::config::AuthConfig;
+use super::config::AuthConfig;
 
 const GOOGLE_ISSUERS: [&str; 2] = ["accounts.google.com", "https://accounts.google.com"];
 /// Clock skew tolerated on `exp`/`iat`.

@@ -4,9 +4,8 @@
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::registry::{
-    Skill, SkillContext, SkillError, SkillOutput, example, handler, output, parse,
-};
+use super::context::SkillContext;
+use super::registry::{Skill, SkillError, SkillOutput, example, handler, output, parse};
 
 pub fn get_backup_status() -> Skill {
     Skill {
@@ -47,8 +46,8 @@ struct Input {
 
 async fn run(ctx: SkillContext, input: Map<String, Value>) -> Result<SkillOutput, SkillError> {
     let q: Input = parse(input)?;
-    let status = ctx.state.backup_status.snapshot();
-    let Some(backups) = ctx.state.backups.as_ref() else {
+    let status = ctx.backup_status.snapshot();
+    let Some(backups) = ctx.backups.as_ref() else {
         return Err(SkillError::failed(format!(
             "Backups are unavailable: {}",
             status

@@ -10,10 +10,9 @@ use std::collections::BTreeSet;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::now_rfc3339;
-use super::registry::{
-    Skill, SkillContext, SkillError, SkillOutput, example, handler, output, parse,
-};
+use super::context::SkillContext;
+use super::context::now_rfc3339;
+use super::registry::{Skill, SkillError, SkillOutput, example, handler, output, parse};
 use crate::github::{GitHub, GitHubError, parse_repository};
 use crate::kb::{self, components};
 use crate::rules::component_scan::{self, Extracted};
@@ -481,7 +480,7 @@ async fn run_plan(ctx: SkillContext, input: Map<String, Value>) -> Result<SkillO
         json!(component_scoring::effort_range(total)),
     );
 
-    let external = &ctx.state.config.external;
+    let external = &ctx.config.external;
     let risk = match affected.len() {
         0 => "low",
         1 | 2 => "medium",
@@ -691,8 +690,7 @@ async fn run_scan(ctx: SkillContext, input: Map<String, Value>) -> Result<SkillO
     }
 
     // Read from GitHub before any transaction is open.
-    let gh =
-        GitHub::new(&ctx.state.config.external.github).map_err(|e| scan_error(e, &repository))?;
+    let gh = GitHub::new(&ctx.config.external.github).map_err(|e| scan_error(e, &repository))?;
     parse_repository(&repository).map_err(|e| scan_error(e, &repository))?;
     let info = gh
         .repository(&repository)

@@ -7,9 +7,9 @@ use chrono::{Duration, Utc};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use super::context::SkillContext;
 use super::registry::{
-    Skill, SkillContext, SkillError, SkillOutput, example, github_repository_schema, handler,
-    output, parse,
+    Skill, SkillError, SkillOutput, example, github_repository_schema, handler, output, parse,
 };
 use crate::github::{GitHub, GitHubError, MAX_FILE_BYTES, parse_repository};
 use crate::rules::docs::{self, ChangedFile, FileKind, FileReport, Priority};
@@ -102,7 +102,7 @@ async fn run_check(
 ) -> Result<SkillOutput, SkillError> {
     let q: CheckInput = parse(input)?;
     let repository = q.repository.trim().to_string();
-    let gh = GitHub::new(&ctx.state.config.external.github)
+    let gh = GitHub::new(&ctx.config.external.github)
         .map_err(|e| SkillError::github_repository(e, &repository))?;
     parse_repository(&repository).map_err(|e| SkillError::github_repository(e, &repository))?;
     let info = gh
@@ -283,7 +283,7 @@ async fn run_validate(
 ) -> Result<SkillOutput, SkillError> {
     let q: ValidateInput = parse(input)?;
     let repository = q.repository.trim().to_string();
-    let gh = GitHub::new(&ctx.state.config.external.github)
+    let gh = GitHub::new(&ctx.config.external.github)
         .map_err(|e| SkillError::github_repository(e, &repository))?;
     parse_repository(&repository).map_err(|e| SkillError::github_repository(e, &repository))?;
     gh.repository(&repository)

@@ -8,7 +8,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
-use crate::app::{AppState, Readiness};
+use super::context::{API_VERSION, SERVICE_NAME, now_rfc3339};
+use super::state::AppState;
+use crate::bootstrap::Readiness;
 use crate::bootstrap::latest_known_migration;
 
 /// Longer than the pool's acquire timeout, so the pool's own verdict arrives first.
@@ -22,18 +24,18 @@ async fn probe(state: &AppState) -> Result<(String, Option<String>), String> {
             "SELECT split_part(version(), ',', 1),
                     (SELECT extversion FROM pg_extension WHERE extname = 'vector')",
         )
-        .fetch_one(state.db.pool()),
+        .fetch_one(state.ctx.db.pool()),
     )
     .await;
     match answer {
         Ok(Ok(row)) => Ok(row),
-        Ok(Err(sqlx::Error::PoolTimedOut)) | Err(_) => Err(state.db.unavailable_reason().await),
+        Ok(Err(sqlx::Error::PoolTimedOut)) | Err(_) => Err(state.ctx.db.unavailable_reason().await),
         Ok(Err(e)) => Err(e.to_string()),
     }
 }
 
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    let readiness = state.readiness.borrow().clone();
+    let readiness = state.ctx.readiness.borrow().clone();
     // Until the first bootstrap attempt ends (the embedded cluster may still be initialising),
     // there is nothing to probe yet.
     let probe = if matches!(readiness, Readiness::Starting) {
@@ -70,9 +72,9 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
                     "status": "healthy",
                     "version": version,
                     "pgvector_version": pgvector_version,
-                    "pool": state.db.stats(),
-                    "host": state.db.host,
-                    "database": state.db.name,
+                    "pool": state.ctx.db.stats(),
+                    "host": state.ctx.db.host,
+                    "database": state.ctx.db.name,
                 }),
                 enabled,
                 true,
@@ -82,9 +84,9 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
             json!({
                 "status": "disconnected",
                 "message": message,
-                "pool": state.db.stats(),
-                "host": state.db.host,
-                "database": state.db.name,
+                "pool": state.ctx.db.stats(),
+                "host": state.ctx.db.host,
+                "database": state.ctx.db.name,
             }),
             false,
             false,
@@ -93,18 +95,18 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
     let healthy = db_ok && matches!(readiness, Readiness::Ready(_));
     let body = json!({
         "status": if healthy { "healthy" } else { "unhealthy" },
-        "service": super::SERVICE_NAME,
-        "version": super::API_VERSION,
+        "service": SERVICE_NAME,
+        "version": API_VERSION,
         "nexusd_version": env!("CARGO_PKG_VERSION"),
-        "knowledge_base_repo": state.config.knowledge_base_repo,
+        "knowledge_base_repo": state.ctx.config.knowledge_base_repo,
         "skills_registered": state.skills.len(),
         "skills": state.skills.ids(),
         "database": database,
         "database_type": "postgresql",
         "pgvector_enabled": pgvector_enabled,
         "migrations": migrations,
-        "backup": backup_summary(&state.backup_status.snapshot()),
-        "timestamp": super::now_rfc3339(),
+        "backup": backup_summary(&state.ctx.backup_status.snapshot()),
+        "timestamp": now_rfc3339(),
     });
     let code = if healthy {
         StatusCode::OK

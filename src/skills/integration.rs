@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
 
-use super::registry::{Skill, SkillContext, SkillError, SkillOutput, example, handler, output};
-use crate::config::{AgentEndpoint, ExternalConfig};
+use super::config::{AgentEndpoint, ExternalConfig};
+use super::context::SkillContext;
+use super::registry::{Skill, SkillError, SkillOutput, example, handler, output};
 
 /// Time allowed for one agent's `/health`.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -95,7 +96,7 @@ async fn probe(client: reqwest::Client, agent: AgentEndpoint) -> Probe {
 }
 
 async fn run(ctx: SkillContext, _input: Map<String, Value>) -> Result<SkillOutput, SkillError> {
-    let agents = configured_agents(&ctx.state.config.external);
+    let agents = configured_agents(&ctx.config.external);
     // One client for the process: connection pooling, TLS roots loaded once.
     static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
     let client = CLIENT.get_or_init(|| {

@@ -8,6 +8,8 @@ mod architecture;
 pub mod auth;
 mod backups;
 mod components;
+pub mod config;
+mod context;
 mod documentation;
 mod health;
 mod integration;
@@ -19,6 +21,11 @@ mod repository;
 mod runtime;
 pub mod schema;
 mod search;
+mod state;
+
+pub use config::{SkillsConfig, VARIABLES};
+pub use context::SkillContext;
+pub use state::AppState;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,22 +41,18 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use serde_json::{Map, Value, json};
 
-use crate::app::{AppState, Readiness};
-use crate::config::Config;
+use crate::bootstrap::Readiness;
 use crate::http::{MAX_BODY_BYTES, cors, json_response};
 use crate::metrics::SkillOutcome;
-use registry::{Registry, Skill, SkillContext, SkillError};
+use context::{API_VERSION, now_rfc3339};
+use registry::{Registry, Skill, SkillError};
 
-/// Service identity the original reported; clients display and compare it.
-pub const SERVICE_NAME: &str = "pattern-discovery-agent";
-/// The API version of the original server that nexusd is compatible with.
-pub const API_VERSION: &str = "2.0.0";
 /// A skill that runs longer is abandoned (its transaction rolls back).
 const SKILL_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Every skill, in the reference's registration order (dev-nexus reference §3.0), then
 /// nexusd's own. The one place to add a skill.
-pub fn registry(config: &Config) -> Result<Registry> {
+pub fn registry(config: &SkillsConfig) -> Result<Registry> {
     let mut skills: Vec<Skill> = vec![
         patterns::query_patterns(),
         patterns::get_cross_repo_patterns(),
@@ -96,7 +99,7 @@ pub fn registry(config: &Config) -> Result<Registry> {
 
 /// All API routes.
 pub fn router(state: AppState) -> Router {
-    let cors = Arc::new(state.config.api.cors.clone());
+    let cors = Arc::new(state.ctx.config.api.cors.clone());
     Router::new()
         .route("/", get(root))
         .route("/health", get(health::health))
@@ -147,7 +150,7 @@ async fn log_request(request: Request, next: Next) -> Response {
 
 /// The public base URL of this agent.
 fn agent_url(state: &AppState) -> &str {
-    &state.config.api.public_url
+    &state.ctx.config.api.public_url
 }
 
 async fn root(State(state): State<AppState>) -> Response {
@@ -189,7 +192,7 @@ async fn agent_card(State(state): State<AppState>) -> Response {
             protected.join(", ")
         )
     };
-    let external = &state.config.external;
+    let external = &state.ctx.config.external;
     json_response(
         StatusCode::OK,
         json!({
@@ -205,7 +208,7 @@ async fn agent_card(State(state): State<AppState>) -> Response {
                 "repository": "patelmm79/dev-nexus",
                 "documentation": "https://github.com/patelmm79/dev-nexus#readme",
                 "authentication_note": note,
-                "knowledge_base": state.config.knowledge_base_repo,
+                "knowledge_base": state.ctx.config.knowledge_base_repo,
                 "external_agents": {
                     "dependency_orchestrator": external.orchestrator.as_ref().map(|a| &a.url),
                     "pattern_miner": external.pattern_miner.as_ref().map(|a| &a.url),
@@ -334,14 +337,12 @@ async fn run_skill(
     } else if let Some(reason) = skill.uses_database.then(|| unready_reason(state)).flatten() {
         Err(SkillError::Unavailable(reason))
     } else {
-        let ctx = SkillContext {
-            state: state.clone(),
-        };
+        let ctx = state.ctx.clone();
         match tokio::time::timeout(SKILL_TIMEOUT, (skill.handler)(ctx, input)).await {
             // The pool only says it timed out; say why the database cannot be reached.
-            Ok(Err(SkillError::Unavailable(_))) => {
-                Err(SkillError::Unavailable(state.db.unavailable_reason().await))
-            }
+            Ok(Err(SkillError::Unavailable(_))) => Err(SkillError::Unavailable(
+                state.ctx.db.unavailable_reason().await,
+            )),
             Ok(result) => result,
             Err(_) => Err(SkillError::Internal(format!(
                 "the skill did not finish within {} s",
@@ -399,7 +400,7 @@ async fn run_skill(
 
 /// Why database skills cannot run now, if they cannot.
 fn unready_reason(state: &AppState) -> Option<String> {
-    match &*state.readiness.borrow() {
+    match &*state.ctx.readiness.borrow() {
         Readiness::Ready(_) => None,
         Readiness::Starting => {
             Some("the database is not ready yet (bootstrap has not finished)".into())
@@ -439,9 +440,4 @@ async fn cancel(body: Body) -> Response {
             json!({"success": false, "error": "Missing required field: task_id"}),
         ),
     }
-}
-
-/// Current time as RFC 3339 in UTC with microseconds, e.g. `2026-11-24T05:03:00.123456Z`.
-pub fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }

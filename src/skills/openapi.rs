@@ -6,8 +6,8 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{Map, Value, json};
 
-use super::API_VERSION;
-use crate::app::AppState;
+use super::context::API_VERSION;
+use super::state::AppState;
 use crate::http::json_response;
 
 pub async fn document(State(state): State<AppState>) -> Response {
@@ -73,7 +73,7 @@ fn build(state: &AppState) -> Value {
             "version": API_VERSION,
             "description": "The Dev-Nexus pattern-discovery agent's A2A endpoints, served by nexusd.",
         },
-        "servers": [{"url": state.config.api.public_url}],
+        "servers": [{"url": state.ctx.config.api.public_url}],
         "paths": {
             "/": {"get": {"summary": "Service information and links", "operationId": "root",
                 "responses": {"200": {"description": "Service information", "content": any_json}}}},

@@ -7,9 +7,9 @@ use std::collections::HashMap;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use super::context::SkillContext;
 use super::registry::{
-    Skill, SkillContext, SkillError, SkillOutput, example, handler, output, parse,
-    repository_schema,
+    Skill, SkillError, SkillOutput, example, handler, output, parse, repository_schema,
 };
 use crate::kb::{self, patterns::TermMatch, repositories};
 

@@ -10,9 +10,8 @@ use std::sync::Arc;
 use anyhow::{Result, bail};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
-use sqlx::PgPool;
 
-use crate::app::AppState;
+use super::context::SkillContext;
 use crate::db::is_connection_error;
 use crate::github::GitHubError;
 
@@ -21,18 +20,6 @@ use crate::github::GitHubError;
 pub type SkillOutput = Map<String, Value>;
 pub type SkillFuture = Pin<Box<dyn Future<Output = Result<SkillOutput, SkillError>> + Send>>;
 pub type Handler = Arc<dyn Fn(SkillContext, Map<String, Value>) -> SkillFuture + Send + Sync>;
-
-/// What a running skill can reach.
-#[derive(Clone)]
-pub struct SkillContext {
-    pub state: AppState,
-}
-
-impl SkillContext {
-    pub fn pool(&self) -> &PgPool {
-        self.state.db.pool()
-    }
-}
 
 /// Why a skill did not succeed.
 #[derive(Debug)]

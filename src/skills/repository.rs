@@ -4,10 +4,10 @@
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use super::context::SkillContext;
 use super::patterns::not_found;
 use super::registry::{
-    Skill, SkillContext, SkillError, SkillOutput, example, handler, output, parse,
-    repository_schema,
+    Skill, SkillError, SkillOutput, example, handler, output, parse, repository_schema,
 };
 use crate::kb::{self, iso_opt, repositories};
 

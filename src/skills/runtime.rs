@@ -5,9 +5,9 @@ use chrono::{Duration, Utc};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use super::context::SkillContext;
 use super::registry::{
-    Skill, SkillContext, SkillError, SkillOutput, example, handler, output, parse,
-    repository_schema,
+    Skill, SkillError, SkillOutput, example, handler, output, parse, repository_schema,
 };
 use crate::kb::runtime::{IssueFilter, NewIssue};
 use crate::kb::{self, iso_naive, runtime};

@@ -13,9 +13,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use sqlx::{Connection, PgConnection};
 
+use super::context::SkillContext;
 use super::registry::{
-    Skill, SkillContext, SkillError, SkillOutput, example, handler, output, parse,
-    repository_schema,
+    Skill, SkillError, SkillOutput, example, handler, output, parse, repository_schema,
 };
 use crate::embed::{Embedder, mixed_models_message, pattern_text};
 use crate::kb::search::{self as store, Found};
@@ -82,7 +82,7 @@ async fn run_find_similar(
     let q: SimilarInput = parse(input)?;
     let limit = q.limit.unwrap_or(10);
     let min_similarity = q.min_similarity.unwrap_or(0.5);
-    let embedder = ctx.state.search.embedder.as_ref();
+    let embedder = ctx.search.embedder.as_ref();
 
     // The query vector, the model it must be compared within, and the transaction the search
     // runs in — opened only once any embedding is done, so no provider call holds it.
@@ -134,7 +134,7 @@ async fn run_find_similar(
     let fetch = limit + i64::from(q.pattern_id.is_some());
     store::set_search_width(
         &mut tx,
-        ctx.state.search.ef_search.max(fetch as u32),
+        ctx.search.ef_search.max(fetch as u32),
         q.exclude_repository.is_some(),
     )
     .await?;
@@ -200,7 +200,7 @@ pub struct Hybrid {
 /// best by full-text rank, fused by RRF — as `{pattern_id, pattern, repository, description,
 /// similarity, rank, score, matched_by}`.
 pub async fn hybrid(ctx: &SkillContext, text: &str, limit: usize) -> Result<Hybrid, SkillError> {
-    let embedder = ctx.state.search.embedder.as_ref();
+    let embedder = ctx.search.embedder.as_ref();
     // Each list brings more candidates than shown, so that RRF can promote one both agree on.
     let candidates = (limit * 3).clamp(30, 200);
     let vector = match embedder {
@@ -281,7 +281,7 @@ async fn nearest_side(
     };
     let mut tx = conn.begin().await?;
     ensure_one_model(&mut tx, model).await?;
-    let width = ctx.state.search.ef_search.max(candidates as u32);
+    let width = ctx.search.ef_search.max(candidates as u32);
     store::set_search_width(&mut tx, width, false).await?;
     let nearest = store::nearest(&mut tx, vector, candidates as i64, None, -1.0).await?;
     tx.commit().await?;
@@ -296,7 +296,7 @@ async fn full_text_side(
     vector: Option<&Vector>,
     candidates: usize,
 ) -> Result<Vec<Found>, SkillError> {
-    let search = &ctx.state.search;
+    let search = &ctx.search;
     let frequent = match search.frequent_lexemes() {
         Some(f) => f,
         None => {

@@ -5,7 +5,22 @@ use std::fmt::Display;
 use std::path::Path;
 
 use crate::bootstrap::{self, MIN_SERVER_VERSION_NUM, ServerFacts, StatementsStatus};
-use crate::config::{Config, ConfigErrors, DatabaseTarget};
+use crate::config::Config;
+use crate::db::DatabaseTarget;
+use crate::env::ConfigErrors;
+
+/// Some check failed (each was printed with its fix).
+#[derive(Debug, thiserror::Error)]
+#[error("{0} checks failed")]
+pub struct ChecksFailed(usize);
+
+/// Prints every configuration problem as a failed check.
+pub fn report_invalid(errors: &ConfigErrors) {
+    let mut report = Report::default();
+    for e in &errors.0 {
+        report.fail(e);
+    }
+}
 use crate::db::cluster::{self, Cluster, ClusterSpec};
 use crate::embed::{Embedder, mixed_models_message};
 
@@ -26,20 +41,17 @@ impl Report {
         self.failures += 1;
         println!("FAIL  {what}");
     }
+    fn outcome(&self) -> anyhow::Result<()> {
+        match self.failures {
+            0 => Ok(()),
+            n => Err(ChecksFailed(n).into()),
+        }
+    }
 }
 
-/// Runs every check; returns whether all passed (warnings allowed).
-pub async fn run(config: Result<Config, ConfigErrors>) -> bool {
+/// Runs every check; fails with [`ChecksFailed`] when one did (warnings allowed).
+pub async fn run(config: &Config) -> anyhow::Result<()> {
     let mut report = Report::default();
-    let config = match config {
-        Ok(config) => config,
-        Err(errors) => {
-            for e in &errors.0 {
-                report.fail(e);
-            }
-            return false;
-        }
-    };
     let (options, display) = match &config.database.target {
         DatabaseTarget::External(url) => {
             report.ok(format!(
@@ -51,18 +63,18 @@ pub async fn run(config: Result<Config, ConfigErrors>) -> bool {
         }
         DatabaseTarget::Embedded => {
             report.ok("configuration (no database configured: embedded cluster)");
-            match check_embedded(&config, &mut report) {
+            match check_embedded(config, &mut report) {
                 Some(cluster) => (
                     cluster.connect_options(cluster::EMBEDDED_DATABASE),
                     format!("embedded cluster in {}", config.state_dir.display()),
                 ),
-                None => return report.failures == 0,
+                None => return report.outcome(),
             }
         }
     };
-    let model = check_embedder(&config, &mut report).await;
-    check_database(&options, &display, &config, model.as_deref(), &mut report).await;
-    report.failures == 0
+    let model = check_embedder(config, &mut report).await;
+    check_database(&options, &display, config, model.as_deref(), &mut report).await;
+    report.outcome()
 }
 
 /// The configured embeddings provider; for openai, whether the endpoint embeds a probe text.

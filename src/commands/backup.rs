@@ -4,9 +4,9 @@
 use anyhow::{Result, anyhow, bail};
 use tokio_util::sync::CancellationToken;
 
-use super::status::StatusHandle;
-use super::{BackupError, Backups, Entry};
-use crate::app::{Needs, with_database};
+use super::{Needs, with_database};
+use crate::backup::status::StatusHandle;
+use crate::backup::{BackupError, Backups, Entry};
 use crate::cli::BackupAction;
 use crate::config::Config;
 
@@ -26,15 +26,15 @@ async fn open(config: &Config, db: &crate::db::Database) -> Result<Backups> {
     })
 }
 
-pub async fn backup(config: &Config, action: BackupAction) -> Result<()> {
+pub async fn run(config: &Config, action: BackupAction) -> Result<()> {
     let needs = match action {
-        BackupAction::List | BackupAction::Prune { .. } => Needs::Address,
-        BackupAction::Run | BackupAction::Verify { .. } => Needs::Server,
+        BackupAction::List | BackupAction::Prune { .. } => Needs::AddressOnly,
+        BackupAction::Run | BackupAction::Verify { .. } => Needs::RunningServer,
     };
     with_database(config, needs, async |db, _| {
         let backups = open(config, db).await?;
         match action {
-            BackupAction::Run => run(&backups).await,
+            BackupAction::Run => take(&backups).await,
             BackupAction::List => list(&backups).await,
             BackupAction::Prune { dry_run } => prune(&backups, dry_run).await,
             BackupAction::Verify { id } => verify(&backups, id.as_deref()).await,
@@ -43,11 +43,11 @@ pub async fn backup(config: &Config, action: BackupAction) -> Result<()> {
     .await
 }
 
-async fn run(backups: &Backups) -> Result<()> {
+async fn take(backups: &Backups) -> Result<()> {
     let cancel = CancellationToken::new();
     let on_signal = cancel.clone();
     // Ctrl-C or SIGTERM abandons the upload cleanly instead of leaving half an object.
-    crate::app::cancel_on_signals(on_signal)?;
+    crate::signals::cancel_on_signals(on_signal)?;
     let manifest = match backups.run(cancel).await {
         Ok(m) => m,
         Err(BackupError::Busy) => {
@@ -176,7 +176,7 @@ async fn verify(backups: &Backups, id: Option<&str>) -> Result<()> {
 }
 
 pub async fn restore(config: &Config, id: &str, into: Option<&str>, force: bool) -> Result<()> {
-    with_database(config, Needs::Server, async |db, _| {
+    with_database(config, Needs::RunningServer, async |db, _| {
         let backups = open(config, db).await?;
         let r = backups.restore(id, into, force, true).await?;
         for e in &r.errors {

@@ -1,0 +1,276 @@
+//! Where backups go, when they run, how long they are kept, and how they are made.
+
+use std::path::{Path, PathBuf};
+
+use crate::env::{Env, Var, absolute};
+
+/// The variables read here, as `nexusd --help` lists them.
+pub const VARIABLES: &[Var] = &[
+    Var {
+        name: "NEXUSD_BACKUP_BUCKET",
+        default: "unset: NEXUSD_BACKUP_DIR",
+        meaning: "gs://bucket[/prefix]; credentials from Application Default Credentials (the VM's metadata server)",
+    },
+    Var {
+        name: "NEXUSD_BACKUP_DIR",
+        default: "$NEXUSD_STATE_DIR/backups",
+        meaning: "the local store",
+    },
+    Var {
+        name: "NEXUSD_GCS_ENDPOINT",
+        default: "Google",
+        meaning: "storage endpoint override (emulators; no credentials sent)",
+    },
+    Var {
+        name: "NEXUSD_BACKUP_SCHEDULE",
+        default: "0 0 2 * * *",
+        meaning: "seconds-first cron, UTC; off disables nightly backups",
+    },
+    Var {
+        name: "NEXUSD_BACKUP_VERIFY_SCHEDULE",
+        default: "0 0 4 * * Sun",
+        meaning: "seconds-first cron, UTC, of the verified restore; off disables it",
+    },
+    Var {
+        name: "NEXUSD_BACKUP_RETENTION_DAYS",
+        default: "30",
+        meaning: "age after which backups are pruned",
+    },
+    Var {
+        name: "NEXUSD_BACKUP_MIN_KEEP",
+        default: "3",
+        meaning: "complete backups always kept, whatever their age",
+    },
+    Var {
+        name: "NEXUSD_BACKUP_MAX_DELETIONS",
+        default: "10",
+        meaning: "most backups one prune deletes",
+    },
+    Var {
+        name: "NEXUSD_BACKUP_FORMAT",
+        default: "plain",
+        meaning: "plain (restorable with gunzip | psql) or custom (pg_dump -Fc -Z0)",
+    },
+    Var {
+        name: "NEXUSD_BACKUP_GZIP_LEVEL",
+        default: "3",
+        meaning: "1 (fastest) to 9 (smallest)",
+    },
+    Var {
+        name: "NEXUSD_BACKUP_TIMEOUT",
+        default: "7200",
+        meaning: "seconds a backup may run before it is aborted",
+    },
+    Var {
+        name: "NEXUSD_BACKUP_RETRY_SECONDS",
+        default: "120",
+        meaning: "how long storage requests are retried",
+    },
+];
+
+/// Nightly backups: where they go, when, how long they are kept.
+#[derive(Debug, Clone)]
+pub struct BackupConfig {
+    pub destination: BackupDestination,
+    /// `NEXUSD_GCS_ENDPOINT`: a storage endpoint to use instead of Google's (emulators); requests
+    /// are then sent without credentials.
+    pub gcs_endpoint: Option<String>,
+    /// `NEXUSD_BACKUP_SCHEDULE` (seconds-first cron, UTC; default `0 0 2 * * *`); `off`: none.
+    pub schedule: Option<String>,
+    /// `NEXUSD_BACKUP_VERIFY_SCHEDULE` (default `0 0 4 * * Sun`: weekly); `off`: none.
+    pub verify_schedule: Option<String>,
+    /// `NEXUSD_BACKUP_RETENTION_DAYS` (30).
+    pub retention_days: u32,
+    /// `NEXUSD_BACKUP_MIN_KEEP` (3): complete backups kept whatever their age.
+    pub min_keep: u32,
+    /// `NEXUSD_BACKUP_MAX_DELETIONS` (10): more in one prune means something is off.
+    pub max_deletions: u32,
+    /// `NEXUSD_BACKUP_FORMAT`: `plain` (default, restorable with gunzip | psql) or `custom`.
+    pub format: DumpFormat,
+    /// `NEXUSD_BACKUP_GZIP_LEVEL` (3; 1-9).
+    pub gzip_level: u32,
+    /// `NEXUSD_BACKUP_TIMEOUT` seconds (7200): a backup running longer is aborted.
+    pub timeout: std::time::Duration,
+    /// `NEXUSD_BACKUP_RETRY_SECONDS` (120): how long storage requests are retried.
+    pub retry_time_limit: std::time::Duration,
+}
+
+/// Where backups are stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackupDestination {
+    /// `NEXUSD_BACKUP_BUCKET=gs://bucket[/prefix]`.
+    Gcs { bucket: String, prefix: String },
+    /// `NEXUSD_BACKUP_DIR` (default `$NEXUSD_STATE_DIR/backups`).
+    Local { dir: PathBuf },
+}
+
+impl BackupDestination {
+    /// `gs://bucket/prefix/` or the directory, for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            BackupDestination::Gcs { bucket, prefix } => format!("gs://{bucket}/{prefix}"),
+            BackupDestination::Local { dir } => dir.display().to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DumpFormat {
+    /// `pg_dump -Fp`: plain SQL.
+    Plain,
+    /// `pg_dump -Fc -Z0`: the custom archive, compressed by nexusd.
+    Custom,
+}
+
+pub const DEFAULT_BACKUP_SCHEDULE: &str = "0 0 2 * * *";
+pub const DEFAULT_VERIFY_SCHEDULE: &str = "0 0 4 * * Sun";
+
+/// Parses `gs://bucket[/prefix]`; the prefix gets a trailing slash.
+fn parse_bucket(value: &str) -> Result<(String, String), String> {
+    let rest = value
+        .strip_prefix("gs://")
+        .ok_or_else(|| "expected gs://bucket or gs://bucket/prefix".to_string())?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let valid = (3..=63).contains(&bucket.len())
+        && bucket
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c))
+        && bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && bucket.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if !valid {
+        return Err(format!(
+            "{bucket:?} is not a bucket name: 3-63 lowercase letters, digits, '-', '_' or '.'"
+        ));
+    }
+    let prefix = prefix.trim_matches('/');
+    let prefix = if prefix.is_empty() {
+        String::new()
+    } else {
+        format!("{prefix}/")
+    };
+    Ok((bucket.to_string(), prefix))
+}
+
+/// Validates a seconds-first cron expression the way the scheduler will parse it.
+fn valid_cron(expression: &str) -> bool {
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .dom_and_dow(true)
+        .build()
+        .parse(expression)
+        .is_ok()
+}
+
+impl BackupConfig {
+    /// Local backups default to `state_dir/backups`.
+    pub fn from_env(env: &mut Env<'_>, state_dir: &Path) -> BackupConfig {
+        backup_config(env, state_dir)
+    }
+}
+
+fn backup_config(env: &mut Env<'_>, state_dir: &Path) -> BackupConfig {
+    let destination = match env.get("NEXUSD_BACKUP_BUCKET") {
+        Some(bucket) => match parse_bucket(&bucket) {
+            Ok((bucket, prefix)) => BackupDestination::Gcs { bucket, prefix },
+            Err(why) => {
+                env.error(
+                    "NEXUSD_BACKUP_BUCKET",
+                    format!("{bucket:?} is not valid: {why}"),
+                );
+                BackupDestination::Local {
+                    dir: state_dir.join("backups"),
+                }
+            }
+        },
+        None => BackupDestination::Local {
+            dir: env
+                .get("NEXUSD_BACKUP_DIR")
+                .map(|d| absolute(Path::new(&d)))
+                .unwrap_or_else(|| state_dir.join("backups")),
+        },
+    };
+    let mut schedule = |var: &'static str, default: &str| -> Option<String> {
+        let value = env.get(var).unwrap_or_else(|| default.to_string());
+        if value.eq_ignore_ascii_case("off") {
+            return None;
+        }
+        if !valid_cron(&value) {
+            env.error(
+                var,
+                format!(
+                    "{value:?} is not a valid schedule: expected a cron expression with seconds first \
+                     (sec min hour day-of-month month day-of-week), e.g. \"0 0 2 * * *\" for 02:00 UTC daily, or off"
+                ),
+            );
+            return None;
+        }
+        Some(value)
+    };
+    let backup_schedule = schedule("NEXUSD_BACKUP_SCHEDULE", DEFAULT_BACKUP_SCHEDULE);
+    let verify_schedule = schedule("NEXUSD_BACKUP_VERIFY_SCHEDULE", DEFAULT_VERIFY_SCHEDULE);
+    let retention_days = env.bounded(
+        "NEXUSD_BACKUP_RETENTION_DAYS",
+        30,
+        1,
+        36500,
+        "a number of days, 1 or more",
+    );
+    let min_keep = env.bounded("NEXUSD_BACKUP_MIN_KEEP", 3, 1, 1000, "a count, 1 or more");
+    let max_deletions = env.bounded(
+        "NEXUSD_BACKUP_MAX_DELETIONS",
+        10,
+        1,
+        10000,
+        "a count, 1 or more",
+    );
+    let gzip_level = env.bounded(
+        "NEXUSD_BACKUP_GZIP_LEVEL",
+        3,
+        1,
+        9,
+        "1 (fastest) to 9 (smallest)",
+    );
+    let timeout = env.bounded(
+        "NEXUSD_BACKUP_TIMEOUT",
+        7200,
+        10,
+        7 * 86400,
+        "a number of seconds, 10 or more",
+    );
+    let retry = env.bounded(
+        "NEXUSD_BACKUP_RETRY_SECONDS",
+        120,
+        1,
+        3600,
+        "a number of seconds, 1 to 3600",
+    );
+    let format = match env
+        .get("NEXUSD_BACKUP_FORMAT")
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+    {
+        None => DumpFormat::Plain,
+        Some(f) if f == "plain" => DumpFormat::Plain,
+        Some(f) if f == "custom" => DumpFormat::Custom,
+        Some(other) => {
+            env.error(
+                "NEXUSD_BACKUP_FORMAT",
+                format!("{other:?} is not valid: expected plain or custom"),
+            );
+            DumpFormat::Plain
+        }
+    };
+    BackupConfig {
+        destination,
+        gcs_endpoint: env.url("NEXUSD_GCS_ENDPOINT"),
+        schedule: backup_schedule,
+        verify_schedule,
+        retention_days,
+        min_keep,
+        max_deletions,
+        format,
+        gzip_level,
+        timeout: std::time::Duration::from_secs(timeout.into()),
+        retry_time_limit: std::time::Duration::from_secs(retry.into()),
+    }
+}

@@ -1,0 +1,233 @@
+//! The skills API's settings: its listener and public URL, who may call the protected skills,
+//! the other agents and GitHub it talks to, and the knowledge-base repository it names.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use crate::env::{Env, Var};
+use crate::github::GitHubConfig;
+use crate::http::cors::CorsConfig;
+
+/// The variables read here (CORS and GitHub have their own lists), as `nexusd --help` lists them.
+pub const VARIABLES: &[Var] = &[
+    Var {
+        name: "NEXUSD_API_ADDR",
+        default: "0.0.0.0:8080 (0.0.0.0:$PORT)",
+        meaning: "skills API listener (the proxy's too)",
+    },
+    Var {
+        name: "PORT",
+        default: "unset",
+        meaning: "Cloud Run's port: the API listens on 0.0.0.0:$PORT unless NEXUSD_API_ADDR is set",
+    },
+    Var {
+        name: "HOST_OVERRIDE",
+        default: "http://localhost:<port>",
+        meaning: "public base URL shown in the agent card (the Cloud Run URL when proxied)",
+    },
+    Var {
+        name: "REQUIRE_AUTH_FOR_WRITE",
+        default: "true",
+        meaning: "the protected skills need a bearer token",
+    },
+    Var {
+        name: "NEXUSD_API_TOKENS",
+        default: "empty",
+        meaning: "comma-separated static bearer tokens (16+ characters each) accepted for protected skills",
+    },
+    Var {
+        name: "NEXUSD_AUTH_AUDIENCE",
+        default: "unset: ID tokens refused",
+        meaning: "the aud a Google ID token must carry",
+    },
+    Var {
+        name: "ALLOWED_SERVICE_ACCOUNTS",
+        default: "empty",
+        meaning: "service-account emails whose Google ID tokens are accepted",
+    },
+    Var {
+        name: "NEXUSD_GOOGLE_CERTS_URL",
+        default: "Google's JWKS URL",
+        meaning: "where ID-token signing keys come from",
+    },
+    Var {
+        name: "NEXUSD_PROTECTED_SKILLS",
+        default: "empty",
+        meaning: "skill ids that need credentials on top of the write skills",
+    },
+    Var {
+        name: "ORCHESTRATOR_URL",
+        default: "unset",
+        meaning: "the dependency-orchestrator agent (health_check_external, consolidation plans)",
+    },
+    Var {
+        name: "ORCHESTRATOR_TOKEN",
+        default: "unset",
+        meaning: "bearer token sent to ORCHESTRATOR_URL",
+    },
+    Var {
+        name: "PATTERN_MINER_URL",
+        default: "unset",
+        meaning: "the pattern-miner agent",
+    },
+    Var {
+        name: "PATTERN_MINER_TOKEN",
+        default: "unset",
+        meaning: "bearer token sent to PATTERN_MINER_URL",
+    },
+    Var {
+        name: "KNOWLEDGE_BASE_REPO",
+        default: "empty",
+        meaning: "shown in /health and the agent card",
+    },
+];
+
+/// Everything the skills API reads from the configuration.
+#[derive(Debug, Clone)]
+pub struct SkillsConfig {
+    pub api: ApiConfig,
+    pub external: ExternalConfig,
+    /// `KNOWLEDGE_BASE_REPO`: echoed in `/health` and the agent card, as the original did.
+    pub knowledge_base_repo: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// `NEXUSD_API_ADDR` (default `0.0.0.0:8080`).
+    pub addr: SocketAddr,
+    /// `HOST_OVERRIDE`: the public base URL shown in the agent card (the Cloud Run URL when
+    /// proxied); `http://localhost:<port>` otherwise, as the original did.
+    pub public_url: String,
+    pub cors: CorsConfig,
+    pub auth: AuthConfig,
+    /// `NEXUSD_PROTECTED_SKILLS`: skills that need credentials on top of the write skills.
+    pub extra_protected: Vec<String>,
+}
+
+/// Services outside nexusd that some skills call.
+#[derive(Debug, Clone)]
+pub struct ExternalConfig {
+    pub github: GitHubConfig,
+    /// `ORCHESTRATOR_URL` (+ `ORCHESTRATOR_TOKEN`): the dependency-orchestrator agent.
+    pub orchestrator: Option<AgentEndpoint>,
+    /// `PATTERN_MINER_URL` (+ `PATTERN_MINER_TOKEN`): the pattern-miner agent.
+    pub pattern_miner: Option<AgentEndpoint>,
+}
+
+/// Another A2A agent: its base URL and the bearer token nexusd sends it, if any.
+#[derive(Clone)]
+pub struct AgentEndpoint {
+    pub url: String,
+    pub token: Option<String>,
+}
+
+impl fmt::Debug for AgentEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AgentEndpoint")
+            .field("url", &self.url)
+            .field("token", &self.token.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
+}
+
+/// Who may call the protected (write) skills.
+#[derive(Clone)]
+pub struct AuthConfig {
+    /// `REQUIRE_AUTH_FOR_WRITE` (default true).
+    pub required: bool,
+    /// `NEXUSD_API_TOKENS`: static bearer tokens, for agents that are not on Google.
+    pub api_tokens: Vec<String>,
+    /// `NEXUSD_AUTH_AUDIENCE`: the `aud` a Google ID token must carry (unset: ID tokens refused).
+    pub audience: Option<String>,
+    /// `ALLOWED_SERVICE_ACCOUNTS`: the `email`s whose ID tokens are accepted (empty: none).
+    pub allowed_accounts: Vec<String>,
+    /// `NEXUSD_GOOGLE_CERTS_URL`: where Google's token signing keys (JWKS) come from.
+    pub certs_url: String,
+}
+
+impl fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("required", &self.required)
+            .field(
+                "api_tokens",
+                &format_args!("[{} redacted]", self.api_tokens.len()),
+            )
+            .field("audience", &self.audience)
+            .field("allowed_accounts", &self.allowed_accounts)
+            .field("certs_url", &self.certs_url)
+            .finish()
+    }
+}
+
+pub const DEFAULT_API_ADDR: &str = "0.0.0.0:8080";
+pub const DEFAULT_GOOGLE_CERTS_URL: &str = "https://www.googleapis.com/oauth2/v3/certs";
+
+impl SkillsConfig {
+    /// `None` when the listen address is bad (the problem is in `env`).
+    pub fn from_env(env: &mut Env<'_>) -> Option<SkillsConfig> {
+        // Cloud Run tells the container its port in PORT; NEXUSD_API_ADDR wins when both are set.
+        let default_addr = match env.get("PORT") {
+            Some(port) => format!("0.0.0.0:{port}"),
+            None => DEFAULT_API_ADDR.to_string(),
+        };
+        let addr = env.parse_or(
+            "NEXUSD_API_ADDR",
+            &default_addr,
+            "a listen address host:port, e.g. 0.0.0.0:8080 or 127.0.0.1:8080",
+        );
+        let api = addr.map(|addr| api_config(env, addr));
+        let external = external_config(env);
+        let knowledge_base_repo = env.get("KNOWLEDGE_BASE_REPO").unwrap_or_default();
+        Some(SkillsConfig {
+            api: api?,
+            external,
+            knowledge_base_repo,
+        })
+    }
+}
+
+fn api_config(env: &mut Env<'_>, addr: SocketAddr) -> ApiConfig {
+    let public_url = env
+        .url("HOST_OVERRIDE")
+        .unwrap_or_else(|| format!("http://localhost:{}", addr.port()));
+    let cors = CorsConfig::from_env(env);
+    let auth = AuthConfig {
+        required: env.bool("REQUIRE_AUTH_FOR_WRITE").unwrap_or(true),
+        api_tokens: env.list("NEXUSD_API_TOKENS").unwrap_or_default(),
+        audience: env.get("NEXUSD_AUTH_AUDIENCE"),
+        allowed_accounts: env.list("ALLOWED_SERVICE_ACCOUNTS").unwrap_or_default(),
+        certs_url: env
+            .url("NEXUSD_GOOGLE_CERTS_URL")
+            .unwrap_or_else(|| DEFAULT_GOOGLE_CERTS_URL.to_string()),
+    };
+    if auth.api_tokens.iter().any(|t| t.len() < 16) {
+        env.error(
+            "NEXUSD_API_TOKENS",
+            "holds a token shorter than 16 characters: use long random tokens (e.g. openssl rand -hex 32)",
+        );
+    }
+    ApiConfig {
+        addr,
+        public_url,
+        cors,
+        auth,
+        extra_protected: env.list("NEXUSD_PROTECTED_SKILLS").unwrap_or_default(),
+    }
+}
+
+fn external_config(env: &mut Env<'_>) -> ExternalConfig {
+    let mut agent = |url_var: &'static str, token_var: &'static str| {
+        env.url(url_var).map(|url| AgentEndpoint {
+            url,
+            token: env.get(token_var),
+        })
+    };
+    let orchestrator = agent("ORCHESTRATOR_URL", "ORCHESTRATOR_TOKEN");
+    let pattern_miner = agent("PATTERN_MINER_URL", "PATTERN_MINER_TOKEN");
+    ExternalConfig {
+        github: GitHubConfig::from_env(env),
+        orchestrator,
+        pattern_miner,
+    }
+}

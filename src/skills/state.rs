@@ -1,0 +1,19 @@
+//! The skills API's router state: the services skills run against, the registry, the
+//! authenticator and the per-skill statistics `/metrics` reads.
+
+use std::sync::Arc;
+
+use super::auth::Authenticator;
+use super::context::SkillContext;
+use super::registry::Registry;
+use crate::metrics::SkillStats;
+
+/// What every route can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub ctx: SkillContext,
+    pub skills: Arc<Registry>,
+    pub auth: Arc<Authenticator>,
+    /// Skill calls by skill and outcome, for `/metrics`.
+    pub skill_stats: Arc<SkillStats>,
+}
