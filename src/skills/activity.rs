@@ -4,9 +4,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::context::SkillContext;
-use super::registry::{
-    Skill, SkillError, SkillOutput, example, handler, output, parse, repository_schema,
-};
+use super::error::SkillError;
+use super::registry::{Skill, SkillOutput, example, handler, output, parse, repository_schema};
 use crate::kb::activity::{self, ACTION_TYPES};
 use crate::kb::iso_opt;
 

@@ -17,9 +17,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::context::SkillContext;
-use super::registry::{
-    Skill, SkillError, SkillOutput, example, handler, output, parse, repository_schema,
-};
+use super::error::SkillError;
+use super::registry::{Skill, SkillOutput, example, handler, output, parse, repository_schema};
 use crate::embed::{mixed_models_message, pattern_text};
 use crate::kb::analysis::{
     self, Analysis, ComponentFacts, DecisionFacts, HistoryFacts, PatternFacts, RepositoryFacts,

@@ -8,9 +8,10 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::context::SkillContext;
+use super::error::SkillError;
 use super::integration::configured_agents;
 use super::registry::{
-    Skill, SkillError, SkillOutput, example, github_repository_schema, handler, output, parse,
+    Skill, SkillOutput, example, github_repository_schema, handler, output, parse,
 };
 use crate::github::{GitHub, GitHubError, MAX_FILE_BYTES, RepoInfo, parse_repository};
 use crate::rules::architecture::{self, CATEGORIES, CategoryResult, Finding, RepoFiles};

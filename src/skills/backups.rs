@@ -5,7 +5,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::context::SkillContext;
-use super::registry::{Skill, SkillError, SkillOutput, example, handler, output, parse};
+use super::error::SkillError;
+use super::registry::{Skill, SkillOutput, example, handler, output, parse};
 
 pub fn get_backup_status() -> Skill {
     Skill {

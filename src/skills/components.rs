@@ -12,7 +12,8 @@ use serde_json::{Map, Value, json};
 
 use super::context::SkillContext;
 use super::context::now_rfc3339;
-use super::registry::{Skill, SkillError, SkillOutput, example, handler, output, parse};
+use super::error::SkillError;
+use super::registry::{Skill, SkillOutput, example, handler, output, parse};
 use crate::github::{GitHub, GitHubError, parse_repository};
 use crate::kb::{self, components};
 use crate::rules::component_scan::{self, Extracted};

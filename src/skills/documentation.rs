@@ -8,8 +8,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::context::SkillContext;
+use super::error::SkillError;
 use super::registry::{
-    Skill, SkillError, SkillOutput, example, github_repository_schema, handler, output, parse,
+    Skill, SkillOutput, example, github_repository_schema, handler, output, parse,
 };
 use crate::github::{GitHub, GitHubError, MAX_FILE_BYTES, parse_repository};
 use crate::rules::docs::{self, ChangedFile, FileKind, FileReport, Priority};
@@ -326,8 +327,9 @@ async fn run_validate(
         tasks.spawn(async move { (index, gh.commit(&repository, &commit.sha).await) });
     }
     while let Some(joined) = tasks.join_next().await {
-        let (index, detail) = joined.map_err(|e| {
-            SkillError::Internal(format!("Failed to validate documentation update: {e}"))
+        let (index, detail) = joined.map_err(|e| SkillError::Internal {
+            message: format!("Failed to validate documentation update: {e}"),
+            source: Some(Box::new(e)),
         })?;
         details.push((index, detail.map_err(failed)?));
     }

@@ -8,7 +8,8 @@ use serde_json::{Map, Value, json};
 
 use super::config::{AgentEndpoint, ExternalConfig};
 use super::context::SkillContext;
-use super::registry::{Skill, SkillError, SkillOutput, example, handler, output};
+use super::error::SkillError;
+use super::registry::{Skill, SkillOutput, example, handler, output};
 
 /// Time allowed for one agent's `/health`.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -112,8 +113,9 @@ async fn run(ctx: SkillContext, _input: Map<String, Value>) -> Result<SkillOutpu
     }
     let mut results = Vec::new();
     while let Some(joined) = tasks.join_next().await {
-        let done = joined.map_err(|e| {
-            SkillError::Internal(format!("Failed to check external agent health: {e}"))
+        let done = joined.map_err(|e| SkillError::Internal {
+            message: format!("Failed to check external agent health: {e}"),
+            source: Some(Box::new(e)),
         })?;
         results.push(done);
     }

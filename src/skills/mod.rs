@@ -11,6 +11,7 @@ mod components;
 pub mod config;
 mod context;
 mod documentation;
+mod error;
 mod health;
 mod integration;
 mod knowledge;
@@ -37,7 +38,7 @@ use axum::extract::{Request, State};
 use axum::http::header::{AUTHORIZATION, ORIGIN};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Map, Value, json};
 
@@ -45,7 +46,8 @@ use crate::bootstrap::Readiness;
 use crate::http::{MAX_BODY_BYTES, cors, json_response};
 use crate::metrics::SkillOutcome;
 use context::{API_VERSION, now_rfc3339};
-use registry::{Registry, Skill, SkillError};
+use error::SkillError;
+use registry::{Registry, Skill, SkillOutput};
 
 /// A skill that runs longer is abandoned (its transaction rolls back).
 const SKILL_TIMEOUT: Duration = Duration::from_secs(120);
@@ -114,15 +116,12 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn not_found() -> Response {
-    json_response(StatusCode::NOT_FOUND, json!({"detail": "Not Found"}))
+async fn not_found() -> SkillError {
+    SkillError::NotFound
 }
 
-async fn method_not_allowed() -> Response {
-    json_response(
-        StatusCode::METHOD_NOT_ALLOWED,
-        json!({"detail": "Method Not Allowed"}),
-    )
+async fn method_not_allowed() -> SkillError {
+    SkillError::MethodNotAllowed
 }
 
 /// Logs every request: method, path, origin, whether credentials came (never what), status, time.
@@ -221,22 +220,12 @@ async fn agent_card(State(state): State<AppState>) -> Response {
     )
 }
 
-/// Reads a JSON object body of at most [`MAX_BODY_BYTES`]; the error is the response to send.
-async fn read_object(body: Body) -> Result<Map<String, Value>, Response> {
+/// Reads a JSON object body of at most [`MAX_BODY_BYTES`].
+async fn read_object(body: Body) -> Result<Map<String, Value>, SkillError> {
     let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
         .await
-        .map_err(|_| {
-            json_response(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                json!({"success": false, "error": "Request body too large: the limit is 1 MiB"}),
-            )
-        })?;
-    let invalid = |why: String| {
-        json_response(
-            StatusCode::BAD_REQUEST,
-            json!({"success": false, "error": format!("Invalid request body: {why}")}),
-        )
-    };
+        .map_err(|_| SkillError::BodyTooLarge)?;
+    let invalid = |why: String| SkillError::BadRequest(format!("Invalid request body: {why}"));
     match serde_json::from_slice::<Value>(&bytes) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(other) => Err(invalid(format!(
@@ -261,42 +250,16 @@ fn kind(value: &Value) -> &'static str {
 /// `POST /a2a/execute` with `{"skill_id", "input"}`.
 async fn execute(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
-    let mut request = match read_object(body).await {
-        Ok(map) => map,
-        Err(response) => return response,
+    let (skill_id, input) = match read_request(body).await {
+        Ok(request) => request,
+        Err(e) => return e.into_response(),
     };
-    let skill_id = match request.remove("skill_id") {
-        Some(Value::String(id)) if !id.is_empty() => id,
-        None | Some(Value::Null) | Some(Value::String(_)) => {
-            return json_response(
-                StatusCode::BAD_REQUEST,
-                json!({"success": false, "error": "Missing required field: skill_id"}),
-            );
-        }
-        Some(other) => {
-            return json_response(
-                StatusCode::BAD_REQUEST,
-                json!({"success": false, "error": format!("Invalid request body: 'skill_id' must be a string, got {}", kind(&other))}),
-            );
-        }
-    };
-    let mut input = match request.remove("input") {
-        None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(map)) => map,
-        Some(other) => {
-            return json_response(
-                StatusCode::BAD_REQUEST,
-                json!({"success": false, "error": format!("Invalid request body: 'input' must be an object, got {}", kind(&other))}),
-            );
-        }
-    };
-
     let Some(skill) = state.skills.get(&skill_id) else {
-        let mut body = json!({
-            "success": false,
-            "error": format!("Unknown skill: {skill_id}"),
-            "available_skills": state.skills.ids(),
-        });
+        let error = SkillError::UnknownSkill {
+            id: skill_id,
+            available: state.skills.ids(),
+        };
+        let mut body = error.into_body(Map::new());
         stamp(&mut body, started);
         return json_response(StatusCode::OK, body);
     };
@@ -306,23 +269,47 @@ async fn execute(State(state): State<AppState>, headers: HeaderMap, body: Body) 
         && let Err(failure) = state.auth.verify(headers.get(AUTHORIZATION)).await
     {
         tracing::warn!(skill = skill.id, reason = %failure, "authentication failed");
+        let error = SkillError::Unauthorized { skill: skill.id };
         state
             .skill_stats
-            .observe(skill.id, SkillOutcome::Unauthorized, started.elapsed());
-        return json_response(
-            StatusCode::UNAUTHORIZED,
-            json!({
-                "success": false,
-                "error": "Authentication required",
-                "message": format!("Skill '{}' requires A2A authentication", skill.id),
-                "skill": skill.id,
-            }),
-        );
+            .observe(skill.id, error.outcome(), started.elapsed());
+        return error.into_response();
     }
 
+    let mut input = input;
     skill.apply_aliases(&mut input);
     let (status, body) = run_skill(&state, skill, input, started).await;
     json_response(status, body)
+}
+
+/// The skill id and input of an execute request.
+async fn read_request(body: Body) -> Result<(String, Map<String, Value>), SkillError> {
+    let mut request = read_object(body).await?;
+    let skill_id = match request.remove("skill_id") {
+        Some(Value::String(id)) if !id.is_empty() => id,
+        None | Some(Value::Null) | Some(Value::String(_)) => {
+            return Err(SkillError::BadRequest(
+                "Missing required field: skill_id".into(),
+            ));
+        }
+        Some(other) => {
+            return Err(SkillError::BadRequest(format!(
+                "Invalid request body: 'skill_id' must be a string, got {}",
+                kind(&other)
+            )));
+        }
+    };
+    let input = match request.remove("input") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(map)) => map,
+        Some(other) => {
+            return Err(SkillError::BadRequest(format!(
+                "Invalid request body: 'input' must be an object, got {}",
+                kind(&other)
+            )));
+        }
+    };
+    Ok((skill_id, input))
 }
 
 /// Validates and runs one skill; returns the HTTP status and the full response body.
@@ -332,61 +319,26 @@ async fn run_skill(
     input: Map<String, Value>,
     started: Instant,
 ) -> (StatusCode, Value) {
-    let outcome = if let Err(problem) = schema::validate(&skill.input_schema, &input) {
-        Err(SkillError::Invalid(problem))
-    } else if let Some(reason) = skill.uses_database.then(|| unready_reason(state)).flatten() {
-        Err(SkillError::Unavailable(reason))
-    } else {
-        let ctx = state.ctx.clone();
-        match tokio::time::timeout(SKILL_TIMEOUT, (skill.handler)(ctx, input)).await {
-            // The pool only says it timed out; say why the database cannot be reached.
-            Ok(Err(SkillError::Unavailable(_))) => Err(SkillError::Unavailable(
-                state.ctx.db.unavailable_reason().await,
-            )),
-            Ok(result) => result,
-            Err(_) => Err(SkillError::Internal(format!(
-                "the skill did not finish within {} s",
-                SKILL_TIMEOUT.as_secs()
-            ))),
-        }
+    let result = call(state, skill, input).await;
+    let outcome = match &result {
+        Ok(_) => SkillOutcome::Success,
+        Err(e) => e.outcome(),
     };
-
-    let (status, mut body) = match outcome {
+    let (status, mut body) = match result {
         Ok(output) => {
             let mut body = Map::from_iter([("success".to_string(), Value::Bool(true))]);
             body.extend(output);
             (StatusCode::OK, Value::Object(body))
         }
         Err(error) => {
-            let (status, message, extra) = match error {
-                SkillError::Invalid(message) | SkillError::Internal(message) => {
-                    (StatusCode::OK, message, Map::new())
-                }
-                SkillError::Failed { error, extra } => (StatusCode::OK, error, extra),
-                SkillError::Unavailable(reason) => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("Database unavailable: {reason}"),
-                    Map::new(),
-                ),
-            };
-            let mut body = Map::from_iter([
-                ("success".to_string(), Value::Bool(false)),
-                ("error".to_string(), Value::String(message)),
-                ("skill_id".to_string(), Value::String(skill.id.to_string())),
-            ]);
-            body.extend(skill.empty_keys());
-            body.extend(extra);
-            (status, Value::Object(body))
+            error.log(skill.id);
+            let mut keys =
+                Map::from_iter([("skill_id".to_string(), Value::String(skill.id.to_string()))]);
+            keys.extend(skill.empty_keys());
+            (error.status(), error.into_body(keys))
         }
     };
     stamp(&mut body, started);
-    let outcome = if status == StatusCode::OK && body["success"] == true {
-        SkillOutcome::Success
-    } else if status == StatusCode::OK {
-        SkillOutcome::Failure
-    } else {
-        SkillOutcome::Unavailable
-    };
     let elapsed = started.elapsed();
     state.skill_stats.observe(skill.id, outcome, elapsed);
     tracing::info!(
@@ -396,6 +348,29 @@ async fn run_skill(
         "skill"
     );
     (status, body)
+}
+
+/// Checks the input against the skill's schema, then runs the skill within [`SKILL_TIMEOUT`].
+async fn call(
+    state: &AppState,
+    skill: &Skill,
+    input: Map<String, Value>,
+) -> Result<SkillOutput, SkillError> {
+    schema::validate(&skill.input_schema, &input).map_err(SkillError::Invalid)?;
+    if let Some(reason) = skill.uses_database.then(|| unready_reason(state)).flatten() {
+        return Err(SkillError::Unavailable(reason));
+    }
+    match tokio::time::timeout(SKILL_TIMEOUT, (skill.handler)(state.ctx.clone(), input)).await {
+        // The pool only says it timed out; say why the database cannot be reached.
+        Ok(Err(SkillError::Unavailable(_))) => Err(SkillError::Unavailable(
+            state.ctx.db.unavailable_reason().await,
+        )),
+        Ok(result) => result,
+        Err(_) => Err(SkillError::internal(format!(
+            "the skill did not finish within {} s",
+            SKILL_TIMEOUT.as_secs()
+        ))),
+    }
 }
 
 /// Why database skills cannot run now, if they cannot.
@@ -420,13 +395,10 @@ fn stamp(body: &mut Value, started: Instant) {
 
 /// `POST /a2a/cancel`: skills run synchronously within their request, so there is never a task
 /// to cancel; the answer keeps the original's shape.
-async fn cancel(body: Body) -> Response {
-    let mut request = match read_object(body).await {
-        Ok(map) => map,
-        Err(response) => return response,
-    };
+async fn cancel(body: Body) -> Result<Response, SkillError> {
+    let mut request = read_object(body).await?;
     match request.remove("task_id") {
-        Some(Value::String(id)) if !id.is_empty() => json_response(
+        Some(Value::String(id)) if !id.is_empty() => Ok(json_response(
             StatusCode::OK,
             json!({
                 "success": true,
@@ -434,10 +406,9 @@ async fn cancel(body: Body) -> Response {
                 "status": "cancelled",
                 "message": "Task cancelled successfully (skills run within their request; nothing was left running)",
             }),
-        ),
-        _ => json_response(
-            StatusCode::BAD_REQUEST,
-            json!({"success": false, "error": "Missing required field: task_id"}),
-        ),
+        )),
+        _ => Err(SkillError::BadRequest(
+            "Missing required field: task_id".into(),
+        )),
     }
 }

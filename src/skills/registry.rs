@@ -12,83 +12,13 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
 use super::context::SkillContext;
-use crate::db::is_connection_error;
-use crate::github::GitHubError;
+use super::error::SkillError;
 
 /// What a handler returns: the skill's own response keys (without `success`, `timestamp`,
 /// `execution_time_ms`, which the executor adds).
 pub type SkillOutput = Map<String, Value>;
 pub type SkillFuture = Pin<Box<dyn Future<Output = Result<SkillOutput, SkillError>> + Send>>;
 pub type Handler = Arc<dyn Fn(SkillContext, Map<String, Value>) -> SkillFuture + Send + Sync>;
-
-/// Why a skill did not succeed.
-#[derive(Debug)]
-pub enum SkillError {
-    /// The input breaks a rule the schema cannot express; HTTP 200, `success: false`.
-    Invalid(String),
-    /// A skill-level failure with extra response keys (e.g. `available_repositories`).
-    Failed { error: String, extra: SkillOutput },
-    /// The database cannot be reached: HTTP 503.
-    Unavailable(String),
-    /// Anything else (a database error, a bug); HTTP 200 with the error's own message.
-    Internal(String),
-}
-
-impl SkillError {
-    pub fn failed(error: impl Into<String>) -> Self {
-        SkillError::Failed {
-            error: error.into(),
-            extra: Map::new(),
-        }
-    }
-
-    /// Prefixes an internal error's message ("Failed to add repository: …").
-    pub fn context(self, prefix: &str) -> Self {
-        match self {
-            SkillError::Internal(message) => SkillError::Internal(format!("{prefix}: {message}")),
-            other => other,
-        }
-    }
-}
-
-impl SkillError {
-    /// A GitHub failure: `message` as the error, plus `error_type` and, when rate limited,
-    /// `rate_limit_reset`.
-    pub fn github(e: GitHubError, message: String) -> Self {
-        let mut extra = output(json!({"error_type": e.kind()}));
-        if let GitHubError::RateLimited { reset, .. } = &e {
-            extra.insert(
-                "rate_limit_reset".into(),
-                reset
-                    .map(|r| r.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-                    .into(),
-            );
-        }
-        SkillError::Failed {
-            error: message,
-            extra,
-        }
-    }
-
-    /// A GitHub failure while reading `repository`, in the reference's words.
-    pub fn github_repository(e: GitHubError, repository: &str) -> Self {
-        let message = e.describe_for(repository);
-        SkillError::github(e, message)
-    }
-}
-
-impl From<sqlx::Error> for SkillError {
-    fn from(e: sqlx::Error) -> Self {
-        if is_connection_error(&e) {
-            SkillError::Unavailable(e.to_string())
-        } else if let Some(db) = e.as_database_error() {
-            // The database's own words, no SQL text.
-            SkillError::Internal(db.message().to_string())
-        } else {
-            SkillError::Internal(e.to_string())
-        }
-    }
-}
 
 /// A `json!({...})` object as a skill's output (key order is kept).
 pub fn output(value: Value) -> SkillOutput {

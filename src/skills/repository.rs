@@ -5,10 +5,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::context::SkillContext;
+use super::error::SkillError;
 use super::patterns::not_found;
-use super::registry::{
-    Skill, SkillError, SkillOutput, example, handler, output, parse, repository_schema,
-};
+use super::registry::{Skill, SkillOutput, example, handler, output, parse, repository_schema};
 use crate::kb::{self, iso_opt, repositories};
 
 pub fn get_repository_list() -> Skill {

@@ -14,9 +14,8 @@ use serde_json::{Map, Value, json};
 use sqlx::{Connection, PgConnection};
 
 use super::context::SkillContext;
-use super::registry::{
-    Skill, SkillError, SkillOutput, example, handler, output, parse, repository_schema,
-};
+use super::error::SkillError;
+use super::registry::{Skill, SkillOutput, example, handler, output, parse, repository_schema};
 use crate::embed::{Embedder, mixed_models_message, pattern_text};
 use crate::kb::search::{self as store, Found};
 
