@@ -221,6 +221,7 @@ impl BackupTask {
             &config.backup,
             db.clone(),
             config.database.pg_bindir.clone(),
+            config.state_dir.join("spool"),
             status.clone(),
         )
         .await;

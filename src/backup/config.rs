@@ -93,6 +93,8 @@ pub struct BackupConfig {
     pub timeout: std::time::Duration,
     /// `NEXUSD_BACKUP_RETRY_SECONDS` (120): how long storage requests are retried.
     pub retry_time_limit: std::time::Duration,
+    /// `NEXUSD_BACKUP_REQUEST_TIMEOUT` (60): the deadline of one storage request.
+    pub request_timeout: std::time::Duration,
 }
 
 /// Where backups are stored.
@@ -244,6 +246,13 @@ fn backup_config(env: &mut Env<'_>, state_dir: &Path) -> BackupConfig {
         3600,
         "a number of seconds, 1 to 3600",
     );
+    let request_timeout = env.bounded(
+        "NEXUSD_BACKUP_REQUEST_TIMEOUT",
+        60,
+        1,
+        3600,
+        "a number of seconds, 1 to 3600",
+    );
     let format = match env
         .get("NEXUSD_BACKUP_FORMAT")
         .as_deref()
@@ -272,5 +281,6 @@ fn backup_config(env: &mut Env<'_>, state_dir: &Path) -> BackupConfig {
         gzip_level,
         timeout: std::time::Duration::from_secs(timeout.into()),
         retry_time_limit: std::time::Duration::from_secs(retry.into()),
+        request_timeout: std::time::Duration::from_secs(request_timeout.into()),
     }
 }

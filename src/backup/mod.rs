@@ -12,6 +12,7 @@ pub mod pipeline;
 pub mod restore;
 pub mod retention;
 pub mod schedule;
+pub mod sql_dump;
 pub mod status;
 pub mod store;
 
@@ -38,6 +39,11 @@ use store::{Store, StoreError};
 
 /// Session advisory lock held during a backup, so two nexusd instances never dump at once.
 pub const BACKUP_LOCK: i64 = 0x6e65_7875_7364_0001;
+/// Session advisory lock held during a verification: while it is held, no other verification
+/// runs, so every scratch database left over is stale.
+const VERIFY_LOCK: i64 = 0x6e65_7875_7364_0002;
+/// Scratch databases of verifications are named with this prefix.
+const SCRATCH_PREFIX: &str = "nexusd_verify_";
 
 /// Why a backup did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +75,6 @@ pub struct Restored {
     pub database: String,
     pub mismatches: Vec<String>,
     pub errors: Vec<String>,
-    pub integrity_ok: bool,
 }
 
 pub struct Backups {
@@ -77,6 +82,8 @@ pub struct Backups {
     store: Store,
     db: Database,
     pg_bindir: Option<PathBuf>,
+    /// Where verify and restore download an object before loading it.
+    spool_dir: PathBuf,
     status: StatusHandle,
     /// One backup or verification at a time in this process.
     running: tokio::sync::Mutex<()>,
@@ -87,6 +94,7 @@ impl Backups {
         config: &BackupConfig,
         db: Database,
         pg_bindir: Option<PathBuf>,
+        spool_dir: PathBuf,
         status: StatusHandle,
     ) -> Result<Backups, StoreError> {
         let store = Store::open(config).await?;
@@ -96,6 +104,7 @@ impl Backups {
             store,
             db,
             pg_bindir,
+            spool_dir,
             status,
             running: tokio::sync::Mutex::new(()),
         })
@@ -120,21 +129,28 @@ impl Backups {
         };
         let started = Utc::now();
         self.status.update(|s| s.running = true);
+        // The deadline cancels the backup like a shutdown does: every stage stops, and the
+        // snapshot and the lock are released at once.
+        let stop = cancel.child_token();
+        let deadline = {
+            let stop = stop.clone();
+            let limit = self.config.timeout;
+            tokio::spawn(async move {
+                tokio::time::sleep(limit).await;
+                stop.cancel();
+            })
+        };
         // Boxed: the pipeline's future is too deep to nest unboxed in callers'.
-        let result = tokio::time::timeout(
-            self.config.timeout,
-            Box::pin(self.take(started, cancel.clone())),
-        )
-        .await;
+        let result = Box::pin(self.take(started, stop.clone())).await;
+        deadline.abort();
         let result = match result {
-            Ok(r) => r,
-            Err(_) => {
-                cancel.cancel();
-                Err(BackupError::Failed(anyhow!(
+            Err(BackupError::Failed(e)) if stop.is_cancelled() && !cancel.is_cancelled() => {
+                Err(BackupError::Failed(e.context(format!(
                     "the backup did not finish within {} s (NEXUSD_BACKUP_TIMEOUT)",
                     self.config.timeout.as_secs()
-                )))
+                ))))
             }
+            other => other,
         };
         let finished = Utc::now();
         self.status.update(|s| {
@@ -336,8 +352,21 @@ impl Backups {
         }
     }
 
-    /// Applies the retention policy (or, with `dry_run`, only says what it would delete).
+    /// Applies the retention policy (or, with `dry_run`, only says what it would delete). A
+    /// failure or refusal is also kept in the status, apart from the backups' own outcome.
     pub async fn prune(&self, dry_run: bool) -> Result<Plan> {
+        let result = self.apply_retention(dry_run).await;
+        if !dry_run {
+            let problem = match &result {
+                Ok(plan) => plan.refused.clone(),
+                Err(e) => Some(format!("{e:#}")),
+            };
+            self.status.update(|s| s.retention_error = problem);
+        }
+        result
+    }
+
+    async fn apply_retention(&self, dry_run: bool) -> Result<Plan> {
         let listing = self.store.list().await.map_err(|e| anyhow!("{e}"))?;
         let now = match listing.server_time {
             Some(server) => {
@@ -430,7 +459,8 @@ impl Backups {
 
     /// Restores backup `id` (default: the newest) into a scratch database, checks the object's
     /// hashes and the restored row counts against the manifest, drops the scratch database and
-    /// records the result beside the backup.
+    /// records the result beside the backup. An object that differs from its manifest, or is not
+    /// what pg_dump writes, is never loaded: the verification fails with the reason.
     pub async fn verify(&self, id: Option<&str>) -> Result<Verification> {
         let Ok(_running) = self.running.try_lock() else {
             bail!("a backup or verification is already running");
@@ -442,61 +472,95 @@ impl Backups {
         };
         let manifest = self.manifest_of(&name).await?;
         let tools = self.tools_for(&manifest)?;
-        let scratch = format!("nexusd_verify_{}", Utc::now().format("%Y%m%d%H%M%S%3f"));
         let mut admin = PgConnection::connect_with(self.db.connect_options())
             .await
             .context("connecting to PostgreSQL")?;
-        sqlx::query(&format!("CREATE DATABASE {}", quote_ident(&scratch)))
-            .execute(&mut admin)
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(VERIFY_LOCK)
+            .fetch_one(&mut admin)
+            .await
+            .context("taking the verification lock")?;
+        if !locked {
+            bail!("another nexusd is verifying a backup of this database");
+        }
+        drop_stale_scratch(&mut admin).await;
+        let spool = restore::spool(&self.store, &manifest, &self.spool_dir).await?;
+        let scratch = format!("{SCRATCH_PREFIX}{}", Utc::now().format("%Y%m%d%H%M%S%3f"));
+        let outcome = if !spool.intact() {
+            Err(anyhow!("not loaded: the object differs from its manifest"))
+        } else if let Err(e) = restore::check(&spool, &manifest).await {
+            Err(anyhow!("not loaded: {e:#}"))
+        } else {
+            Ok(self
+                .load_scratch(&mut admin, &scratch, &spool, &manifest, &tools)
+                .await?)
+        };
+        admin.close().await.ok();
+        let (restore_errors, mismatches, loaded) = match outcome {
+            Ok((errors, counts)) => (
+                errors,
+                restore::compare_counts(&manifest.tables, &counts),
+                true,
+            ),
+            Err(e) => (vec![format!("{e:#}")], Vec::new(), false),
+        };
+        let verification = Verification {
+            name: name.clone(),
+            verified_at: Utc::now(),
+            ok: spool.intact() && loaded && mismatches.is_empty(),
+            sha256_ok: spool.sha256_ok,
+            crc32c_ok: spool.crc32c_ok,
+            rows_ok: loaded && mismatches.is_empty(),
+            mismatches,
+            restore_errors,
+            scratch_database: scratch,
+            duration_seconds: clock.elapsed().as_secs_f64(),
+        };
+        self.record_verification(&verification).await?;
+        Ok(verification)
+    }
+
+    /// Loads a checked spool into a new scratch database, counts its rows and drops it.
+    async fn load_scratch(
+        &self,
+        admin: &mut PgConnection,
+        scratch: &str,
+        spool: &restore::Spool,
+        manifest: &Manifest,
+        tools: &ClientTools,
+    ) -> Result<(Vec<String>, BTreeMap<String, i64>)> {
+        sqlx::query(&format!("CREATE DATABASE {}", quote_ident(scratch)))
+            .execute(&mut *admin)
             .await
             .with_context(|| {
                 format!("creating the scratch database {scratch} (the role needs CREATEDB)")
             })?;
+        let options = self.db.connect_options().clone().database(scratch);
         let outcome = async {
-            let target = self.db.tools.with_database(&scratch);
-            let loaded = Box::pin(restore::load(
-                &self.store,
-                &manifest,
-                &tools,
-                &target,
-                false,
-            ))
-            .await?;
-            let options = self.db.connect_options().clone().database(&scratch);
+            let target = restore::LoadTarget {
+                options: options.clone(),
+                tools,
+                connection: self.db.tools.with_database(scratch),
+            };
+            let errors = Box::pin(restore::load(spool, manifest, target, false)).await?;
             let mut conn = PgConnection::connect_with(&options)
                 .await
                 .context("connecting to the scratch database")?;
             let counts = restore::count_rows(&mut conn, &manifest.tables).await?;
             conn.close().await.ok();
-            Ok::<_, anyhow::Error>((loaded, counts))
+            Ok::<_, anyhow::Error>((errors, counts))
         }
         .await;
         let dropped = sqlx::query(&format!(
             "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            quote_ident(&scratch)
+            quote_ident(scratch)
         ))
-        .execute(&mut admin)
+        .execute(&mut *admin)
         .await;
-        admin.close().await.ok();
         if let Err(e) = dropped {
-            tracing::error!(database = %scratch, error = %e, "could not drop the scratch database; drop it by hand");
+            tracing::error!(database = %scratch, error = %e, "could not drop the scratch database; the next verification drops it");
         }
-        let (loaded, counts) = outcome?;
-        let mismatches = restore::compare_counts(&manifest.tables, &counts);
-        let verification = Verification {
-            name: name.clone(),
-            verified_at: Utc::now(),
-            ok: loaded.sha256_ok && loaded.crc32c_ok && mismatches.is_empty(),
-            sha256_ok: loaded.sha256_ok,
-            crc32c_ok: loaded.crc32c_ok,
-            rows_ok: mismatches.is_empty(),
-            mismatches,
-            restore_errors: loaded.errors,
-            scratch_database: scratch.clone(),
-            duration_seconds: clock.elapsed().as_secs_f64(),
-        };
-        self.record_verification(&verification).await?;
-        Ok(verification)
+        outcome
     }
 
     async fn record_verification(&self, v: &Verification) -> Result<()> {
@@ -539,7 +603,9 @@ impl Backups {
     }
 
     /// Restores backup `id` into `into` (default: the configured database). Refuses a database
-    /// that already holds tables unless `force`, which first drops them.
+    /// that already holds tables unless `force`, which first drops them — but only once the
+    /// object has been downloaded and checked: a backup that differs from its manifest, or is not
+    /// what pg_dump writes, leaves the target untouched.
     pub async fn restore(
         &self,
         id: &str,
@@ -550,22 +616,52 @@ impl Backups {
         let manifest = self.manifest_of(id).await?;
         let tools = self.tools_for(&manifest)?;
         let target = into.unwrap_or(self.db.tools.database()).to_string();
+        let spool = restore::spool(&self.store, &manifest, &self.spool_dir).await?;
+        if !spool.intact() {
+            bail!(
+                "{id} differs from its manifest (SHA-256 or CRC32C or size): it was not restored and \
+                 {target} was not touched"
+            );
+        }
+        restore::check(&spool, &manifest)
+            .await
+            .with_context(|| format!("{id} was not restored and {target} was not touched"))?;
+        let mut conn = self.prepare_target(&target, force).await?;
+        let load_target = restore::LoadTarget {
+            options: self.db.connect_options().clone().database(&target),
+            tools: &tools,
+            connection: self.db.tools.with_database(&target),
+        };
+        let errors = Box::pin(restore::load(&spool, &manifest, load_target, progress)).await?;
+        let counts = restore::count_rows(&mut conn, &manifest.tables).await?;
+        conn.close().await.ok();
+        Ok(Restored {
+            name: manifest.name,
+            database: target,
+            mismatches: restore::compare_counts(&manifest.tables, &counts),
+            errors,
+        })
+    }
+
+    /// Creates `target` if missing; refuses it when it holds tables unless `force`, which
+    /// clears it. Returns a connection to it.
+    async fn prepare_target(&self, target: &str, force: bool) -> Result<PgConnection> {
         let mut admin = PgConnection::connect_with(self.db.connect_options())
             .await
             .context("connecting to PostgreSQL")?;
         let exists: bool =
             sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-                .bind(&target)
+                .bind(target)
                 .fetch_one(&mut admin)
                 .await?;
         if !exists {
-            sqlx::query(&format!("CREATE DATABASE {}", quote_ident(&target)))
+            sqlx::query(&format!("CREATE DATABASE {}", quote_ident(target)))
                 .execute(&mut admin)
                 .await
                 .with_context(|| format!("creating database {target} (the role needs CREATEDB)"))?;
         }
         admin.close().await.ok();
-        let options = self.db.connect_options().clone().database(&target);
+        let options = self.db.connect_options().clone().database(target);
         let mut conn = PgConnection::connect_with(&options)
             .await
             .with_context(|| format!("connecting to {target}"))?;
@@ -582,24 +678,7 @@ impl Backups {
                 .await
                 .context("clearing the target database")?;
         }
-        let tool_target = self.db.tools.with_database(&target);
-        let loaded = Box::pin(restore::load(
-            &self.store,
-            &manifest,
-            &tools,
-            &tool_target,
-            progress,
-        ))
-        .await?;
-        let counts = restore::count_rows(&mut conn, &manifest.tables).await?;
-        conn.close().await.ok();
-        Ok(Restored {
-            name: manifest.name,
-            database: target,
-            mismatches: restore::compare_counts(&manifest.tables, &counts),
-            errors: loaded.errors,
-            integrity_ok: loaded.sha256_ok && loaded.crc32c_ok,
-        })
+        Ok(conn)
     }
 
     /// Fills the status from the store (newest good backup, newest verification), so a restart
@@ -646,6 +725,34 @@ impl Backups {
             }
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), store = %self.store.describe(), "cannot list backups")
+            }
+        }
+    }
+}
+
+/// Drops the scratch databases earlier verifications left behind (killed mid-way); the caller
+/// holds the verification lock, so none of them is in use.
+async fn drop_stale_scratch(admin: &mut PgConnection) {
+    let stale: Vec<String> = sqlx::query_scalar(
+        "SELECT datname::text FROM pg_database WHERE starts_with(datname, $1) ORDER BY 1",
+    )
+    .bind(SCRATCH_PREFIX)
+    .fetch_all(&mut *admin)
+    .await
+    .unwrap_or_default();
+    for name in stale {
+        let dropped = sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            quote_ident(&name)
+        ))
+        .execute(&mut *admin)
+        .await;
+        match dropped {
+            Ok(_) => {
+                tracing::info!(database = %name, "dropped the scratch database of an interrupted verification")
+            }
+            Err(e) => {
+                tracing::warn!(database = %name, error = %e, "cannot drop a stale scratch database")
             }
         }
     }

@@ -6,26 +6,33 @@
 //! (RFC 1952), so `gunzip < x.sql.gz | psql` restores it as ever. SHA-256 and CRC32C of the
 //! object are computed as it streams.
 //!
-//! The object is finalised only when `pg_dump` exited 0, wrote nothing alarming, and — for
-//! plain dumps — its completion trailer was seen; otherwise the upload is abandoned and no
-//! object appears.
+//! The pipeline is one cancellable unit. Its stages — the producer (pg_dump, the block reader
+//! and the compression threads), the forwarder (members back in order, hashed and counted as
+//! they are handed to the store) and the upload — share one [`Stop`]: the first stage to fail,
+//! the caller's cancellation or a dropped pipeline stops all of them within seconds (pg_dump is
+//! killed, the upload abandoned) and the first reason is the one reported. The object is
+//! finalised only when pg_dump exited 0 with a complete dump and every member it produced was
+//! handed to the store; afterwards the store's size (and CRC32C, when it has one) must equal what
+//! was sent, so a short object can never count.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use anyhow::{Result, anyhow, bail};
 use bytes::Bytes;
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use nix::sys::signal::{Signal, kill};
+use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::config::DumpFormat;
-use super::store::{ObjectInfo, Store, StoreError, UploadChunk};
+use super::store::{ObjectInfo, Store, UploadChunk};
 use crate::db::tools::{ClientTools, ToolConnection};
 
 /// Raw bytes per gzip member. Large enough that restarting the dictionary costs nothing
@@ -35,6 +42,8 @@ pub const BLOCK_BYTES: usize = 2 << 20;
 const PLAIN_TRAILER: &str = "-- PostgreSQL database dump complete";
 /// Stderr kept for the error message.
 const STDERR_TAIL: usize = 4096;
+/// How long a stopped upload gets to abandon its session before it is dropped.
+const ABANDON_GRACE: Duration = Duration::from_secs(5);
 
 /// What to dump and how.
 pub struct DumpSpec {
@@ -64,113 +73,261 @@ pub fn default_workers() -> usize {
         .clamp(1, 4)
 }
 
+/// The pipeline's shared stop: cancelled by the caller, by the first stage that fails, or when
+/// the pipeline is dropped; remembers the first reason.
+#[derive(Clone)]
+struct Stop {
+    token: CancellationToken,
+    reason: Arc<Mutex<Option<String>>>,
+}
+
+impl Stop {
+    fn new(cancel: &CancellationToken) -> Self {
+        Stop {
+            token: cancel.child_token(),
+            reason: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Stops every stage; the first reason given wins.
+    fn fail(&self, reason: impl Into<String>) {
+        if let Ok(mut first) = self.reason.lock()
+            && first.is_none()
+        {
+            *first = Some(reason.into());
+        }
+        self.token.cancel();
+    }
+
+    fn is_stopped(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    async fn stopped(&self) {
+        self.token.cancelled().await;
+    }
+
+    /// Why the pipeline stopped: the first failure, or the caller's cancellation.
+    fn reason(&self) -> Option<String> {
+        let first = self.reason.lock().ok().and_then(|r| r.clone());
+        match first {
+            Some(reason) => Some(reason),
+            None if self.is_stopped() => Some("the backup was cancelled".to_string()),
+            None => None,
+        }
+    }
+}
+
+/// A compressed member and its place in the dump.
+struct Member {
+    seq: u64,
+    bytes: Vec<u8>,
+}
+
+/// What the producer made: raw bytes read from pg_dump and members compressed from them.
+struct Produced {
+    raw_bytes: u64,
+    members: u64,
+}
+
+/// What the forwarder handed to the store, counted as it was sent.
+struct Forwarded {
+    sha256: String,
+    crc32c: u32,
+    compressed_bytes: u64,
+    members: u64,
+}
+
 /// Runs pg_dump into `store` as `name`. Abandons the upload (nothing stored) on any failure or
-/// when `cancel` fires.
+/// when `cancel` fires; the error is the first stage's reason.
 pub async fn dump(
     store: &Store,
     name: &str,
     spec: DumpSpec,
     cancel: CancellationToken,
-) -> anyhow::Result<Dumped> {
-    // Stored as application/gzip without Content-Encoding, so GCS never transcodes it.
-    let content_type = "application/gzip";
+) -> Result<Dumped> {
+    let stop = Stop::new(&cancel);
+    // A dropped pipeline (e.g. its caller timed out) stops its threads and pg_dump too.
+    let _stop_on_drop = stop.token.clone().drop_guard();
     let (upload_tx, upload_rx) = mpsc::channel::<UploadChunk>(4);
-    let (block_tx, mut block_rx) = mpsc::channel::<(u64, Vec<u8>)>(spec.workers * 2);
-    let pid = Arc::new(Mutex::new(None::<Pid>));
+    let (member_tx, member_rx) = mpsc::channel::<Member>(spec.workers * 2);
 
-    let producer_pid = pid.clone();
-    let producer = tokio::task::spawn_blocking(move || produce(spec, block_tx, producer_pid));
-
-    let upload = async { store.upload(name, content_type, upload_rx).await };
-
-    // Reorder the compressed members, hash them and forward them to the store.
-    let forward = async {
-        let mut next = 0u64;
-        let mut pending: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
-        let mut sha = Sha256::new();
-        let mut crc = 0u32;
-        let mut total = 0u64;
-        loop {
-            let message = tokio::select! {
-                m = block_rx.recv() => m,
-                () = cancel.cancelled() => {
-                    if let Some(pid) = *pid.lock().map_err(|_| anyhow::anyhow!("lock poisoned"))? {
-                        let _ = kill(pid, Signal::SIGKILL);
-                    }
-                    let _ = upload_tx.send(UploadChunk::Abort("the backup was cancelled".into())).await;
-                    anyhow::bail!("the backup was cancelled");
-                }
-            };
-            let Some((seq, block)) = message else { break };
-            pending.insert(seq, block);
-            while let Some(block) = pending.remove(&next) {
-                sha.update(&block);
-                crc = crc32c::crc32c_append(crc, &block);
-                total += block.len() as u64;
-                if upload_tx
-                    .send(UploadChunk::Data(Bytes::from(block)))
-                    .await
-                    .is_err()
-                {
-                    // The store gave up; its error is reported below.
-                    return Ok::<_, anyhow::Error>((String::new(), 0, 0, false));
-                }
-                next += 1;
+    let producer = {
+        let stop = stop.clone();
+        tokio::task::spawn_blocking(move || {
+            let produced = produce(spec, member_tx, &stop);
+            if let Err(e) = &produced {
+                stop.fail(format!("{e:#}"));
             }
-        }
-        Ok((
-            format!("{:x}", sha.finalize()),
-            crc,
-            total,
-            pending.is_empty(),
-        ))
+            produced
+        })
     };
-
-    let (uploaded, forwarded) = tokio::join!(upload, async {
-        let forwarded = forward.await;
+    // Stored as application/gzip without Content-Encoding, so GCS never transcodes it.
+    let upload = upload_until_stopped(store, name, "application/gzip", upload_rx, &stop);
+    let finishing = stop.clone();
+    let finish = async move {
+        let stop = finishing;
+        let forwarded = forward_in_order(member_rx, &upload_tx, &stop).await;
+        if let Some(reason) = stop.reason() {
+            // Abandon the upload now, not once pg_dump is gone: a closed channel is enough
+            // when the store is too busy to take the message.
+            let _ = upload_tx.try_send(UploadChunk::Abort(reason));
+            drop(upload_tx);
+            return (
+                forwarded,
+                producer
+                    .await
+                    .unwrap_or_else(|e| Err(anyhow!("the dump thread failed: {e}"))),
+            );
+        }
         let produced = match producer.await {
-            Ok(result) => result,
-            Err(e) => Err(anyhow::anyhow!("the dump thread failed: {e}")),
+            Ok(produced) => produced,
+            Err(e) => {
+                stop.fail(format!("the dump thread failed: {e}"));
+                Err(anyhow!("the dump thread failed: {e}"))
+            }
         };
-        // Finalise only after pg_dump succeeded and every block went out in order.
-        let verdict = match (&forwarded, &produced) {
-            (Ok((_, _, _, true)), Ok(_)) => UploadChunk::End,
-            (Ok(_), Ok(_)) => UploadChunk::Abort("blocks were lost in the pipeline".into()),
-            (Err(e), _) => UploadChunk::Abort(e.to_string()),
-            (_, Err(e)) => UploadChunk::Abort(format!("{e:#}")),
-        };
-        // The store stops reading after this message, whatever it is.
-        let _ = upload_tx.send(verdict).await;
+        let verdict = verdict(&forwarded, &produced, &stop);
+        // The store stops reading after this message, whatever it is; a stalled store must not
+        // hold the pipeline here.
+        tokio::select! {
+            _ = upload_tx.send(verdict) => {}
+            () = tokio::time::sleep(ABANDON_GRACE) => stop.fail("the store stopped reading the upload"),
+        }
         (forwarded, produced)
-    });
-    let (forwarded, produced) = forwarded;
-    let raw_bytes = produced?;
-    let (sha256, crc32c, compressed_bytes, _) = forwarded?;
-    let object = uploaded.map_err(|e: StoreError| anyhow::anyhow!("{e}"))?;
-    if object.size != compressed_bytes {
-        anyhow::bail!(
-            "the store holds {} bytes of {name} but {compressed_bytes} were sent",
-            object.size
+    };
+    let (uploaded, (forwarded, produced)) = tokio::join!(upload, finish);
+    if let Some(reason) = stop.reason() {
+        bail!("{reason}");
+    }
+    let (forwarded, produced, object) = (forwarded?, produced?, uploaded?);
+    check_stored(name, &object, &forwarded)?;
+    Ok(Dumped {
+        object,
+        raw_bytes: produced.raw_bytes,
+        compressed_bytes: forwarded.compressed_bytes,
+        sha256: forwarded.sha256,
+        crc32c: forwarded.crc32c,
+    })
+}
+
+/// `End` only when nothing stopped the pipeline and every member produced was sent.
+fn verdict(forwarded: &Result<Forwarded>, produced: &Result<Produced>, stop: &Stop) -> UploadChunk {
+    let problem = match (forwarded, produced) {
+        _ if stop.is_stopped() => stop.reason(),
+        (Ok(f), Ok(p)) if f.members != p.members => Some(format!(
+            "{} of {} compressed blocks reached the store",
+            f.members, p.members
+        )),
+        (Ok(_), Ok(p)) if p.raw_bytes == 0 => Some("pg_dump wrote nothing".to_string()),
+        (Ok(_), Ok(_)) => None,
+        (Err(e), _) | (_, Err(e)) => Some(format!("{e:#}")),
+    };
+    match problem {
+        None => UploadChunk::End,
+        Some(why) => {
+            stop.fail(why.clone());
+            UploadChunk::Abort(why)
+        }
+    }
+}
+
+/// The store must hold exactly what was sent.
+fn check_stored(name: &str, object: &ObjectInfo, sent: &Forwarded) -> Result<()> {
+    if sent.compressed_bytes == 0 || object.size != sent.compressed_bytes {
+        bail!(
+            "the store holds {} bytes of {name} but {} were sent",
+            object.size,
+            sent.compressed_bytes
         );
     }
     if let Some(stored) = object.crc32c
-        && stored != crc32c
+        && stored != sent.crc32c
     {
-        anyhow::bail!(
-            "the store's CRC32C of {name} ({stored:08x}) differs from ours ({crc32c:08x})"
+        bail!(
+            "the store's CRC32C of {name} ({stored:08x}) differs from ours ({:08x})",
+            sent.crc32c
         );
     }
-    Ok(Dumped {
-        object,
-        raw_bytes,
-        compressed_bytes,
-        sha256,
-        crc32c,
+    Ok(())
+}
+
+/// The store's upload, failing the pipeline when it fails; once the pipeline is stopped, the
+/// upload gets [`ABANDON_GRACE`] to abandon its session and is then dropped.
+async fn upload_until_stopped(
+    store: &Store,
+    name: &str,
+    content_type: &str,
+    chunks: mpsc::Receiver<UploadChunk>,
+    stop: &Stop,
+) -> Result<ObjectInfo> {
+    let abandoned = async {
+        stop.stopped().await;
+        tokio::time::sleep(ABANDON_GRACE).await;
+    };
+    tokio::select! {
+        uploaded = store.upload(name, content_type, chunks) => uploaded.map_err(|e| {
+            stop.fail(format!("uploading to {}: {e}", store.describe()));
+            anyhow!("uploading to {}: {e}", store.describe())
+        }),
+        () = abandoned => Err(anyhow!("the upload was abandoned")),
+    }
+}
+
+/// Puts the compressed members back in order, hashes them and hands them to the store. Bytes
+/// and members are counted only once the store's channel took them.
+async fn forward_in_order(
+    mut members: mpsc::Receiver<Member>,
+    upload: &mpsc::Sender<UploadChunk>,
+    stop: &Stop,
+) -> Result<Forwarded> {
+    let mut next = 0u64;
+    let mut pending: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+    let mut sha = Sha256::new();
+    let mut crc = 0u32;
+    let mut sent = 0u64;
+    loop {
+        let member = tokio::select! {
+            m = members.recv() => m,
+            () = stop.stopped() => bail!("stopped"),
+        };
+        let Some(member) = member else { break };
+        pending.insert(member.seq, member.bytes);
+        while let Some(block) = pending.remove(&next) {
+            sha.update(&block);
+            crc = crc32c::crc32c_append(crc, &block);
+            let len = block.len() as u64;
+            tokio::select! {
+                accepted = upload.send(UploadChunk::Data(Bytes::from(block))) => {
+                    if accepted.is_err() {
+                        stop.fail("the store stopped accepting data");
+                        bail!("the store stopped accepting data");
+                    }
+                }
+                () = stop.stopped() => bail!("stopped"),
+            }
+            sent += len;
+            next += 1;
+        }
+    }
+    if !pending.is_empty() {
+        let why = format!(
+            "{} compressed blocks arrived out of order and were never sent",
+            pending.len()
+        );
+        stop.fail(why.clone());
+        bail!(why);
+    }
+    Ok(Forwarded {
+        sha256: format!("{:x}", sha.finalize()),
+        crc32c: crc,
+        compressed_bytes: sent,
+        members: next,
     })
 }
 
 /// `nice`/`ionice` in front of pg_dump when the system has them, so the dump yields the CPU and
-/// disk to PostgreSQL's own work.
+/// disk to PostgreSQL's own work (both exec the program, so the pid is pg_dump's).
 fn low_priority(program: std::path::PathBuf) -> Command {
     let find = |name: &str| {
         ["/usr/bin", "/bin", "/usr/local/bin"]
@@ -196,140 +353,211 @@ fn low_priority(program: std::path::PathBuf) -> Command {
     }
 }
 
-/// The blocking half: runs pg_dump, cuts its output into blocks, compresses them on worker
-/// threads and sends `(sequence, member)` pairs. Returns the raw byte count once pg_dump has
-/// exited cleanly with a complete dump.
-fn produce(
-    spec: DumpSpec,
-    blocks: mpsc::Sender<(u64, Vec<u8>)>,
-    pid_slot: Arc<Mutex<Option<Pid>>>,
-) -> anyhow::Result<u64> {
-    let mut cmd = low_priority(spec.tools.program("pg_dump"));
-    cmd.arg("--no-password")
-        .arg(format!("--snapshot={}", spec.snapshot));
-    match spec.format {
-        DumpFormat::Plain => cmd.arg("--format=plain"),
-        DumpFormat::Custom => cmd.args(["--format=custom", "--compress=0"]),
-    };
-    spec.connection.apply(&mut cmd);
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| {
-        anyhow::anyhow!("starting {}: {e}", spec.tools.program("pg_dump").display())
-    })?;
-    if let Ok(mut slot) = pid_slot.lock() {
-        *slot = Some(Pid::from_raw(child.id() as i32));
-    }
-    let mut stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| anyhow::anyhow!("pg_dump has no stdout"))?;
-    let stderr = child
-        .stderr
-        .take()
-        .ok_or_else(|| anyhow::anyhow!("pg_dump has no stderr"))?;
-    let stderr_reader = std::thread::spawn(move || read_stderr(stderr));
+/// pg_dump as a child whose pid the stop watcher may kill until it has been reaped.
+struct PgDump {
+    child: Child,
+    /// `Some` while the process may be killed by pid (cleared under the lock before reaping).
+    pid: Arc<Mutex<Option<Pid>>>,
+}
 
-    // Workers take raw blocks from a bounded queue and send compressed members on.
-    let (work_tx, work_rx) = std::sync::mpsc::sync_channel::<(u64, Vec<u8>)>(spec.workers);
+impl PgDump {
+    fn spawn(spec: &DumpSpec) -> Result<Self> {
+        let mut cmd = low_priority(spec.tools.program("pg_dump"));
+        cmd.arg("--no-password")
+            .arg(format!("--snapshot={}", spec.snapshot));
+        match spec.format {
+            DumpFormat::Plain => cmd.arg("--format=plain"),
+            DumpFormat::Custom => cmd.args(["--format=custom", "--compress=0"]),
+        };
+        spec.connection.apply(&mut cmd);
+        // Its own process group, so a kill reaches anything it started.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let child = cmd
+            .spawn()
+            .map_err(|e| anyhow!("starting {}: {e}", spec.tools.program("pg_dump").display()))?;
+        let pid = Arc::new(Mutex::new(Some(Pid::from_raw(child.id() as i32))));
+        Ok(PgDump { child, pid })
+    }
+
+    /// Kills pg_dump as soon as `stop` fires (until it has been reaped).
+    fn kill_on(&self, stop: &Stop) -> tokio::task::JoinHandle<()> {
+        let pid = self.pid.clone();
+        let token = stop.token.clone();
+        let handle = tokio::runtime::Handle::current();
+        handle.spawn(async move {
+            token.cancelled().await;
+            if let Ok(slot) = pid.lock()
+                && let Some(pid) = *slot
+            {
+                let _ = killpg(pid, Signal::SIGKILL);
+            }
+        })
+    }
+
+    /// Waits for pg_dump to exit (killing it first when `kill_first`).
+    fn reap(mut self, kill_first: bool) -> std::io::Result<std::process::ExitStatus> {
+        if kill_first {
+            let _ = killpg(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
+        }
+        if let Ok(mut slot) = self.pid.lock() {
+            *slot = None;
+        }
+        self.child.wait()
+    }
+}
+
+/// The blocking half: runs pg_dump, cuts its output into blocks, compresses them on worker
+/// threads and sends the members on. Returns once pg_dump has exited cleanly with a complete
+/// dump; on any failure (or when `stop` fires) pg_dump is killed and every thread ends.
+fn produce(spec: DumpSpec, members: mpsc::Sender<Member>, stop: &Stop) -> Result<Produced> {
+    let mut pg_dump = PgDump::spawn(&spec)?;
+    let watcher = pg_dump.kill_on(stop);
+    let stdout = pg_dump.child.stdout.take();
+    let stderr = pg_dump.child.stderr.take();
+    let (Some(stdout), Some(stderr)) = (stdout, stderr) else {
+        let _ = pg_dump.reap(true);
+        bail!("pg_dump has no stdout or stderr");
+    };
+    let stderr_reader = std::thread::spawn(move || read_stderr(stderr));
+    let (work_tx, workers) = start_workers(spec.workers, spec.level, members);
+    let read = read_blocks(stdout, &work_tx);
+    drop(work_tx);
+    let status = pg_dump.reap(read.is_err());
+    watcher.abort();
+    let stderr_text = stderr_reader.join().unwrap_or_default();
+    for worker in workers {
+        match worker.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => bail!("compressing: {e}"),
+            Err(_) => bail!("a compression thread panicked"),
+        }
+    }
+    let read = read?;
+    let status = status.map_err(|e| anyhow!("waiting for pg_dump: {e}"))?;
+    if stop.is_stopped() {
+        bail!("stopped");
+    }
+    check_pg_dump(&spec, status, &stderr_text, &read.tail)?;
+    Ok(Produced {
+        raw_bytes: read.raw_bytes,
+        members: read.blocks,
+    })
+}
+
+/// Compression threads: they take raw blocks from a bounded queue and send members on; each
+/// ends when the queue closes or the member channel does (the pipeline stopped).
+fn start_workers(
+    count: usize,
+    level: u32,
+    members: mpsc::Sender<Member>,
+) -> (
+    std::sync::mpsc::SyncSender<(u64, Vec<u8>)>,
+    Vec<std::thread::JoinHandle<Result<()>>>,
+) {
+    let (work_tx, work_rx) = std::sync::mpsc::sync_channel::<(u64, Vec<u8>)>(count);
     let work_rx = Arc::new(Mutex::new(work_rx));
-    let level = spec.level;
-    let workers: Vec<_> = (0..spec.workers)
+    let workers = (0..count)
         .map(|_| {
             let rx = work_rx.clone();
-            let out = blocks.clone();
-            std::thread::spawn(move || -> anyhow::Result<()> {
+            let out = members.clone();
+            std::thread::spawn(move || -> Result<()> {
                 loop {
-                    let next = rx
-                        .lock()
-                        .map_err(|_| anyhow::anyhow!("lock poisoned"))?
-                        .recv();
+                    let next = rx.lock().map_err(|_| anyhow!("lock poisoned"))?.recv();
                     let Ok((seq, raw)) = next else { return Ok(()) };
                     let mut encoder =
                         GzEncoder::new(Vec::with_capacity(raw.len() / 2), Compression::new(level));
                     encoder.write_all(&raw)?;
-                    let member = encoder.finish()?;
-                    if out.blocking_send((seq, member)).is_err() {
-                        // The pipeline was cancelled; stop quietly.
+                    let bytes = encoder.finish()?;
+                    if out.blocking_send(Member { seq, bytes }).is_err() {
+                        // The pipeline stopped; its reason is reported elsewhere.
                         return Ok(());
                     }
                 }
             })
         })
         .collect();
-    drop(blocks);
+    (work_tx, workers)
+}
 
-    let mut raw_total = 0u64;
-    let mut tail: Vec<u8> = Vec::new();
-    let mut seq = 0u64;
-    let mut read_error = None;
-    let read_result = loop {
-        let mut block = vec![0u8; BLOCK_BYTES];
-        let mut filled = 0;
-        let eof = loop {
-            match stdout.read(&mut block[filled..]) {
-                Ok(0) => break true,
-                Ok(n) => {
-                    filled += n;
-                    if filled == BLOCK_BYTES {
-                        break false;
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    read_error = Some(e);
-                    break true;
-                }
-            }
-        };
-        block.truncate(filled);
-        raw_total += filled as u64;
-        tail.extend_from_slice(&block[filled.saturating_sub(256)..]);
-        if tail.len() > 256 {
-            tail.drain(..tail.len() - 256);
-        }
-        if !block.is_empty() && work_tx.send((seq, block)).is_err() {
-            break Err(anyhow::anyhow!("the compression workers stopped"));
-        }
-        seq += 1;
-        if eof {
-            break Ok(());
-        }
+/// What the block reader saw of pg_dump's output.
+struct Output {
+    raw_bytes: u64,
+    blocks: u64,
+    /// The last bytes, where a plain dump's completion trailer is.
+    tail: Vec<u8>,
+}
+
+/// Reads pg_dump's stdout into [`BLOCK_BYTES`] blocks and queues them for compression.
+fn read_blocks(
+    mut stdout: std::process::ChildStdout,
+    work: &std::sync::mpsc::SyncSender<(u64, Vec<u8>)>,
+) -> Result<Output> {
+    let mut read = Output {
+        raw_bytes: 0,
+        blocks: 0,
+        tail: Vec::new(),
     };
-    drop(work_tx);
-    let status = child.wait();
-    if let Ok(mut slot) = pid_slot.lock() {
-        *slot = None;
-    }
-    let stderr_text = stderr_reader.join().unwrap_or_default();
-    for worker in workers {
-        match worker.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(anyhow::anyhow!("compressing: {e}")),
-            Err(_) => return Err(anyhow::anyhow!("a compression thread panicked")),
+    loop {
+        let mut block = vec![0u8; BLOCK_BYTES];
+        let (filled, eof) =
+            fill(&mut stdout, &mut block).map_err(|e| anyhow!("reading pg_dump's output: {e}"))?;
+        block.truncate(filled);
+        read.raw_bytes += filled as u64;
+        read.tail
+            .extend_from_slice(&block[filled.saturating_sub(256)..]);
+        if read.tail.len() > 256 {
+            read.tail.drain(..read.tail.len() - 256);
+        }
+        if !block.is_empty() {
+            work.send((read.blocks, block))
+                .map_err(|_| anyhow!("the compression workers stopped"))?;
+            read.blocks += 1;
+        }
+        if eof {
+            return Ok(read);
         }
     }
-    read_result?;
-    if let Some(e) = read_error {
-        anyhow::bail!("reading pg_dump's output: {e}");
+}
+
+/// Fills `block` from `source`; returns how much was read and whether the end was reached.
+fn fill(source: &mut impl Read, block: &mut [u8]) -> std::io::Result<(usize, bool)> {
+    let mut filled = 0;
+    while filled < block.len() {
+        match source.read(&mut block[filled..]) {
+            Ok(0) => return Ok((filled, true)),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
-    let status = status.map_err(|e| anyhow::anyhow!("waiting for pg_dump: {e}"))?;
+    Ok((filled, false))
+}
+
+/// pg_dump must have exited 0, reported no error and — for plain dumps — written its trailer.
+fn check_pg_dump(
+    spec: &DumpSpec,
+    status: std::process::ExitStatus,
+    stderr: &str,
+    tail: &[u8],
+) -> Result<()> {
     if !status.success() {
-        anyhow::bail!("pg_dump failed ({status}): {}", stderr_text.trim());
+        bail!("pg_dump failed ({status}): {}", stderr.trim());
     }
-    if stderr_text.contains("pg_dump: error") {
-        anyhow::bail!("pg_dump reported an error: {}", stderr_text.trim());
+    if stderr.contains("pg_dump: error") {
+        bail!("pg_dump reported an error: {}", stderr.trim());
     }
-    if spec.format == DumpFormat::Plain && !String::from_utf8_lossy(&tail).contains(PLAIN_TRAILER) {
-        anyhow::bail!(
+    if spec.format == DumpFormat::Plain && !String::from_utf8_lossy(tail).contains(PLAIN_TRAILER) {
+        bail!(
             "pg_dump exited 0 but its output ends without the completion trailer: the dump is truncated"
         );
     }
-    if !stderr_text.trim().is_empty() {
-        tracing::warn!(stderr = %stderr_text.trim(), "pg_dump wrote to stderr");
+    if !stderr.trim().is_empty() {
+        tracing::warn!(stderr = %stderr.trim(), "pg_dump wrote to stderr");
     }
-    Ok(raw_total)
+    Ok(())
 }
 
 /// Reads pg_dump's stderr to the end, keeping the last few kB.
@@ -346,26 +574,4 @@ fn read_stderr(mut stderr: std::process::ChildStderr) -> String {
         }
     }
     String::from_utf8_lossy(&kept).to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use flate2::read::MultiGzDecoder;
-
-    #[test]
-    fn concatenated_members_are_one_gzip_stream() {
-        let parts = [b"hello ".to_vec(), b"world".to_vec()];
-        let mut joined = Vec::new();
-        for p in parts {
-            let mut e = GzEncoder::new(Vec::new(), Compression::new(3));
-            e.write_all(&p).unwrap();
-            joined.extend(e.finish().unwrap());
-        }
-        let mut out = String::new();
-        MultiGzDecoder::new(&joined[..])
-            .read_to_string(&mut out)
-            .unwrap();
-        assert_eq!(out, "hello world");
-    }
 }

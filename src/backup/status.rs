@@ -57,6 +57,8 @@ pub struct BackupStatus {
     pub next_verify_at: Option<DateTime<Utc>>,
     /// Why backups cannot run at all (e.g. the store could not be opened).
     pub unavailable: Option<String>,
+    /// Why the last retention run failed or was refused; the backups themselves are unaffected.
+    pub retention_error: Option<String>,
 }
 
 /// The shared, cheaply cloned handle.

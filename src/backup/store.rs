@@ -76,6 +76,7 @@ impl Store {
                     prefix,
                     config.gcs_endpoint.as_deref(),
                     config.retry_time_limit,
+                    config.request_timeout,
                 )
                 .await?;
                 Ok(Store::Gcs(Box::new(store)))

@@ -132,5 +132,6 @@ fn backup_summary(status: &crate::backup::status::BackupStatus) -> Value {
         "last_verify_ok": status.last_verify.as_ref().map(|v| v.ok),
         "last_verify_success_at": status.last_verify_success_at,
         "unavailable": status.unavailable,
+        "retention_error": status.retention_error,
     })
 }

@@ -6,6 +6,9 @@
 //! soon as the test process exits — whether the tests passed, failed or the process aborted.
 #![allow(dead_code)]
 
+pub mod backups;
+pub mod fault_proxy;
+
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
