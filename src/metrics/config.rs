@@ -25,9 +25,9 @@ pub const VARIABLES: &[Var] = &[
 
 pub const DEFAULT_METRICS_ADDR: &str = "0.0.0.0:9187";
 /// postgres_exporter's default for its pg_stat_statements collector.
-pub const DEFAULT_STATEMENTS_LIMIT: u32 = 100;
+const DEFAULT_STATEMENTS_LIMIT: u32 = 100;
 /// What the `query` label of `pg_stat_statements_query_id` is cut to (postgres_exporter's default).
-pub const STATEMENT_TEXT_LENGTH: usize = 120;
+pub(super) const STATEMENT_TEXT_LENGTH: usize = 120;
 
 /// The `/metrics` listener and what it exports.
 #[derive(Debug, Clone)]

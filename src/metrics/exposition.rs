@@ -11,10 +11,10 @@ use std::fmt::Write;
 use std::hash::{Hash, Hasher};
 
 /// The `Content-Type` of the output.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub(super) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(super) enum Kind {
     Counter,
     Gauge,
     Untyped,
@@ -34,7 +34,7 @@ impl Kind {
 
 /// One family: a name, its help and type, and its samples.
 #[derive(Debug)]
-pub struct Family {
+pub(super) struct Family {
     name: String,
     help: String,
     kind: Kind,
@@ -46,12 +46,12 @@ pub struct Family {
 
 impl Family {
     /// Adds a sample; a repeated label set is dropped (returns false).
-    pub fn sample(&mut self, labels: &[(&str, &str)], value: f64) -> bool {
+    pub(super) fn sample(&mut self, labels: &[(&str, &str)], value: f64) -> bool {
         self.sample_with_suffix("", labels, value)
     }
 
     /// Adds one histogram: cumulative `buckets` as `(upper bound, count)`, then `+Inf`, sum, count.
-    pub fn histogram(
+    pub(super) fn histogram(
         &mut self,
         labels: &[(&str, &str)],
         buckets: &[(f64, u64)],
@@ -113,26 +113,26 @@ impl Family {
         true
     }
 
-    pub fn is_empty(&self) -> bool {
+    fn is_empty(&self) -> bool {
         self.samples == 0
     }
 }
 
 /// The families of one scrape, in the order they were first named.
 #[derive(Debug, Default)]
-pub struct Exposition {
+pub(super) struct Exposition {
     families: Vec<Family>,
     index: HashMap<String, usize>,
 }
 
 impl Exposition {
-    pub fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self::default()
     }
 
     /// The family `name`, created on first use. Asking again for the same name returns the same
     /// family (its help and type stay those given first).
-    pub fn family(&mut self, name: &str, help: &str, kind: Kind) -> &mut Family {
+    pub(super) fn family(&mut self, name: &str, help: &str, kind: Kind) -> &mut Family {
         if let Some(&i) = self.index.get(name) {
             return &mut self.families[i];
         }
@@ -155,30 +155,30 @@ impl Exposition {
         &mut self.families[index]
     }
 
-    pub fn gauge(&mut self, name: &str, help: &str) -> &mut Family {
+    pub(super) fn gauge(&mut self, name: &str, help: &str) -> &mut Family {
         self.family(name, help, Kind::Gauge)
     }
 
-    pub fn counter(&mut self, name: &str, help: &str) -> &mut Family {
+    pub(super) fn counter(&mut self, name: &str, help: &str) -> &mut Family {
         self.family(name, help, Kind::Counter)
     }
 
-    pub fn untyped(&mut self, name: &str, help: &str) -> &mut Family {
+    pub(super) fn untyped(&mut self, name: &str, help: &str) -> &mut Family {
         self.family(name, help, Kind::Untyped)
     }
 
     /// A family with one unlabelled sample.
-    pub fn single(&mut self, name: &str, help: &str, kind: Kind, value: f64) {
+    pub(super) fn single(&mut self, name: &str, help: &str, kind: Kind, value: f64) {
         self.family(name, help, kind).sample(&[], value);
     }
 
     /// How many samples (series) the scrape holds.
-    pub fn series(&self) -> usize {
+    pub(super) fn series(&self) -> usize {
         self.families.iter().map(|f| f.samples).sum()
     }
 
     /// The text format; families without samples are left out.
-    pub fn render(&self) -> String {
+    pub(super) fn render(&self) -> String {
         let size = self
             .families
             .iter()
@@ -199,7 +199,7 @@ impl Exposition {
 }
 
 /// `[a-zA-Z_:][a-zA-Z0-9_:]*`
-pub fn valid_name(name: &str) -> bool {
+fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
@@ -207,7 +207,7 @@ pub fn valid_name(name: &str) -> bool {
 
 /// `name` with every character a metric name cannot hold replaced by `_` (names built from
 /// server data, e.g. `pg_settings_` + a GUC name, stay valid).
-pub fn sanitize_name(name: &str) -> String {
+fn sanitize_name(name: &str) -> String {
     if valid_name(name) {
         return name.to_string();
     }
@@ -229,7 +229,7 @@ pub fn sanitize_name(name: &str) -> String {
 
 /// A value as Prometheus parses it: `+Inf`, `-Inf`, `NaN`, otherwise the shortest decimal that
 /// reads back to the same float.
-pub fn format_value(value: f64) -> String {
+fn format_value(value: f64) -> String {
     if value.is_nan() {
         "NaN".to_string()
     } else if value.is_infinite() {

@@ -1,7 +1,8 @@
-//! Host metrics under node_exporter's names and semantics (metrics-reference §2.2), read from
-//! `/proc` and `/sys`: CPU seconds per mode (kept monotonic, as node_exporter does), load,
-//! every `/proc/meminfo` field, filesystems (with node_exporter's excludes and a stuck-mount
-//! guard), disk and network counters, kernel counters, pressure, vmstat and file descriptors.
+//! Host metrics under node_exporter's names and semantics (dashboards and alerting rules match on
+//! them; `README.md`'s Metrics section lists the families), read from `/proc` and `/sys`: CPU
+//! seconds per mode (kept monotonic, as node_exporter does), load, every `/proc/meminfo` field,
+//! filesystems (with node_exporter's excludes and a stuck-mount guard), disk and network
+//! counters, kernel counters, pressure, vmstat and file descriptors.
 //!
 //! Each collector reports `node_scrape_collector_{duration_seconds,success}{collector}`; one
 //! that fails (a file missing on this kernel) leaves the others unaffected.
@@ -52,7 +53,7 @@ type Collect<'a> = dyn Fn(&mut Exposition) -> Result<()> + 'a;
 
 /// State kept between scrapes.
 #[derive(Default)]
-pub struct HostCollector {
+pub(super) struct HostCollector {
     /// Last reported seconds per CPU and mode, to keep `node_cpu_seconds_total` monotonic.
     cpu: Mutex<HashMap<String, [f64; 8]>>,
     /// Mount points whose `statfs` has not returned (reported with `device_error` 1).
@@ -60,12 +61,12 @@ pub struct HostCollector {
 }
 
 impl HostCollector {
-    pub fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self::default()
     }
 
     /// Everything but the filesystems (plain file reads: fast, never blocking for long).
-    pub fn collect(&self, out: &mut Exposition) {
+    pub(super) fn collect(&self, out: &mut Exposition) {
         // Read once for both collectors that parse it.
         let proc_stat = read("/proc/stat").map_err(|e| format!("{e:#}"));
         let proc_stat = || proc_stat.as_deref().map_err(|e| anyhow!("{e}"));
@@ -94,7 +95,7 @@ impl HostCollector {
     }
 
     /// Filesystem sizes; `statfs` runs on a blocking thread so a hung mount cannot stall a scrape.
-    pub async fn collect_filesystems(&self, out: &mut Exposition) {
+    pub(super) async fn collect_filesystems(&self, out: &mut Exposition) {
         let started = Instant::now();
         let stuck = self.stuck.clone();
         let work = tokio::task::spawn_blocking(move || filesystems(&stuck));
@@ -299,108 +300,123 @@ fn diskstats(out: &mut Exposition) -> Result<()> {
     let disks = procfs::diskstats().context("reading /proc/diskstats")?;
     for d in disks.iter().filter(|d| !EXCLUDED_DISKS.is_match(&d.name)) {
         let dev = [("device", d.name.as_str())];
-        let ms = |v: u64| v as f64 / 1000.0;
-        let sectors = |v: u64| v as f64 * 512.0;
-        let counters: [(&str, &str, f64); 10] = [
-            (
-                "node_disk_reads_completed_total",
-                "The total number of reads completed successfully.",
-                d.reads as f64,
-            ),
-            (
-                "node_disk_reads_merged_total",
-                "The total number of reads merged.",
-                d.merged as f64,
-            ),
-            (
-                "node_disk_read_bytes_total",
-                "The total number of bytes read successfully.",
-                sectors(d.sectors_read),
-            ),
-            (
-                "node_disk_read_time_seconds_total",
-                "The total number of seconds spent by all reads.",
-                ms(d.time_reading),
-            ),
-            (
-                "node_disk_writes_completed_total",
-                "The total number of writes completed successfully.",
-                d.writes as f64,
-            ),
-            (
-                "node_disk_writes_merged_total",
-                "The number of writes merged.",
-                d.writes_merged as f64,
-            ),
-            (
-                "node_disk_written_bytes_total",
-                "The total number of bytes written successfully.",
-                sectors(d.sectors_written),
-            ),
-            (
-                "node_disk_write_time_seconds_total",
-                "This is the total number of seconds spent by all writes.",
-                ms(d.time_writing),
-            ),
-            (
-                "node_disk_io_time_seconds_total",
-                "Total seconds spent doing I/Os.",
-                ms(d.time_in_progress),
-            ),
-            (
-                "node_disk_io_time_weighted_seconds_total",
-                "The weighted # of seconds spent doing I/Os.",
-                ms(d.weighted_time_in_progress),
-            ),
-        ];
-        for (name, help, value) in counters {
-            out.counter(name, help).sample(&dev, value);
+        for (name, help, value) in DISK_COUNTERS {
+            out.counter(name, help).sample(&dev, value(d));
         }
         out.gauge(
             "node_disk_io_now",
             "The number of I/Os currently in progress.",
         )
         .sample(&dev, d.in_progress as f64);
-        let optional: [(&str, &str, Option<f64>); 6] = [
-            (
-                "node_disk_discards_completed_total",
-                "The total number of discards completed successfully.",
-                d.discards.map(|v| v as f64),
-            ),
-            (
-                "node_disk_discards_merged_total",
-                "The total number of discards merged.",
-                d.discards_merged.map(|v| v as f64),
-            ),
-            (
-                "node_disk_discarded_sectors_total",
-                "The total number of sectors discarded successfully.",
-                d.sectors_discarded.map(|v| v as f64),
-            ),
-            (
-                "node_disk_discard_time_seconds_total",
-                "This is the total number of seconds spent by all discards.",
-                d.time_discarding.map(ms),
-            ),
-            (
-                "node_disk_flush_requests_total",
-                "The total number of flush requests completed successfully",
-                d.flushes.map(|v| v as f64),
-            ),
-            (
-                "node_disk_flush_requests_time_seconds_total",
-                "This is the total number of seconds spent by all flush requests.",
-                d.time_flushing.map(ms),
-            ),
-        ];
-        for (name, help, value) in optional {
-            if let Some(value) = value {
+        for (name, help, value) in DISK_OPTIONAL_COUNTERS {
+            if let Some(value) = value(d) {
                 out.counter(name, help).sample(&dev, value);
             }
         }
     }
     Ok(())
 }
+
+/// One value of a `/proc/diskstats` line, in node_exporter's unit.
+type DiskField<T> = fn(&procfs::DiskStat) -> T;
+
+/// Milliseconds to seconds.
+fn ms(v: u64) -> f64 {
+    v as f64 / 1000.0
+}
+
+/// 512-byte sectors to bytes.
+fn sectors(v: u64) -> f64 {
+    v as f64 * 512.0
+}
+
+/// The counters every kernel reports, in node_exporter's order.
+const DISK_COUNTERS: [(&str, &str, DiskField<f64>); 10] = [
+    (
+        "node_disk_reads_completed_total",
+        "The total number of reads completed successfully.",
+        |d| d.reads as f64,
+    ),
+    (
+        "node_disk_reads_merged_total",
+        "The total number of reads merged.",
+        |d| d.merged as f64,
+    ),
+    (
+        "node_disk_read_bytes_total",
+        "The total number of bytes read successfully.",
+        |d| sectors(d.sectors_read),
+    ),
+    (
+        "node_disk_read_time_seconds_total",
+        "The total number of seconds spent by all reads.",
+        |d| ms(d.time_reading),
+    ),
+    (
+        "node_disk_writes_completed_total",
+        "The total number of writes completed successfully.",
+        |d| d.writes as f64,
+    ),
+    (
+        "node_disk_writes_merged_total",
+        "The number of writes merged.",
+        |d| d.writes_merged as f64,
+    ),
+    (
+        "node_disk_written_bytes_total",
+        "The total number of bytes written successfully.",
+        |d| sectors(d.sectors_written),
+    ),
+    (
+        "node_disk_write_time_seconds_total",
+        "This is the total number of seconds spent by all writes.",
+        |d| ms(d.time_writing),
+    ),
+    (
+        "node_disk_io_time_seconds_total",
+        "Total seconds spent doing I/Os.",
+        |d| ms(d.time_in_progress),
+    ),
+    (
+        "node_disk_io_time_weighted_seconds_total",
+        "The weighted # of seconds spent doing I/Os.",
+        |d| ms(d.weighted_time_in_progress),
+    ),
+];
+
+/// The discard and flush counters, which older kernels do not report (left out then).
+const DISK_OPTIONAL_COUNTERS: [(&str, &str, DiskField<Option<f64>>); 6] = [
+    (
+        "node_disk_discards_completed_total",
+        "The total number of discards completed successfully.",
+        |d| d.discards.map(|v| v as f64),
+    ),
+    (
+        "node_disk_discards_merged_total",
+        "The total number of discards merged.",
+        |d| d.discards_merged.map(|v| v as f64),
+    ),
+    (
+        "node_disk_discarded_sectors_total",
+        "The total number of sectors discarded successfully.",
+        |d| d.sectors_discarded.map(|v| v as f64),
+    ),
+    (
+        "node_disk_discard_time_seconds_total",
+        "This is the total number of seconds spent by all discards.",
+        |d| d.time_discarding.map(ms),
+    ),
+    (
+        "node_disk_flush_requests_total",
+        "The total number of flush requests completed successfully",
+        |d| d.flushes.map(|v| v as f64),
+    ),
+    (
+        "node_disk_flush_requests_time_seconds_total",
+        "This is the total number of seconds spent by all flush requests.",
+        |d| d.time_flushing.map(ms),
+    ),
+];
 
 fn netdev(out: &mut Exposition) -> Result<()> {
     let devices = procfs::net::dev_status().context("reading /proc/net/dev")?;

@@ -8,12 +8,13 @@
 //! Whatever fails, the answer is a 200 with everything that could be read.
 
 pub mod config;
-pub mod exposition;
+mod exposition;
 mod host;
-pub mod own;
+mod own;
 mod postgres;
 
 pub use config::{MetricsConfig, VARIABLES};
+pub use own::{SkillOutcome, SkillStats};
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -34,7 +35,6 @@ use tokio_util::sync::CancellationToken;
 use crate::backup::status::StatusHandle;
 use crate::db::Database;
 use exposition::Exposition;
-pub use own::{SkillOutcome, SkillStats};
 
 /// Scrapes within this interval of the last one get its result.
 const CACHE_TTL: Duration = Duration::from_secs(1);
@@ -158,7 +158,7 @@ impl Metrics {
 }
 
 /// The metrics listener's routes.
-pub fn router(metrics: Arc<Metrics>) -> Router {
+fn router(metrics: Arc<Metrics>) -> Router {
     Router::new()
         .route("/metrics", get(serve_metrics))
         .route("/", get(index))

@@ -70,7 +70,7 @@ impl SkillStats {
         }
     }
 
-    pub fn write(&self, out: &mut Exposition) {
+    pub(super) fn write(&self, out: &mut Exposition) {
         let snapshot: Vec<_> = match self.by_skill.lock() {
             Ok(map) => map.iter().map(|(k, v)| (*k, v.clone())).collect(),
             Err(_) => return,
@@ -102,7 +102,7 @@ impl SkillStats {
     }
 }
 
-pub fn build_info(out: &mut Exposition) {
+pub(super) fn build_info(out: &mut Exposition) {
     out.gauge(
         "nexusd_build_info",
         "nexusd's version and the compiler that built it; the value is always 1.",
@@ -117,7 +117,7 @@ pub fn build_info(out: &mut Exposition) {
 }
 
 /// `process_*` for nexusd itself, as client libraries name them.
-pub fn process(out: &mut Exposition) -> Result<()> {
+pub(super) fn process(out: &mut Exposition) -> Result<()> {
     let me = procfs::process::Process::myself().context("reading /proc/self")?;
     let stat = me.stat().context("reading /proc/self/stat")?;
     let ticks = procfs::ticks_per_second() as f64;
@@ -183,7 +183,7 @@ pub fn process(out: &mut Exposition) -> Result<()> {
     Ok(())
 }
 
-pub fn pool(out: &mut Exposition, stats: PoolStats) {
+pub(super) fn pool(out: &mut Exposition, stats: PoolStats) {
     let idle = stats.free as f64;
     let in_use = f64::from(stats.size) - idle;
     let family = out.gauge(
@@ -204,7 +204,7 @@ fn timestamp(t: chrono::DateTime<chrono::Utc>) -> f64 {
     t.timestamp_millis() as f64 / 1000.0
 }
 
-pub fn backups(out: &mut Exposition, status: &BackupStatus) {
+pub(super) fn backups(out: &mut Exposition, status: &BackupStatus) {
     out.single(
         "nexusd_backup_available",
         "1 when backups can run (the store opened and the schedule is set), 0 otherwise.",
