@@ -24,52 +24,91 @@ use crate::kb::analysis::{
 use crate::kb::knowledge::{self, NewDependency, NewDeployment, NewLesson};
 use crate::kb::parse_datetime;
 
-/// Largest knowledge base accepted (the original's were a few MB).
-const MAX_BYTES: usize = 256 * 1024 * 1024;
+/// Largest knowledge base accepted (the original's were a few MB); enforced while reading, so
+/// an endless source costs at most this much memory.
+const MAX_BYTES: usize = 64 * 1024 * 1024;
+const HTTP_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Reads `source`: a path, `-` for standard input, or an http(s) URL.
+/// Reads `source`: a path, `-` for standard input, or an http(s) URL (other schemes are refused).
 pub async fn load(source: &str) -> Result<Value> {
-    let bytes = if source.starts_with("http://") || source.starts_with("https://") {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(120))
-            .build()
-            .context("building an HTTP client")?;
-        let response = client
-            .get(source)
-            .send()
-            .await
-            .with_context(|| format!("fetching {source}"))?;
-        if !response.status().is_success() {
-            bail!("fetching {source}: HTTP {}", response.status());
+    let bytes = match url_scheme(source) {
+        Some("http" | "https") => download(source).await?,
+        Some(other) => bail!(
+            "{source}: {other}:// URLs are not supported: use an http(s) URL, a file path or - for standard input"
+        ),
+        None if source == "-" => read_capped(tokio::io::stdin(), source).await?,
+        None => {
+            let file = tokio::fs::File::open(source)
+                .await
+                .with_context(|| format!("reading {source}"))?;
+            read_capped(file, source).await?
         }
-        if response
-            .content_length()
-            .is_some_and(|n| n as usize > MAX_BYTES)
-        {
-            bail!("{source} is larger than {} MiB", MAX_BYTES >> 20);
-        }
-        response
-            .bytes()
-            .await
-            .with_context(|| format!("reading {source}"))?
-            .to_vec()
-    } else if source == "-" {
-        use tokio::io::AsyncReadExt;
-        let mut buf = Vec::new();
-        tokio::io::stdin()
-            .read_to_end(&mut buf)
-            .await
-            .context("reading standard input")?;
-        buf
-    } else {
-        tokio::fs::read(source)
-            .await
-            .with_context(|| format!("reading {source}"))?
     };
-    if bytes.len() > MAX_BYTES {
-        bail!("{source} is larger than {} MiB", MAX_BYTES >> 20);
-    }
     serde_json::from_slice(&bytes).with_context(|| format!("{source} is not valid JSON"))
+}
+
+/// The scheme of `source` when it is written as a URL (`scheme://…`).
+fn url_scheme(source: &str) -> Option<&str> {
+    let (scheme, _) = source.split_once("://")?;
+    let valid = !scheme.is_empty()
+        && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+    valid.then_some(scheme)
+}
+
+fn too_large(source: &str) -> anyhow::Error {
+    anyhow::anyhow!("{source} is larger than {} MiB", MAX_BYTES >> 20)
+}
+
+/// Streams an http(s) URL, stopping as soon as it passes [`MAX_BYTES`].
+async fn download(source: &str) -> Result<Vec<u8>> {
+    let client = reqwest::Client::builder()
+        .timeout(HTTP_TIMEOUT)
+        .build()
+        .context("building an HTTP client")?;
+    let mut response = client
+        .get(source)
+        .send()
+        .await
+        .with_context(|| format!("fetching {source}"))?;
+    if !response.status().is_success() {
+        bail!("fetching {source}: HTTP {}", response.status());
+    }
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_BYTES as u64)
+    {
+        return Err(too_large(source));
+    }
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .with_context(|| format!("reading {source}"))?
+    {
+        if bytes.len() + chunk.len() > MAX_BYTES {
+            return Err(too_large(source));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
+}
+
+/// Reads a file or standard input, stopping as soon as it passes [`MAX_BYTES`].
+async fn read_capped(reader: impl tokio::io::AsyncRead + Unpin, source: &str) -> Result<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut bytes = Vec::new();
+    let read = reader
+        .take(MAX_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .await
+        .with_context(|| format!("reading {source}"))?;
+    if read > MAX_BYTES {
+        return Err(too_large(source));
+    }
+    Ok(bytes)
 }
 
 /// What an import did.

@@ -233,3 +233,79 @@ async fn bad_input_is_refused_and_nothing_is_written() {
         assert_eq!(repos, 0);
     }
 }
+
+/// Peak resident memory of a process, polled from /proc until it exits; with its exit status.
+fn peak_rss_kb(mut child: std::process::Child) -> (std::process::ExitStatus, u64, String) {
+    let status_path = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    let started = std::time::Instant::now();
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&status_path)
+            && let Some(kb) = text
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse().ok())
+        {
+            peak = peak.max(kb);
+        }
+        if peak > 1024 * 1024 {
+            // Far past any limit: stop it before it takes the machine's memory.
+            child.kill().ok();
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                std::io::Read::read_to_string(&mut e, &mut err).ok();
+            }
+            return (status, peak, err);
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "import-json still running after 120 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[tokio::test]
+async fn an_endless_url_is_cut_off_while_reading_and_other_schemes_are_refused() {
+    let db = shared_db().await;
+    // A valid JSON prefix that never ends, without Content-Length.
+    let endless = || {
+        let chunk = bytes::Bytes::from(vec![b' '; 1 << 20]);
+        let head = futures_util::stream::once(async {
+            Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"{\"repositories\": {"))
+        });
+        let tail = futures_util::stream::repeat_with(move || Ok(chunk.clone()));
+        axum::body::Body::from_stream(futures_util::StreamExt::chain(head, tail))
+    };
+    let app = Router::new().route("/kb.json", get(move || async move { endless() }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+
+    let url = format!("http://{addr}/kb.json");
+    let db_url = db.url();
+    let (status, peak_kb, err) = tokio::task::spawn_blocking(move || {
+        let child = nexusd_command(&["import-json", &url], &[("DATABASE_URL", &db_url)])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        peak_rss_kb(child)
+    })
+    .await
+    .unwrap();
+    assert!(!status.success());
+    assert!(err.contains("is larger than 64 MiB"), "{err}");
+    assert!(
+        peak_kb < 200 * 1024,
+        "import-json held {} MB of an endless download",
+        peak_kb / 1024
+    );
+
+    let (ok, _, err) = import(&db.url(), &["ftp://example.org/kb.json"]);
+    assert!(!ok);
+    assert!(err.contains("ftp:// URLs are not supported"), "{err}");
+}

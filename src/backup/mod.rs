@@ -26,6 +26,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use sha2::Digest;
 use sqlx::{Connection, PgConnection};
 use tokio_util::sync::CancellationToken;
 
@@ -39,11 +40,22 @@ use store::{Store, StoreError};
 
 /// Session advisory lock held during a backup, so two nexusd instances never dump at once.
 pub const BACKUP_LOCK: i64 = 0x6e65_7875_7364_0001;
-/// Session advisory lock held during a verification: while it is held, no other verification
-/// runs, so every scratch database left over is stale.
+/// Session advisory lock held during a verification (advisory locks belong to one database):
+/// while it is held, no other verification of this database runs, so every scratch database of
+/// this database left over is stale.
 const VERIFY_LOCK: i64 = 0x6e65_7875_7364_0002;
-/// Scratch databases of verifications are named with this prefix.
+/// Scratch databases of verifications are named with this prefix, then a hash of the source
+/// database's name (so the servers' other databases' verifications are left alone).
 const SCRATCH_PREFIX: &str = "nexusd_verify_";
+
+/// `nexusd_verify_<8 hex digits of the source database's name>_`.
+fn scratch_prefix(database: &str) -> String {
+    let digest = sha2::Sha256::digest(database.as_bytes());
+    format!(
+        "{SCRATCH_PREFIX}{:08x}_",
+        u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]])
+    )
+}
 
 /// Why a backup did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -483,9 +495,10 @@ impl Backups {
         if !locked {
             bail!("another nexusd is verifying a backup of this database");
         }
-        drop_stale_scratch(&mut admin).await;
+        let prefix = scratch_prefix(self.db.tools.database());
+        drop_stale_scratch(&mut admin, &prefix).await;
         let spool = restore::spool(&self.store, &manifest, &self.spool_dir).await?;
-        let scratch = format!("{SCRATCH_PREFIX}{}", Utc::now().format("%Y%m%d%H%M%S%3f"));
+        let scratch = format!("{prefix}{}", Utc::now().format("%Y%m%d%H%M%S%3f"));
         let outcome = if !spool.intact() {
             Err(anyhow!("not loaded: the object differs from its manifest"))
         } else if let Err(e) = restore::check(&spool, &manifest).await {
@@ -730,13 +743,13 @@ impl Backups {
     }
 }
 
-/// Drops the scratch databases earlier verifications left behind (killed mid-way); the caller
-/// holds the verification lock, so none of them is in use.
-async fn drop_stale_scratch(admin: &mut PgConnection) {
+/// Drops the scratch databases earlier verifications of this database left behind (killed
+/// mid-way); the caller holds the verification lock, so none of them is in use.
+async fn drop_stale_scratch(admin: &mut PgConnection, prefix: &str) {
     let stale: Vec<String> = sqlx::query_scalar(
         "SELECT datname::text FROM pg_database WHERE starts_with(datname, $1) ORDER BY 1",
     )
-    .bind(SCRATCH_PREFIX)
+    .bind(prefix)
     .fetch_all(&mut *admin)
     .await
     .unwrap_or_default();

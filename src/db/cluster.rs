@@ -20,6 +20,8 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
+use super::programs;
+
 /// The database the embedded cluster serves (the original's name).
 pub const EMBEDDED_DATABASE: &str = "devnexus";
 /// The embedded cluster's superuser, which nexusd connects as over the private socket.
@@ -42,18 +44,18 @@ pub struct PgBinaries {
 }
 
 impl PgBinaries {
-    /// Finds server binaries: `explicit` if given, else `pg_config --bindir`,
-    /// `/usr/lib/postgresql/*/bin` (newest first), `/usr/pgsql-*/bin`, `/usr/local/pgsql/bin`
-    /// and `PATH`. With `want_major`, only that major version is accepted (an existing data
+    /// Finds server binaries in [`programs::search_dirs`]. With `want_major`, only that major version is accepted (an existing data
     /// directory can only be run by the version that created it).
     pub fn locate(explicit: Option<&Path>, want_major: Option<u32>) -> Result<Self> {
-        let candidates = match explicit {
-            Some(dir) => vec![dir.to_path_buf()],
-            None => search_dirs(),
-        };
+        let candidates = programs::search_dirs(explicit);
         let found: Vec<PgBinaries> = candidates
             .iter()
-            .filter_map(|d| Self::probe(d).ok())
+            .filter_map(|d| programs::probe(d, &["postgres", "initdb"]))
+            .map(|f| PgBinaries {
+                bindir: f.bindir,
+                version: f.version,
+                major: f.major,
+            })
             .collect();
         let searched = candidates
             .iter()
@@ -101,75 +103,9 @@ impl PgBinaries {
         Ok(chosen)
     }
 
-    fn probe(dir: &Path) -> Result<Self> {
-        for program in ["postgres", "initdb"] {
-            if !dir.join(program).is_file() {
-                bail!("{} has no {program}", dir.display());
-            }
-        }
-        let output = std::process::Command::new(dir.join("postgres"))
-            .arg("--version")
-            .output()
-            .with_context(|| format!("running {}/postgres --version", dir.display()))?;
-        let text = String::from_utf8_lossy(&output.stdout);
-        let (version, major) = parse_server_version(&text)
-            .ok_or_else(|| anyhow!("unrecognised `postgres --version` output: {text:?}"))?;
-        Ok(PgBinaries {
-            bindir: dir.to_path_buf(),
-            version,
-            major,
-        })
-    }
-
     pub fn program(&self, name: &str) -> PathBuf {
         self.bindir.join(name)
     }
-}
-
-/// `postgres (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)` → (`15.20`, 15).
-fn parse_server_version(text: &str) -> Option<(String, u32)> {
-    let version = text.split_whitespace().nth(2)?;
-    let digits: String = version.chars().take_while(|c| c.is_ascii_digit()).collect();
-    let major = digits.parse().ok()?;
-    Some((version.to_string(), major))
-}
-
-fn search_dirs() -> Vec<PathBuf> {
-    let mut dirs = Vec::new();
-    if let Ok(out) = std::process::Command::new("pg_config")
-        .arg("--bindir")
-        .output()
-        && out.status.success()
-    {
-        dirs.push(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
-    }
-    let versioned = |parent: &str, prefix: &str, suffix: &str| -> Vec<PathBuf> {
-        let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir(parent)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|entry| {
-                let name = entry.file_name().to_string_lossy().to_string();
-                let major = name.strip_prefix(prefix)?.parse().ok()?;
-                Some((major, entry.path().join(suffix)))
-            })
-            .collect();
-        found.sort_by_key(|(major, _)| std::cmp::Reverse(*major));
-        found.into_iter().map(|(_, p)| p).collect()
-    };
-    dirs.extend(versioned("/usr/lib/postgresql", "", "bin"));
-    dirs.extend(versioned("/usr", "pgsql-", "bin"));
-    dirs.push(PathBuf::from("/usr/local/pgsql/bin"));
-    if let Some(path) = std::env::var_os("PATH") {
-        dirs.extend(std::env::split_paths(&path).filter(|d| d.join("postgres").is_file()));
-    }
-    let mut unique = Vec::new();
-    for d in dirs {
-        if !unique.contains(&d) {
-            unique.push(d);
-        }
-    }
-    unique
 }
 
 /// The Unix user that owns and runs the cluster when nexusd itself runs as root
@@ -827,19 +763,6 @@ pub fn quote_ident(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn server_version_parsing() {
-        assert_eq!(
-            parse_server_version("postgres (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)\n"),
-            Some(("15.20".to_string(), 15))
-        );
-        assert_eq!(
-            parse_server_version("postgres (PostgreSQL) 17beta1"),
-            Some(("17beta1".to_string(), 17))
-        );
-        assert_eq!(parse_server_version("garbage"), None);
-    }
 
     #[test]
     fn identifiers_are_quoted() {

@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod config;
+mod programs;
 pub mod target;
 pub mod tools;
 

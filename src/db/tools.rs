@@ -9,6 +9,8 @@ use std::process::Command;
 use anyhow::{Result, anyhow};
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
+use super::programs;
+
 /// Connection settings for a libpq program.
 #[derive(Clone)]
 pub struct ToolConnection {
@@ -99,15 +101,19 @@ pub struct ClientTools {
 }
 
 impl ClientTools {
-    /// Finds client programs that can dump a server of `server_major`: `explicit` if given,
-    /// else the newest suitable among `pg_config --bindir`, `/usr/lib/postgresql/*/bin` and
-    /// `PATH`, preferring the server's own major version (pg_dump refuses newer servers).
+    /// Finds client programs that can dump a server of `server_major` in
+    /// [`programs::search_dirs`], preferring the server's own major version, else the oldest
+    /// newer one (pg_dump refuses servers newer than itself).
     pub fn locate(explicit: Option<&Path>, server_major: u32) -> Result<Self> {
-        let candidates = match explicit {
-            Some(dir) => vec![dir.to_path_buf()],
-            None => search_dirs(),
-        };
-        let found: Vec<ClientTools> = candidates.iter().filter_map(|d| Self::probe(d)).collect();
+        let found: Vec<ClientTools> = programs::search_dirs(explicit)
+            .iter()
+            .filter_map(|d| programs::probe(d, &["pg_dump", "psql", "pg_restore"]))
+            .map(|f| ClientTools {
+                bindir: f.bindir,
+                version: f.banner,
+                major: f.major,
+            })
+            .collect();
         let best = found.iter().find(|t| t.major == server_major).or_else(|| {
             found
                 .iter()
@@ -131,64 +137,9 @@ impl ClientTools {
         })
     }
 
-    fn probe(dir: &Path) -> Option<Self> {
-        for program in ["pg_dump", "psql", "pg_restore"] {
-            if !dir.join(program).is_file() {
-                return None;
-            }
-        }
-        let output = Command::new(dir.join("pg_dump"))
-            .arg("--version")
-            .output()
-            .ok()?;
-        let version = String::from_utf8_lossy(&output.stdout).trim().to_string();
-        let number = version.split_whitespace().nth(2)?;
-        let major = number
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect::<String>()
-            .parse()
-            .ok()?;
-        Some(ClientTools {
-            bindir: dir.to_path_buf(),
-            version,
-            major,
-        })
-    }
-
     pub fn program(&self, name: &str) -> PathBuf {
         self.bindir.join(name)
     }
-}
-
-fn search_dirs() -> Vec<PathBuf> {
-    let mut dirs = Vec::new();
-    if let Ok(out) = Command::new("pg_config").arg("--bindir").output()
-        && out.status.success()
-    {
-        dirs.push(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
-    }
-    let mut versioned: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let major = e.file_name().to_string_lossy().parse().ok()?;
-            Some((major, e.path().join("bin")))
-        })
-        .collect();
-    versioned.sort_by_key(|(major, _)| std::cmp::Reverse(*major));
-    dirs.extend(versioned.into_iter().map(|(_, p)| p));
-    if let Some(path) = std::env::var_os("PATH") {
-        dirs.extend(std::env::split_paths(&path));
-    }
-    let mut unique = Vec::new();
-    for d in dirs {
-        if !unique.contains(&d) {
-            unique.push(d);
-        }
-    }
-    unique
 }
 
 #[cfg(test)]

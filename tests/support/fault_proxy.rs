@@ -196,7 +196,7 @@ async fn forward(shared: &Shared, request: Request, path: &str) -> Response {
                 HeaderValue::from_str(&text.replace(&shared.upstream, &shared.own))
         {
             response = response.header(name, rewritten);
-        } else if name != "content-length" && name != "transfer-encoding" {
+        } else if name != "transfer-encoding" {
             response = response.header(name, value);
         }
     }
