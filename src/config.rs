@@ -44,6 +44,11 @@ const GENERAL: &[Var] = &[
         default: "set by systemd",
         meaning: "Type=notify: READY, STATUS, STOPPING and watchdog pings go there",
     },
+    Var {
+        name: "PATH",
+        default: "the system's",
+        meaning: "also searched for PostgreSQL programs (after pg_config --bindir and /usr/lib/postgresql/*/bin)",
+    },
 ];
 
 /// Every variable nexusd reads, by section, in the order `--help` shows them.
@@ -102,9 +107,27 @@ pub fn help_table(width: usize) -> String {
         }
     }
     out.push_str(
-        "\nA bad value names its variable and what was expected; every command exits non-zero with a \
-         one-line reason when it fails.",
+        "\nA bad value names its variable and what was expected; every command exits non-zero\n\
+         with a one-line reason when it fails.",
     );
+    out
+}
+
+/// The configuration table of the README (markdown), by section.
+pub fn markdown_table() -> String {
+    let mut out = String::from("| variable | default | meaning |\n|---|---|---|\n");
+    for (title, vars) in sections() {
+        out.push_str(&format!("| **{title}** | | |\n"));
+        for var in vars {
+            let cell = |text: &str| text.replace('|', "\\|");
+            out.push_str(&format!(
+                "| `{}` | {} | {} |\n",
+                var.name,
+                cell(var.default),
+                cell(var.meaning)
+            ));
+        }
+    }
     out
 }
 
@@ -119,6 +142,14 @@ impl Config {
         let mut env = Env::new(&lookup);
         let config = Self::read(&mut env);
         env.finish(config)
+    }
+
+    /// The variables a configuration read asks for (whatever their values), for tests.
+    #[cfg(test)]
+    fn variables_read(lookup: impl Fn(&str) -> Option<String>) -> Vec<&'static str> {
+        let mut env = Env::new(&lookup);
+        let _ = Self::read(&mut env);
+        env.read()
     }
 
     fn read(env: &mut Env<'_>) -> Option<Config> {
@@ -654,5 +685,90 @@ mod tests {
             assert_eq!(parse_bool(f), Some(false), "{f}");
         }
         assert_eq!(parse_bool("y"), None);
+    }
+
+    /// Every variable the code reads is in [`variables`], so `--help` lists it: the reads of
+    /// every branch (database by URL or by parts, agents with tokens, a bucket, the proxy), and
+    /// the names the rest of the code reads from the environment directly.
+    #[test]
+    fn every_variable_read_is_documented() {
+        let documented: Vec<&str> = variables().map(|v| v.name).collect();
+        let environments: [&[(&str, &str)]; 4] = [
+            &[],
+            &[("DATABASE_URL", "postgresql://a:b@h/d")],
+            &[
+                ("POSTGRES_HOST", "db"),
+                ("NEXUSD_BACKUP_BUCKET", "gs://bucket/p"),
+            ],
+            &[
+                ("ORCHESTRATOR_URL", "http://o"),
+                ("PATTERN_MINER_URL", "http://p"),
+                ("NEXUSD_METRICS_ADDR", "off"),
+                ("PORT", "9000"),
+            ],
+        ];
+        let mut read = Vec::new();
+        for vars in environments {
+            let map: HashMap<String, String> = vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            read.extend(Config::variables_read(|k| map.get(k).cloned()));
+        }
+        read.extend(crate::proxy::ProxyConfig::variables_read());
+        let undocumented: Vec<&str> = read
+            .iter()
+            .copied()
+            .filter(|v| !documented.contains(v))
+            .collect();
+        assert!(
+            undocumented.is_empty(),
+            "read but not in --help: {undocumented:?}"
+        );
+
+        // Names read straight from the process environment elsewhere in the code.
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let direct = regex::Regex::new(r#"env::var(?:_os)?\("([A-Z_]+)"\)"#).unwrap();
+        for file in rust_files(&src) {
+            let text = std::fs::read_to_string(&file).unwrap();
+            for name in direct.captures_iter(&text).map(|c| c[1].to_string()) {
+                assert!(
+                    documented.contains(&name.as_str()),
+                    "{} reads {name}, which --help does not list",
+                    file.display()
+                );
+            }
+        }
+    }
+
+    fn rust_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                files.extend(rust_files(&path));
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                files.push(path);
+            }
+        }
+        files
+    }
+
+    #[test]
+    fn the_help_table_shows_every_variable_once() {
+        let table = help_table(100);
+        for var in variables() {
+            let lines = table
+                .lines()
+                .filter(|l| {
+                    l.strip_prefix("  ")
+                        .and_then(|l| l.split_whitespace().next())
+                        == Some(var.name)
+                        && !l.starts_with("   ")
+                })
+                .count();
+            assert_eq!(lines, 1, "{} in:\n{table}", var.name);
+        }
+        assert!(table.lines().all(|l| l.chars().count() <= 100), "{table}");
     }
 }

@@ -48,12 +48,26 @@ pub struct ProxyConfig {
 }
 
 impl ProxyConfig {
+    /// The variables reading the proxy's configuration asks for, for tests.
+    #[cfg(test)]
+    pub fn variables_read() -> Vec<&'static str> {
+        let lookup = |_: &str| None;
+        let mut env = Env::new(&lookup);
+        let _ = Self::read(&mut env);
+        env.read()
+    }
+
     pub fn from_env() -> Result<Self, ConfigErrors> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigErrors> {
         let mut env = Env::new(&lookup);
+        let config = Self::read(&mut env);
+        env.finish(config)
+    }
+
+    fn read(env: &mut Env<'_>) -> Option<Self> {
         let present = env.get("NEXUSD_PROXY_UPSTREAM").is_some();
         let upstream = env.url("NEXUSD_PROXY_UPSTREAM");
         if !present {
@@ -73,14 +87,10 @@ impl ProxyConfig {
                 "expected a number of seconds, 1 to 3600",
             );
         }
-        let config = match (upstream, timeout) {
-            (Some(upstream), Some(timeout)) => Some(ProxyConfig {
-                upstream,
-                timeout: std::time::Duration::from_secs(timeout),
-            }),
-            _ => None,
-        };
-        env.finish(config)
+        Some(ProxyConfig {
+            upstream: upstream?,
+            timeout: std::time::Duration::from_secs(timeout?),
+        })
     }
 }
 

@@ -77,3 +77,36 @@ fn terraform_is_fmt_clean() {
 fn terraform_security_facts_hold() {
     run_check("check_terraform_hcl.py", &[]);
 }
+
+/// An operator finds every variable nexusd reads in `nexusd --help` and in the README's
+/// configuration table.
+#[test]
+fn help_and_readme_list_every_variable() {
+    let help = Command::new(env!("CARGO_BIN_EXE_nexusd"))
+        .arg("--help")
+        .output()
+        .expect("running nexusd --help");
+    assert!(help.status.success());
+    let help = String::from_utf8_lossy(&help.stdout);
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README.md");
+    let mut missing = Vec::new();
+    for var in nexusd::config::variables() {
+        if !help.lines().any(|l| l.trim_start().starts_with(var.name)) {
+            missing.push(format!("{} (--help)", var.name));
+        }
+    }
+    assert!(missing.is_empty(), "not in --help: {missing:?}");
+    // The README's table is the same list, between its markers.
+    let table = nexusd::config::markdown_table();
+    let block = readme
+        .split_once("<!-- variables -->\n")
+        .and_then(|(_, rest)| rest.split_once("<!-- /variables -->"))
+        .map(|(block, _)| block);
+    assert_eq!(
+        block,
+        Some(table.as_str()),
+        "README.md's configuration table is out of date; between <!-- variables --> and \
+         <!-- /variables --> it should read:\n{table}"
+    );
+}

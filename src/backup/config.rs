@@ -66,6 +66,11 @@ pub const VARIABLES: &[Var] = &[
         default: "120",
         meaning: "how long storage requests are retried",
     },
+    Var {
+        name: "NEXUSD_BACKUP_REQUEST_TIMEOUT",
+        default: "60",
+        meaning: "seconds one storage request may take before it fails (a hung store never holds a backup)",
+    },
 ];
 
 /// Nightly backups: where they go, when, how long they are kept.
@@ -166,94 +171,109 @@ fn valid_cron(expression: &str) -> bool {
 impl BackupConfig {
     /// Local backups default to `state_dir/backups`.
     pub fn from_env(env: &mut Env<'_>, state_dir: &Path) -> BackupConfig {
-        backup_config(env, state_dir)
+        let seconds = |v: u32| std::time::Duration::from_secs(v.into());
+        BackupConfig {
+            destination: destination(env, state_dir),
+            gcs_endpoint: env.url("NEXUSD_GCS_ENDPOINT"),
+            schedule: schedule(env, "NEXUSD_BACKUP_SCHEDULE", DEFAULT_BACKUP_SCHEDULE),
+            verify_schedule: schedule(
+                env,
+                "NEXUSD_BACKUP_VERIFY_SCHEDULE",
+                DEFAULT_VERIFY_SCHEDULE,
+            ),
+            retention_days: env.bounded(
+                "NEXUSD_BACKUP_RETENTION_DAYS",
+                30,
+                1,
+                36500,
+                "a number of days, 1 or more",
+            ),
+            min_keep: env.bounded("NEXUSD_BACKUP_MIN_KEEP", 3, 1, 1000, "a count, 1 or more"),
+            max_deletions: env.bounded(
+                "NEXUSD_BACKUP_MAX_DELETIONS",
+                10,
+                1,
+                10000,
+                "a count, 1 or more",
+            ),
+            format: dump_format(env),
+            gzip_level: env.bounded(
+                "NEXUSD_BACKUP_GZIP_LEVEL",
+                3,
+                1,
+                9,
+                "1 (fastest) to 9 (smallest)",
+            ),
+            timeout: seconds(env.bounded(
+                "NEXUSD_BACKUP_TIMEOUT",
+                7200,
+                10,
+                7 * 86400,
+                "a number of seconds, 10 or more",
+            )),
+            retry_time_limit: seconds(env.bounded(
+                "NEXUSD_BACKUP_RETRY_SECONDS",
+                120,
+                1,
+                3600,
+                "a number of seconds, 1 to 3600",
+            )),
+            request_timeout: seconds(env.bounded(
+                "NEXUSD_BACKUP_REQUEST_TIMEOUT",
+                60,
+                1,
+                3600,
+                "a number of seconds, 1 to 3600",
+            )),
+        }
     }
 }
 
-fn backup_config(env: &mut Env<'_>, state_dir: &Path) -> BackupConfig {
-    let destination = match env.get("NEXUSD_BACKUP_BUCKET") {
-        Some(bucket) => match parse_bucket(&bucket) {
-            Ok((bucket, prefix)) => BackupDestination::Gcs { bucket, prefix },
-            Err(why) => {
-                env.error(
-                    "NEXUSD_BACKUP_BUCKET",
-                    format!("{bucket:?} is not valid: {why}"),
-                );
-                BackupDestination::Local {
-                    dir: state_dir.join("backups"),
-                }
-            }
-        },
-        None => BackupDestination::Local {
+/// `NEXUSD_BACKUP_BUCKET`, else `NEXUSD_BACKUP_DIR`, else `state_dir/backups`.
+fn destination(env: &mut Env<'_>, state_dir: &Path) -> BackupDestination {
+    let Some(bucket) = env.get("NEXUSD_BACKUP_BUCKET") else {
+        return BackupDestination::Local {
             dir: env
                 .get("NEXUSD_BACKUP_DIR")
                 .map(|d| absolute(Path::new(&d)))
                 .unwrap_or_else(|| state_dir.join("backups")),
-        },
+        };
     };
-    let mut schedule = |var: &'static str, default: &str| -> Option<String> {
-        let value = env.get(var).unwrap_or_else(|| default.to_string());
-        if value.eq_ignore_ascii_case("off") {
-            return None;
-        }
-        if !valid_cron(&value) {
+    match parse_bucket(&bucket) {
+        Ok((bucket, prefix)) => BackupDestination::Gcs { bucket, prefix },
+        Err(why) => {
             env.error(
-                var,
-                format!(
-                    "{value:?} is not a valid schedule: expected a cron expression with seconds first \
-                     (sec min hour day-of-month month day-of-week), e.g. \"0 0 2 * * *\" for 02:00 UTC daily, or off"
-                ),
+                "NEXUSD_BACKUP_BUCKET",
+                format!("{bucket:?} is not valid: {why}"),
             );
-            return None;
+            BackupDestination::Local {
+                dir: state_dir.join("backups"),
+            }
         }
-        Some(value)
-    };
-    let backup_schedule = schedule("NEXUSD_BACKUP_SCHEDULE", DEFAULT_BACKUP_SCHEDULE);
-    let verify_schedule = schedule("NEXUSD_BACKUP_VERIFY_SCHEDULE", DEFAULT_VERIFY_SCHEDULE);
-    let retention_days = env.bounded(
-        "NEXUSD_BACKUP_RETENTION_DAYS",
-        30,
-        1,
-        36500,
-        "a number of days, 1 or more",
-    );
-    let min_keep = env.bounded("NEXUSD_BACKUP_MIN_KEEP", 3, 1, 1000, "a count, 1 or more");
-    let max_deletions = env.bounded(
-        "NEXUSD_BACKUP_MAX_DELETIONS",
-        10,
-        1,
-        10000,
-        "a count, 1 or more",
-    );
-    let gzip_level = env.bounded(
-        "NEXUSD_BACKUP_GZIP_LEVEL",
-        3,
-        1,
-        9,
-        "1 (fastest) to 9 (smallest)",
-    );
-    let timeout = env.bounded(
-        "NEXUSD_BACKUP_TIMEOUT",
-        7200,
-        10,
-        7 * 86400,
-        "a number of seconds, 10 or more",
-    );
-    let retry = env.bounded(
-        "NEXUSD_BACKUP_RETRY_SECONDS",
-        120,
-        1,
-        3600,
-        "a number of seconds, 1 to 3600",
-    );
-    let request_timeout = env.bounded(
-        "NEXUSD_BACKUP_REQUEST_TIMEOUT",
-        60,
-        1,
-        3600,
-        "a number of seconds, 1 to 3600",
-    );
-    let format = match env
+    }
+}
+
+/// A seconds-first cron expression, or `None` for `off` (or a bad value, reported).
+fn schedule(env: &mut Env<'_>, var: &'static str, default: &str) -> Option<String> {
+    let value = env.get(var).unwrap_or_else(|| default.to_string());
+    if value.eq_ignore_ascii_case("off") {
+        return None;
+    }
+    if !valid_cron(&value) {
+        env.error(
+            var,
+            format!(
+                "{value:?} is not a valid schedule: expected a cron expression with seconds first \
+                 (sec min hour day-of-month month day-of-week), e.g. \"0 0 2 * * *\" for 02:00 UTC daily, or off"
+            ),
+        );
+        return None;
+    }
+    Some(value)
+}
+
+fn dump_format(env: &mut Env<'_>) -> DumpFormat {
+    match env
         .get("NEXUSD_BACKUP_FORMAT")
         .as_deref()
         .map(str::to_ascii_lowercase)
@@ -268,19 +288,5 @@ fn backup_config(env: &mut Env<'_>, state_dir: &Path) -> BackupConfig {
             );
             DumpFormat::Plain
         }
-    };
-    BackupConfig {
-        destination,
-        gcs_endpoint: env.url("NEXUSD_GCS_ENDPOINT"),
-        schedule: backup_schedule,
-        verify_schedule,
-        retention_days,
-        min_keep,
-        max_deletions,
-        format,
-        gzip_level,
-        timeout: std::time::Duration::from_secs(timeout.into()),
-        retry_time_limit: std::time::Duration::from_secs(retry.into()),
-        request_timeout: std::time::Duration::from_secs(request_timeout.into()),
     }
 }

@@ -42,17 +42,32 @@ pub struct Deletion {
     pub reason: String,
 }
 
+/// A backup kept, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kept {
+    pub name: String,
+    pub reason: String,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
     /// Objects to delete, in order (a backup's manifest before its dump, so it stops counting
     /// first).
     pub delete: Vec<Deletion>,
-    /// Backups kept, with why.
-    pub keep: Vec<(String, String)>,
+    pub keep: Vec<Kept>,
     /// Backups that should go but exceed this run's cap.
     pub deferred: Vec<String>,
     /// Why nothing may be pruned at all.
     pub refused: Option<String>,
+}
+
+impl Plan {
+    fn keep(&mut self, name: &str, reason: impl Into<String>) {
+        self.keep.push(Kept {
+            name: name.to_string(),
+            reason: reason.into(),
+        });
+    }
 }
 
 /// A dump and what accompanies it.
@@ -60,6 +75,13 @@ struct Backup<'a> {
     dump: &'a ObjectInfo,
     manifest: Option<&'a ObjectInfo>,
     verify: Option<&'a ObjectInfo>,
+}
+
+/// Objects that may go together (a backup's manifest, verification and dump), with their age.
+struct Candidate<'a> {
+    created: DateTime<Utc>,
+    objects: Vec<&'a ObjectInfo>,
+    reason: String,
 }
 
 /// Decides what to delete. `verified` maps a dump name to its verification outcome (absent:
@@ -71,18 +93,48 @@ pub fn plan(
     policy: &Policy,
 ) -> Plan {
     let mut plan = Plan::default();
-    let all = listing.objects.iter().chain(listing.partials.iter());
-    if let Some(future) = all
-        .filter(|o| o.created > now + policy.skew_tolerance)
-        .max_by_key(|o| o.created)
-    {
-        plan.refused = Some(format!(
-            "clock skew: {} was created at {}, after the current time {}; refusing to prune until the clocks agree",
-            future.name, future.created, now
-        ));
+    if let Some(why) = clock_skew(listing, now, policy) {
+        plan.refused = Some(why);
         return plan;
     }
+    let backups = backups(listing);
+    let mut candidates = judge(&backups, verified, now, policy, &mut plan);
+    candidates.extend(orphans(listing, &backups, now, policy));
+    candidates.sort_by_key(|c| c.created);
+    for (i, candidate) in candidates.into_iter().enumerate() {
+        if i >= policy.max_deletions {
+            plan.deferred
+                .extend(candidate.objects.last().map(|o| o.name.clone()));
+            continue;
+        }
+        for o in candidate.objects {
+            plan.delete.push(Deletion {
+                name: o.name.clone(),
+                generation: o.generation,
+                reason: candidate.reason.clone(),
+            });
+        }
+    }
+    plan
+}
 
+/// An object created after `now` (beyond the tolerance) means the clocks disagree: ages cannot
+/// be trusted.
+fn clock_skew(listing: &Listing, now: DateTime<Utc>, policy: &Policy) -> Option<String> {
+    let future = listing
+        .objects
+        .iter()
+        .chain(listing.partials.iter())
+        .filter(|o| o.created > now + policy.skew_tolerance)
+        .max_by_key(|o| o.created)?;
+    Some(format!(
+        "clock skew: {} was created at {}, after the current time {}; refusing to prune until the clocks agree",
+        future.name, future.created, now
+    ))
+}
+
+/// Every dump with its manifest and verification, newest first.
+fn backups(listing: &Listing) -> Vec<Backup<'_>> {
     let by_name: HashMap<&str, &ObjectInfo> = listing
         .objects
         .iter()
@@ -108,15 +160,23 @@ pub fn plan(
             .cmp(&a.dump.created)
             .then_with(|| b.dump.name.cmp(&a.dump.name))
     });
+    backups
+}
 
-    // Candidates: (age, objects to delete, reason), decided below, capped oldest first.
-    let mut candidates: Vec<(DateTime<Utc>, Vec<&ObjectInfo>, String)> = Vec::new();
+/// Keeps the newest good backups and the young ones (noted in `plan`); the rest are candidates.
+fn judge<'a>(
+    backups: &[Backup<'a>],
+    verified: &HashMap<String, bool>,
+    now: DateTime<Utc>,
+    policy: &Policy,
+    plan: &mut Plan,
+) -> Vec<Candidate<'a>> {
+    let mut candidates = Vec::new();
     let mut good_kept = 0;
-    let retention_days = policy.retention.num_days();
-    for b in &backups {
+    let days = policy.retention.num_days();
+    for b in backups {
         let age = now - b.dump.created;
         let name = &b.dump.name;
-        let complete = b.manifest.is_some();
         let failed = verified.get(name) == Some(&false);
         let objects: Vec<&ObjectInfo> = b
             .manifest
@@ -124,78 +184,68 @@ pub fn plan(
             .chain(b.verify)
             .chain(std::iter::once(b.dump))
             .collect();
-        if !complete {
-            if age > policy.orphan_age {
-                candidates.push((
-                    b.dump.created,
-                    objects,
-                    "incomplete (no manifest) and older than a day".into(),
-                ));
-            } else {
-                plan.keep
-                    .push((name.clone(), "incomplete, may still be finishing".into()));
+        let reason = if b.manifest.is_none() {
+            if age <= policy.orphan_age {
+                plan.keep(name, "incomplete, may still be finishing");
+                continue;
             }
-            continue;
-        }
-        if !failed && good_kept < policy.min_keep {
+            "incomplete (no manifest) and older than a day".to_string()
+        } else if !failed && good_kept < policy.min_keep {
             good_kept += 1;
-            plan.keep.push((
-                name.clone(),
+            plan.keep(
+                name,
                 format!("one of the newest {} good backups", policy.min_keep),
-            ));
+            );
+            continue;
         } else if age <= policy.retention {
-            plan.keep
-                .push((name.clone(), format!("younger than {retention_days} days")));
+            plan.keep(name, format!("younger than {days} days"));
+            continue;
+        } else if failed {
+            format!("older than {days} days (and failed verification)")
         } else {
-            let why = if failed {
-                format!("older than {retention_days} days (and failed verification)")
-            } else {
-                format!("older than {retention_days} days")
-            };
-            candidates.push((b.dump.created, objects, why));
-        }
+            format!("older than {days} days")
+        };
+        candidates.push(Candidate {
+            created: b.dump.created,
+            objects,
+            reason,
+        });
     }
+    candidates
+}
 
-    // Manifests and verification files whose dump is gone, and abandoned partial uploads.
+/// Manifests and verification files whose dump is gone, and abandoned partial uploads, once
+/// they are older than a day.
+fn orphans<'a>(
+    listing: &'a Listing,
+    backups: &[Backup<'_>],
+    now: DateTime<Utc>,
+    policy: &Policy,
+) -> Vec<Candidate<'a>> {
     let dumps: HashSet<&str> = backups.iter().map(|b| b.dump.name.as_str()).collect();
-    for o in &listing.objects {
+    let old = |o: &ObjectInfo| now - o.created > policy.orphan_age;
+    let stray = listing.objects.iter().filter(|o| {
         let parent = o
             .name
             .strip_suffix(MANIFEST_SUFFIX)
             .or_else(|| o.name.strip_suffix(VERIFY_SUFFIX));
-        if let Some(parent) = parent
-            && is_dump(parent)
-            && !dumps.contains(parent)
-            && now - o.created > policy.orphan_age
-        {
-            candidates.push((o.created, vec![o], "its dump no longer exists".into()));
-        }
-    }
-    for o in &listing.partials {
-        if now - o.created > policy.orphan_age {
-            candidates.push((
-                o.created,
-                vec![o],
-                "an upload abandoned more than a day ago".into(),
-            ));
-        }
-    }
-
-    candidates.sort_by_key(|(created, _, _)| *created);
-    for (i, (_, objects, reason)) in candidates.into_iter().enumerate() {
-        if i >= policy.max_deletions {
-            plan.deferred.extend(objects.last().map(|o| o.name.clone()));
-            continue;
-        }
-        for o in objects {
-            plan.delete.push(Deletion {
-                name: o.name.clone(),
-                generation: o.generation,
-                reason: reason.clone(),
-            });
-        }
-    }
-    plan
+        parent.is_some_and(|p| is_dump(p) && !dumps.contains(p)) && old(o)
+    });
+    let stray = stray.map(|o| Candidate {
+        created: o.created,
+        objects: vec![o],
+        reason: "its dump no longer exists".into(),
+    });
+    let partials = listing
+        .partials
+        .iter()
+        .filter(|o| old(o))
+        .map(|o| Candidate {
+            created: o.created,
+            objects: vec![o],
+            reason: "an upload abandoned more than a day ago".into(),
+        });
+    stray.chain(partials).collect()
 }
 
 #[cfg(test)]
@@ -279,7 +329,7 @@ mod tests {
             deleted_dumps(&plan),
             ["dev-nexus-day0080.sql.gz", "dev-nexus-day0070.sql.gz"]
         );
-        let kept: Vec<_> = plan.keep.iter().map(|(n, _)| n.as_str()).collect();
+        let kept: Vec<_> = plan.keep.iter().map(|k| k.name.as_str()).collect();
         assert_eq!(
             kept,
             [
@@ -348,7 +398,7 @@ mod tests {
         assert!(
             plan.keep
                 .iter()
-                .any(|(n, why)| n == "dev-nexus-orphan-new.sql.gz" && why.contains("finishing"))
+                .any(|k| k.name == "dev-nexus-orphan-new.sql.gz" && k.reason.contains("finishing"))
         );
     }
 

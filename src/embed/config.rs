@@ -10,7 +10,7 @@ pub const VARIABLES: &[Var] = &[
     Var {
         name: "NEXUSD_EMBEDDING_PROVIDER",
         default: "openai with OPENAI_API_KEY, else builtin",
-        meaning: "openai, builtin (local hashed word n-grams, no network) or none (free-text search is full-text only)",
+        meaning: "openai (any OpenAI-compatible /v1/embeddings endpoint), builtin (local hashed word n-grams, no network) or none (free-text search is full-text only)",
     },
     Var {
         name: "NEXUSD_EMBEDDING_URL",
@@ -25,12 +25,12 @@ pub const VARIABLES: &[Var] = &[
     Var {
         name: "OPENAI_API_KEY",
         default: "unset",
-        meaning: "bearer token for the embeddings API",
+        meaning: "bearer token for the embeddings API (required for OpenAI's own endpoint, optional for a local server)",
     },
     Var {
         name: "NEXUSD_EMBEDDING_TIMEOUT",
         default: "30",
-        meaning: "seconds per embeddings request",
+        meaning: "seconds per embeddings request (429 and 5xx are retried with backoff; a timeout is not)",
     },
     Var {
         name: "NEXUSD_EMBEDDING_BACKFILL",
@@ -40,7 +40,7 @@ pub const VARIABLES: &[Var] = &[
     Var {
         name: "NEXUSD_SEARCH_EF_SEARCH",
         default: "100",
-        meaning: "HNSW candidates per vector query (hnsw.ef_search)",
+        meaning: "HNSW candidates per vector query (hnsw.ef_search): recall against latency",
     },
 ];
 

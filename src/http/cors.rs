@@ -1,4 +1,4 @@
-//! CORS as the original's custom middleware did it (dev-nexus reference §1.7), plus
+//! CORS as the original's custom middleware did it (`docs/skills-api.md`, rule 9), plus
 //! `Vary: Origin` and `ALLOWED_ORIGIN_REGEX`: allowed origins are the `CORS_ORIGINS` entries, any
 //! `https://….vercel.app` origin, and origins matching the regex as a whole. A preflight
 //! (`OPTIONS` on any path) answers 204 before routing and auth; allowed origins get the same four

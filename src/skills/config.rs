@@ -33,7 +33,7 @@ pub const VARIABLES: &[Var] = &[
     Var {
         name: "NEXUSD_API_TOKENS",
         default: "empty",
-        meaning: "comma-separated static bearer tokens (16+ characters each) accepted for protected skills",
+        meaning: "comma-separated static bearer tokens (16+ characters each) accepted for protected skills, compared in constant time",
     },
     Var {
         name: "NEXUSD_AUTH_AUDIENCE",
@@ -48,7 +48,7 @@ pub const VARIABLES: &[Var] = &[
     Var {
         name: "NEXUSD_GOOGLE_CERTS_URL",
         default: "Google's JWKS URL",
-        meaning: "where ID-token signing keys come from",
+        meaning: "where ID-token signing keys come from (cached as its Cache-Control says)",
     },
     Var {
         name: "NEXUSD_PROTECTED_SKILLS",

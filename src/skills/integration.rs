@@ -1,5 +1,5 @@
 //! Integration with other A2A agents: `health_check_external` probes the agents configured by
-//! `ORCHESTRATOR_URL` / `PATTERN_MINER_URL` (reference §3.5) with `GET {url}/health`,
+//! `ORCHESTRATOR_URL` / `PATTERN_MINER_URL` with `GET {url}/health`,
 //! concurrently, 5 s each, sending their bearer token when one is configured.
 
 use std::time::{Duration, Instant};
