@@ -13,7 +13,7 @@ use super::docs::Priority::{Critical, High, Low, Medium};
 use super::docs::{self, Markdown, PRIORITY_DOCS, Priority};
 use super::tree::{Tree, file_name, is_markdown, parent_dir};
 
-/// The standards categories, in the reference's order.
+/// The standards categories, in the order the skills report them.
 pub const CATEGORIES: &[&str] = &[
     "documentation",
     "license",

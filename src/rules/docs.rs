@@ -11,6 +11,11 @@ use regex::Regex;
 
 use super::tree::{Tree, is_markdown, parent_dir, resolve_path};
 
+/// Critical violations a check lists at most.
+pub const MAX_CRITICAL_LISTED: usize = 10;
+/// Recommendations a check gives at most.
+pub const MAX_RECOMMENDATIONS: usize = 15;
+
 /// How much a document matters; also the severity of its violations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Priority {
@@ -313,6 +318,51 @@ pub fn check_document(
     record("internal_links", internal_links(path, &doc, tree));
     record("code_examples", code_examples(path, &doc));
     report
+}
+
+/// The reports of a check: one per missing document, then one per document read (`documents`
+/// pairs each with its text), ordered by priority, then by file.
+pub fn check_documents(
+    missing: &[&RequiredDoc],
+    documents: &[(&Selected, &str)],
+    tree: &Tree,
+    now: DateTime<Utc>,
+) -> Vec<FileReport> {
+    let mut reports: Vec<FileReport> = missing.iter().map(|doc| missing_report(doc)).collect();
+    for (doc, text) in documents {
+        reports.push(check_document(doc, text, tree, now));
+    }
+    reports.sort_by(|a, b| a.priority.cmp(&b.priority).then(a.file.cmp(&b.file)));
+    reports
+}
+
+/// The first [`MAX_CRITICAL_LISTED`] critical violations, in report order, with their file.
+pub fn critical_violations(reports: &[FileReport]) -> Vec<(&str, &Violation)> {
+    reports
+        .iter()
+        .flat_map(|r| r.violations.iter().map(move |v| (r.file.as_str(), v)))
+        .filter(|(_, v)| v.severity == Priority::Critical)
+        .take(MAX_CRITICAL_LISTED)
+        .collect()
+}
+
+/// `[SEVERITY] recommendation` lines, most severe first, each once, at most
+/// [`MAX_RECOMMENDATIONS`].
+pub fn recommendations(reports: &[FileReport]) -> Vec<String> {
+    let mut violations: Vec<&Violation> = reports.iter().flat_map(|r| &r.violations).collect();
+    violations.sort_by_key(|v| v.severity);
+    let mut lines: Vec<String> = Vec::new();
+    for v in violations {
+        let line = format!(
+            "[{}] {}",
+            v.severity.as_str().to_uppercase(),
+            v.recommendation
+        );
+        if !lines.contains(&line) && lines.len() < MAX_RECOMMENDATIONS {
+            lines.push(line);
+        }
+    }
+    lines
 }
 
 /// A Markdown document split into prose and fenced code.
@@ -1219,6 +1269,43 @@ mod tests {
         assert_eq!(status(0.75, 0).0, "mostly_compliant");
         assert_eq!(status(0.4, 0).0, "non_compliant");
         assert_eq!(compliance_score(&Totals::default()), 1.0);
+    }
+
+    #[test]
+    fn reports_are_ordered_and_summarised() {
+        let missing: Vec<&RequiredDoc> = PRIORITY_DOCS.iter().take(2).collect();
+        let readme = selected("README.md");
+        let mut guide = selected("docs/guide.md");
+        guide.priority = Priority::Low;
+        let documents = [(&guide, "# Guide\n"), (&readme, GOOD_README)];
+        let reports = check_documents(&missing, &documents, &tree(), now());
+        let order: Vec<(&str, Priority)> = reports
+            .iter()
+            .map(|r| (r.file.as_str(), r.priority))
+            .collect();
+        // Missing README and LICENSE and the README read are critical: by name, LICENSE first.
+        assert_eq!(order[0], ("LICENSE", Priority::Critical));
+        assert_eq!(order.last(), Some(&("docs/guide.md", Priority::Low)));
+        assert_eq!(order.len(), 4);
+
+        let critical = critical_violations(&reports);
+        assert!(
+            critical
+                .iter()
+                .all(|(_, v)| v.severity == Priority::Critical)
+        );
+        assert_eq!(critical[0].0, "LICENSE");
+        let lines = recommendations(&reports);
+        assert!(lines[0].starts_with("[CRITICAL] "), "{lines:?}");
+        let mut unique = lines.clone();
+        unique.dedup();
+        assert_eq!(unique, lines);
+        // The same violation twice gives one line.
+        let twice = [
+            missing_report(&PRIORITY_DOCS[0]),
+            missing_report(&PRIORITY_DOCS[0]),
+        ];
+        assert_eq!(recommendations(&twice).len(), 1);
     }
 
     #[test]

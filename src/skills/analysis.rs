@@ -12,6 +12,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use chrono::{DateTime, Utc};
 use pgvector::Vector;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -22,11 +23,11 @@ use super::registry::{Skill, SkillOutput, example, handler, output, parse, repos
 use crate::embed::{mixed_models_message, pattern_text};
 use crate::kb::analysis::{
     self, Analysis, ComponentFacts, DecisionFacts, HistoryFacts, PatternFacts, RepositoryFacts,
+    Written,
 };
 use crate::kb::search::{self, PatternText};
 
 pub fn record_analysis() -> Skill {
-    let text = |description: &str, max: u32| json!({"type": "string", "description": description, "maxLength": max});
     Skill {
         id: "record_analysis",
         name: "Record Repository Analysis",
@@ -37,95 +38,109 @@ pub fn record_analysis() -> Skill {
                       for new or changed patterns, so keyword, free-text and similarity searches find them.",
         tags: &["analysis", "patterns", "knowledge", "write"],
         requires_authentication: true,
-        input_schema: json!({
-            "type": "object",
-            "properties": {
-                "repository": repository_schema("Repository in owner/repo form (created if unknown)"),
-                "problem_domain": text("What the repository is for", 10000),
-                "commit_sha": {"type": "string", "description": "Commit the analysis looked at", "minLength": 1, "maxLength": 40},
-                "patterns": {
-                    "type": "array",
-                    "maxItems": 500,
-                    "items": {
-                        "type": "object",
-                        "properties": {
-                            "name": {"type": "string", "description": "Pattern name, unique within the repository", "minLength": 1, "maxLength": 500},
-                            "description": text("What the pattern does and how", 20000),
-                            "context": text("Where and why the repository uses it", 20000),
-                            "keywords": {
-                                "type": "array",
-                                "description": "Search keywords (stored lower-case)",
-                                "items": {"type": "string", "minLength": 1, "maxLength": 200},
-                                "maxItems": 100,
-                            },
-                        },
-                        "required": ["name"],
-                    },
-                },
-                "technical_decisions": {
-                    "type": "array",
-                    "maxItems": 500,
-                    "items": {
-                        "type": "object",
-                        "properties": {
-                            "what": {"type": "string", "description": "The decision, unique within the repository", "minLength": 1, "maxLength": 500},
-                            "why": text("Its reason", 20000),
-                            "alternatives": {
-                                "anyOf": [
-                                    {"type": "string", "maxLength": 20000},
-                                    {"type": "array", "items": {"type": "string", "maxLength": 2000}, "maxItems": 50},
-                                ],
-                                "description": "Alternatives considered: a text or a list",
-                            },
-                        },
-                        "required": ["what"],
-                    },
-                },
-                "reusable_components": {
-                    "type": "array",
-                    "maxItems": 500,
-                    "items": {
-                        "type": "object",
-                        "properties": {
-                            "name": {"type": "string", "description": "Component name, unique within the repository", "minLength": 1, "maxLength": 500},
-                            "purpose": text("What it is for", 20000),
-                            "location": text("Path in the repository", 2000),
-                            "component_type": {"type": "string", "maxLength": 50},
-                            "language": {"type": "string", "maxLength": 50},
-                        },
-                        "required": ["name"],
-                    },
-                },
-                "replace": {
-                    "type": "boolean",
-                    "description": "true: the repository's patterns, decisions and components not listed are removed, \
-                                    and each listed pattern's keywords become exactly the listed ones",
-                    "default": false,
-                },
-            },
-            "required": ["repository"],
-        }),
-        examples: vec![example(
-            json!({
-                "repository": "acme/payments-api",
-                "problem_domain": "Card payments for the web shop",
-                "commit_sha": "9fceb02d0ae598e95dc970b74767f19372d61af8",
-                "patterns": [{
-                    "name": "Idempotency keys",
-                    "description": "Clients send an Idempotency-Key header; the first response is stored and replayed for retries",
-                    "context": "POST /charges",
-                    "keywords": ["idempotency", "retry", "payments"],
-                }],
-                "technical_decisions": [{"what": "PostgreSQL for the ledger", "why": "Transactions", "alternatives": ["DynamoDB"]}],
-                "reusable_components": [{"name": "RetryClient", "purpose": "HTTP client with backoff", "location": "src/retry.rs", "language": "rust"}],
-            }),
-            "Record an analysis",
-        )],
+        input_schema: record_analysis_schema(),
+        examples: vec![record_analysis_example()],
         aliases: &[],
         empty: json!({}),
         uses_database: true,
         handler: handler(run_record_analysis),
     }
+}
+
+/// A string field with a description and a length limit.
+fn text(description: &str, max: u32) -> Value {
+    json!({"type": "string", "description": description, "maxLength": max})
+}
+
+/// `record_analysis`' input: the repository and what its analysis found.
+fn record_analysis_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "repository": repository_schema("Repository in owner/repo form (created if unknown)"),
+            "problem_domain": text("What the repository is for", 10000),
+            "commit_sha": {"type": "string", "description": "Commit the analysis looked at", "minLength": 1, "maxLength": 40},
+            "patterns": {"type": "array", "maxItems": 500, "items": pattern_schema()},
+            "technical_decisions": {"type": "array", "maxItems": 500, "items": decision_schema()},
+            "reusable_components": {"type": "array", "maxItems": 500, "items": component_schema()},
+            "replace": {
+                "type": "boolean",
+                "description": "true: the repository's patterns, decisions and components not listed are removed, \
+                                and each listed pattern's keywords become exactly the listed ones",
+                "default": false,
+            },
+        },
+        "required": ["repository"],
+    })
+}
+
+fn pattern_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "description": "Pattern name, unique within the repository", "minLength": 1, "maxLength": 500},
+            "description": text("What the pattern does and how", 20000),
+            "context": text("Where and why the repository uses it", 20000),
+            "keywords": {
+                "type": "array",
+                "description": "Search keywords (stored lower-case)",
+                "items": {"type": "string", "minLength": 1, "maxLength": 200},
+                "maxItems": 100,
+            },
+        },
+        "required": ["name"],
+    })
+}
+
+fn decision_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "what": {"type": "string", "description": "The decision, unique within the repository", "minLength": 1, "maxLength": 500},
+            "why": text("Its reason", 20000),
+            "alternatives": {
+                "anyOf": [
+                    {"type": "string", "maxLength": 20000},
+                    {"type": "array", "items": {"type": "string", "maxLength": 2000}, "maxItems": 50},
+                ],
+                "description": "Alternatives considered: a text or a list",
+            },
+        },
+        "required": ["what"],
+    })
+}
+
+fn component_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "description": "Component name, unique within the repository", "minLength": 1, "maxLength": 500},
+            "purpose": text("What it is for", 20000),
+            "location": text("Path in the repository", 2000),
+            "component_type": {"type": "string", "maxLength": 50},
+            "language": {"type": "string", "maxLength": 50},
+        },
+        "required": ["name"],
+    })
+}
+
+fn record_analysis_example() -> Value {
+    example(
+        json!({
+            "repository": "acme/payments-api",
+            "problem_domain": "Card payments for the web shop",
+            "commit_sha": "9fceb02d0ae598e95dc970b74767f19372d61af8",
+            "patterns": [{
+                "name": "Idempotency keys",
+                "description": "Clients send an Idempotency-Key header; the first response is stored and replayed for retries",
+                "context": "POST /charges",
+                "keywords": ["idempotency", "retry", "payments"],
+            }],
+            "technical_decisions": [{"what": "PostgreSQL for the ledger", "why": "Transactions", "alternatives": ["DynamoDB"]}],
+            "reusable_components": [{"name": "RetryClient", "purpose": "HTTP client with backoff", "location": "src/retry.rs", "language": "rust"}],
+        }),
+        "Record an analysis",
+    )
 }
 
 #[derive(Deserialize)]
@@ -178,6 +193,30 @@ struct Pattern {
     keywords: Vec<String>,
 }
 
+/// A technical decision as it will be stored: alternatives given as a list are joined.
+struct Decision {
+    what: String,
+    why: Option<String>,
+    alternatives: Option<String>,
+}
+
+/// A reusable component as it will be stored.
+struct ComponentRecord {
+    name: String,
+    input: ComponentInput,
+}
+
+/// The input checked and normalised: names trimmed and each listed once, keywords as stored.
+struct Prepared {
+    repository: String,
+    problem_domain: Option<String>,
+    commit_sha: Option<String>,
+    patterns: Vec<Pattern>,
+    decisions: Vec<Decision>,
+    components: Vec<ComponentRecord>,
+    replace: bool,
+}
+
 /// Trimmed names, no duplicates: the first problem, naming the field.
 fn unique_names<'a>(
     field: &str,
@@ -214,54 +253,73 @@ fn keywords(raw: Option<Vec<String>>) -> Vec<String> {
     out
 }
 
-async fn run_record_analysis(
-    ctx: SkillContext,
-    input: Map<String, Value>,
-) -> Result<SkillOutput, SkillError> {
-    let q: AnalysisInput = parse(input)?;
-    let replace = q.replace.unwrap_or(false);
+impl Alternatives {
+    fn joined(self) -> String {
+        match self {
+            Alternatives::Text(t) => t,
+            Alternatives::List(l) => l.join(", "),
+        }
+    }
+}
+
+/// Checks the names of the patterns, decisions and components (in that order) and normalises
+/// what is stored.
+fn prepare(q: AnalysisInput) -> Result<Prepared, SkillError> {
     let raw_patterns = q.patterns.unwrap_or_default();
     let pattern_names = unique_names("patterns", raw_patterns.iter().map(|p| p.name.as_str()))?;
-    let patterns: Vec<Pattern> = raw_patterns
-        .into_iter()
-        .zip(&pattern_names)
-        .map(|(p, name)| Pattern {
-            name: name.clone(),
-            description: p.description,
-            context: p.context,
-            keywords: keywords(p.keywords),
-        })
-        .collect();
-    let decisions = q.technical_decisions.unwrap_or_default();
+    let raw_decisions = q.technical_decisions.unwrap_or_default();
     let whats = unique_names(
         "technical_decisions",
-        decisions.iter().map(|d| d.what.as_str()),
+        raw_decisions.iter().map(|d| d.what.as_str()),
     )?;
-    let components = q.reusable_components.unwrap_or_default();
+    let raw_components = q.reusable_components.unwrap_or_default();
     let component_names = unique_names(
         "reusable_components",
-        components.iter().map(|c| c.name.as_str()),
+        raw_components.iter().map(|c| c.name.as_str()),
     )?;
+    Ok(Prepared {
+        repository: q.repository,
+        problem_domain: q.problem_domain,
+        commit_sha: q.commit_sha,
+        patterns: raw_patterns
+            .into_iter()
+            .zip(pattern_names)
+            .map(|(p, name)| Pattern {
+                name,
+                description: p.description,
+                context: p.context,
+                keywords: keywords(p.keywords),
+            })
+            .collect(),
+        decisions: raw_decisions
+            .into_iter()
+            .zip(whats)
+            .map(|(d, what)| Decision {
+                what,
+                why: d.why,
+                alternatives: d.alternatives.map(Alternatives::joined),
+            })
+            .collect(),
+        components: raw_components
+            .into_iter()
+            .zip(component_names)
+            .map(|(input, name)| ComponentRecord { name, input })
+            .collect(),
+        replace: q.replace.unwrap_or(false),
+    })
+}
 
-    let plan = plan_embeddings(&ctx, &q.repository, &patterns).await?;
-
-    let alternatives: Vec<Option<String>> = decisions
-        .iter()
-        .map(|d| match &d.alternatives {
-            Some(Alternatives::Text(t)) => Some(t.clone()),
-            Some(Alternatives::List(l)) => Some(l.join(", ")),
-            None => None,
-        })
-        .collect();
-    let now = chrono::Utc::now();
-    let record = Analysis {
+/// The knowledge-base write of a prepared analysis made at `now`, with its history entry.
+fn analysis_record(p: &Prepared, now: DateTime<Utc>) -> Analysis<'_> {
+    Analysis {
         repository: RepositoryFacts {
-            name: &q.repository,
-            problem_domain: q.problem_domain.as_deref(),
-            commit_sha: q.commit_sha.as_deref(),
+            name: &p.repository,
+            problem_domain: p.problem_domain.as_deref(),
+            commit_sha: p.commit_sha.as_deref(),
             analyzed_at: Some(now),
         },
-        patterns: patterns
+        patterns: p
+            .patterns
             .iter()
             .map(|p| PatternFacts {
                 name: &p.name,
@@ -271,74 +329,54 @@ async fn run_record_analysis(
             })
             .collect(),
         shared_keywords: &[],
-        decisions: whats
+        decisions: p
+            .decisions
             .iter()
-            .zip(&decisions)
-            .zip(&alternatives)
-            .map(|((what, d), alternatives)| DecisionFacts {
-                what,
+            .map(|d| DecisionFacts {
+                what: &d.what,
                 why: d.why.as_deref(),
-                alternatives: alternatives.as_deref(),
+                alternatives: d.alternatives.as_deref(),
             })
             .collect(),
-        components: component_names
+        components: p
+            .components
             .iter()
-            .zip(&components)
-            .map(|(name, c)| ComponentFacts {
-                name,
-                purpose: c.purpose.as_deref(),
-                location: c.location.as_deref(),
-                component_type: c.component_type.as_deref(),
-                language: c.language.as_deref(),
+            .map(|c| ComponentFacts {
+                name: &c.name,
+                purpose: c.input.purpose.as_deref(),
+                location: c.input.location.as_deref(),
+                component_type: c.input.component_type.as_deref(),
+                language: c.input.language.as_deref(),
                 api_signature: None,
                 keywords: None,
             })
             .collect(),
         history: vec![HistoryFacts {
-            commit_sha: q.commit_sha.as_deref(),
+            commit_sha: p.commit_sha.as_deref(),
             analyzed_at: now,
-            patterns_count: patterns.len() as i32,
-            decisions_count: decisions.len() as i32,
-            components_count: components.len() as i32,
+            patterns_count: p.patterns.len() as i32,
+            decisions_count: p.decisions.len() as i32,
+            components_count: p.components.len() as i32,
         }],
-        replace,
-    };
-    let written = async {
-        let mut tx = ctx.pool().begin().await?;
-        let w = analysis::write_analysis(&mut tx, &record).await?;
-        let mut embedded = 0;
-        if let Some(Planned::Ready {
-            model,
-            texts,
-            vectors,
-        }) = &plan
-        {
-            let ids: HashMap<&str, i32> = patterns
-                .iter()
-                .map(|p| p.name.as_str())
-                .zip(w.pattern_ids.iter().copied())
-                .collect();
-            let texts: Vec<PatternText> = texts
-                .iter()
-                .filter_map(|t| {
-                    ids.get(t.name.as_str()).map(|id| PatternText {
-                        id: *id,
-                        ..t.clone()
-                    })
-                })
-                .collect();
-            embedded = search::set_embeddings(&mut tx, model, &texts, vectors).await?;
-        }
-        tx.commit().await?;
-        Ok::<_, sqlx::Error>((w, embedded))
+        replace: p.replace,
     }
-    .await;
-    let (w, embedded) =
-        written.map_err(|e| SkillError::from(e).context("Failed to record analysis"))?;
+}
 
+async fn run_record_analysis(
+    ctx: SkillContext,
+    input: Map<String, Value>,
+) -> Result<SkillOutput, SkillError> {
+    let prepared = prepare(parse(input)?)?;
+    let plan = plan_embeddings(&ctx, &prepared.repository, &prepared.patterns).await?;
+    let record = analysis_record(&prepared, Utc::now());
+    let (w, embedded) = write(&ctx, &record, &prepared.patterns, plan.as_ref())
+        .await
+        .map_err(|e| SkillError::from(e).context("Failed to record analysis"))?;
+
+    let repository = &prepared.repository;
     let mut out = output(json!({
-        "message": format!("Analysis of {} recorded", q.repository),
-        "repository": q.repository,
+        "message": format!("Analysis of {repository} recorded"),
+        "repository": repository,
         "repository_id": w.repo_id,
         "patterns_written": w.patterns.written,
         "patterns_unchanged": w.patterns.unchanged,
@@ -364,6 +402,43 @@ async fn run_record_analysis(
         out.insert("embedding_warning".into(), json!(why));
     }
     Ok(out)
+}
+
+/// Writes the analysis in one transaction, with the embeddings prepared for its patterns
+/// (matched to the pattern ids the write returns); also the number of embeddings stored.
+async fn write(
+    ctx: &SkillContext,
+    record: &Analysis<'_>,
+    patterns: &[Pattern],
+    plan: Option<&Planned>,
+) -> Result<(Written, u64), sqlx::Error> {
+    let mut tx = ctx.pool().begin().await?;
+    let w = analysis::write_analysis(&mut tx, record).await?;
+    let mut embedded = 0;
+    if let Some(Planned::Ready {
+        model,
+        texts,
+        vectors,
+    }) = plan
+    {
+        let ids: HashMap<&str, i32> = patterns
+            .iter()
+            .map(|p| p.name.as_str())
+            .zip(w.pattern_ids.iter().copied())
+            .collect();
+        let texts: Vec<PatternText> = texts
+            .iter()
+            .filter_map(|t| {
+                ids.get(t.name.as_str()).map(|id| PatternText {
+                    id: *id,
+                    ..t.clone()
+                })
+            })
+            .collect();
+        embedded = search::set_embeddings(&mut tx, model, &texts, vectors).await?;
+    }
+    tx.commit().await?;
+    Ok((w, embedded))
 }
 
 /// Embeddings prepared before the transaction.

@@ -1,10 +1,12 @@
-//! Architectural compliance skills (reference §3.9), registered only with `GITHUB_TOKEN`:
-//! `validate_repository_architecture`, `check_specific_standard`, `suggest_improvements`.
+//! Architectural compliance skills, registered only with `GITHUB_TOKEN`:
+//! `validate_repository_architecture`, `check_specific_standard`, `suggest_improvements`
+//! (`docs/skill-rules.md`, "Architecture standards").
 //! Each reads the repository's tree and the few files its categories need from GitHub, then
-//! applies nexusd's rules (`arch_rules.rs`, `docs/skill-rules.md`). No language model is
+//! applies nexusd's rules (`rules/architecture.rs`, `docs/skill-rules.md`). No language model is
 //! involved and nothing is written.
 
-use serde::Deserialize;
+use serde::ser::{SerializeMap, Serializer};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::context::SkillContext;
@@ -49,34 +51,143 @@ async fn inspect(
     Ok((info, RepoFiles { tree, contents }))
 }
 
-fn violation_json(v: &Finding) -> Value {
-    json!({
-        "severity": v.severity.as_str(),
-        "rule_id": v.rule_id,
-        "message": v.message,
-        "recommendation": v.recommendation,
-        "file_path": v.file_path,
-    })
+/// A violation as the architecture skills list it.
+#[derive(Serialize)]
+struct ViolationJson<'a> {
+    severity: &'static str,
+    rule_id: &'static str,
+    message: &'a str,
+    recommendation: &'a str,
+    file_path: &'a str,
 }
 
-fn recommendation_json(category: &str, v: &Finding) -> Value {
-    json!({
-        "priority": v.severity.as_str().to_uppercase(),
-        "category": category,
-        "rule_id": v.rule_id,
-        "title": v.title,
-        "description": v.recommendation,
-        "file_path": v.file_path,
-    })
+impl<'a> From<&'a Finding> for ViolationJson<'a> {
+    fn from(v: &'a Finding) -> Self {
+        ViolationJson {
+            severity: v.severity.as_str(),
+            rule_id: v.rule_id,
+            message: &v.message,
+            recommendation: &v.recommendation,
+            file_path: &v.file_path,
+        }
+    }
 }
 
-fn category_json(r: &CategoryResult) -> Value {
-    json!({
-        "compliance_score": r.score(),
-        "passed": r.passed(),
-        "checks_performed": r.checks_performed,
-        "violations": r.violations.iter().map(violation_json).collect::<Vec<_>>(),
-    })
+/// A violation with its category.
+#[derive(Serialize)]
+struct CategoryViolation<'a> {
+    #[serde(flatten)]
+    violation: ViolationJson<'a>,
+    category: &'a str,
+}
+
+/// A violation as a fix to make.
+#[derive(Serialize)]
+struct RecommendationJson<'a> {
+    priority: String,
+    category: &'a str,
+    rule_id: &'static str,
+    title: &'static str,
+    description: &'a str,
+    file_path: &'a str,
+}
+
+impl<'a> RecommendationJson<'a> {
+    fn new(category: &'a str, v: &'a Finding) -> Self {
+        RecommendationJson {
+            priority: v.severity.as_str().to_uppercase(),
+            category,
+            rule_id: v.rule_id,
+            title: v.title,
+            description: &v.recommendation,
+            file_path: &v.file_path,
+        }
+    }
+}
+
+/// One category's outcome.
+#[derive(Serialize)]
+struct CategoryJson<'a> {
+    compliance_score: f64,
+    passed: bool,
+    checks_performed: usize,
+    violations: Vec<ViolationJson<'a>>,
+}
+
+impl<'a> From<&'a CategoryResult> for CategoryJson<'a> {
+    fn from(r: &'a CategoryResult) -> Self {
+        CategoryJson {
+            compliance_score: r.score(),
+            passed: r.passed(),
+            checks_performed: r.checks_performed,
+            violations: r.violations.iter().map(ViolationJson::from).collect(),
+        }
+    }
+}
+
+/// The categories' outcomes as an object keyed by category, in evaluation order.
+struct Categories<'a>(&'a [CategoryResult]);
+
+impl Serialize for Categories<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for r in self.0 {
+            map.serialize_entry(r.category, &CategoryJson::from(r))?;
+        }
+        map.end()
+    }
+}
+
+/// `validate_repository_architecture`' answer; `recommendations` and `a2a_integration` only
+/// when asked for.
+#[derive(Serialize)]
+struct ValidateResponse<'a> {
+    repository: &'a str,
+    overall_compliance_score: f64,
+    compliance_grade: &'static str,
+    summary: ValidateSummary,
+    categories: Categories<'a>,
+    critical_violations: Vec<CategoryViolation<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recommendations: Option<Vec<RecommendationJson<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    a2a_integration: Option<Value>,
+    branch: &'a str,
+    files_read: Vec<&'a str>,
+    tree_truncated: bool,
+}
+
+#[derive(Serialize)]
+struct ValidateSummary {
+    total_checks: usize,
+    passed_checks: usize,
+    failed_checks: usize,
+    critical_violations: usize,
+    high_violations: usize,
+    medium_violations: usize,
+    low_violations: usize,
+}
+
+impl ValidateSummary {
+    fn new(results: &[CategoryResult]) -> Self {
+        let (total, failed, _) = overall(results);
+        ValidateSummary {
+            total_checks: total,
+            passed_checks: total - failed,
+            failed_checks: failed,
+            critical_violations: count(results, Priority::Critical),
+            high_violations: count(results, Priority::High),
+            medium_violations: count(results, Priority::Medium),
+            low_violations: count(results, Priority::Low),
+        }
+    }
+}
+
+/// A response struct as the skill's output (its fields in declaration order).
+fn render<T: Serialize>(response: &T) -> Result<SkillOutput, SkillError> {
+    serde_json::to_value(response)
+        .map(output)
+        .map_err(|e| SkillError::internal(format!("Failed to render the response: {e}")))
 }
 
 /// Every violation with its category, most severe first (stable within a severity).
@@ -161,7 +272,7 @@ struct ValidateInput {
     notify_agents: Option<bool>,
 }
 
-/// The categories asked for, in the reference's order, each once.
+/// The categories asked for, in the order of [`CATEGORIES`], each once.
 fn scope(requested: Option<&[String]>) -> Vec<&'static str> {
     match requested {
         None => CATEGORIES.to_vec(),
@@ -189,48 +300,36 @@ async fn run_validate(
     let categories = scope(q.validation_scope.as_deref());
     let (info, files) = inspect(&ctx, &repository, &categories).await?;
     let results = evaluate_all(&categories, &files);
-    let (total, failed, score) = overall(&results);
+    let (_, _, score) = overall(&results);
     let ranked = ranked(&results);
-
-    let mut out = output(json!({
-        "repository": repository,
-        "overall_compliance_score": score,
-        "compliance_grade": architecture::grade(score),
-        "summary": {
-            "total_checks": total,
-            "passed_checks": total - failed,
-            "failed_checks": failed,
-            "critical_violations": count(&results, Priority::Critical),
-            "high_violations": count(&results, Priority::High),
-            "medium_violations": count(&results, Priority::Medium),
-            "low_violations": count(&results, Priority::Low),
-        },
-        "categories": results.iter().map(|r| (r.category.to_string(), category_json(r))).collect::<Map<_, _>>(),
-        "critical_violations": ranked.iter().filter(|(_, v)| v.severity == Priority::Critical).map(|(c, v)| {
-            let mut value = violation_json(v);
-            value["category"] = json!(c);
-            value
-        }).collect::<Vec<_>>(),
-    }));
-    if q.include_recommendations.unwrap_or(true) {
-        out.insert(
-            "recommendations".into(),
+    render(&ValidateResponse {
+        repository: &repository,
+        overall_compliance_score: score,
+        compliance_grade: architecture::grade(score),
+        summary: ValidateSummary::new(&results),
+        categories: Categories(&results),
+        critical_violations: ranked
+            .iter()
+            .filter(|(_, v)| v.severity == Priority::Critical)
+            .map(|(category, v)| CategoryViolation {
+                violation: ViolationJson::from(*v),
+                category,
+            })
+            .collect(),
+        recommendations: q.include_recommendations.unwrap_or(true).then(|| {
             ranked
                 .iter()
-                .map(|(c, v)| recommendation_json(c, v))
-                .collect(),
-        );
-    }
-    if q.notify_agents.unwrap_or(true) {
-        out.insert("a2a_integration".into(), a2a_integration(&ctx));
-    }
-    out.insert("branch".into(), json!(info.default_branch));
-    out.insert(
-        "files_read".into(),
-        json!(files.contents.keys().collect::<Vec<_>>()),
-    );
-    out.insert("tree_truncated".into(), json!(files.tree.truncated));
-    Ok(out)
+                .map(|(c, v)| RecommendationJson::new(c, v))
+                .collect()
+        }),
+        a2a_integration: q
+            .notify_agents
+            .unwrap_or(true)
+            .then(|| a2a_integration(&ctx)),
+        branch: &info.default_branch,
+        files_read: files.contents.keys().map(String::as_str).collect(),
+        tree_truncated: files.tree.truncated,
+    })
 }
 
 /// What happened with the other agents: nexusd does not push results to them (their APIs for
@@ -309,7 +408,7 @@ async fn run_specific(
         "passed": result.passed(),
         "compliance_score": result.score(),
         "checks_performed": result.checks_performed,
-        "violations": result.violations.iter().map(violation_json).collect::<Vec<_>>(),
+        "violations": result.violations.iter().map(ViolationJson::from).collect::<Vec<_>>(),
     })))
 }
 
@@ -375,7 +474,7 @@ async fn run_suggest(
         let key = v.severity.as_str().to_uppercase();
         let entry = by_priority.entry(key).or_insert_with(|| json!([]));
         if let Value::Array(list) = entry {
-            list.push(recommendation_json(category, v));
+            list.push(json!(RecommendationJson::new(category, v)));
         }
     }
     let actions = |severity: Priority| -> Vec<String> {

@@ -1,13 +1,12 @@
-//! Component sensibility skills (reference §3.10): `detect_misplaced_components`,
-//! `analyze_component_centrality` and `recommend_consolidation_plan` score where a reusable
-//! component belongs from the knowledge base (`component_scoring.rs`) and write nothing;
+//! Component sensibility skills (`docs/skill-rules.md`, "Component placement"):
+//! `detect_misplaced_components`, `analyze_component_centrality` and
+//! `recommend_consolidation_plan` score where a reusable component belongs from the knowledge
+//! base (`component_scoring.rs`, which also plans the consolidation) and write nothing;
 //! `scan_repository_components` (protected) re-reads a repository's components from its source
 //! on GitHub (`component_scan.rs`) and replaces its `reusable_components` rows in one
 //! transaction.
 
-use std::collections::BTreeSet;
-
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::context::SkillContext;
@@ -18,8 +17,8 @@ use crate::github::{GitHub, GitHubError, parse_repository};
 use crate::kb::{self, components};
 use crate::rules::component_scan::{self, Extracted};
 use crate::rules::component_scoring::{
-    self, CandidateScore, Component, Knowledge, MISPLACED_MARGIN, SAME_COMPONENT_SIMILARITY,
-    round3, terms, tokens,
+    self, CandidateScore, Component, DeepAnalysis, ImpactAnalysis, Knowledge, MISPLACED_MARGIN,
+    Phases, PlanRequest, Recommendation, round3, score_of, terms,
 };
 
 /// Misplaced components listed at most.
@@ -45,6 +44,13 @@ async fn load(ctx: &SkillContext, context: &str) -> Result<Knowledge, SkillError
     .map_err(|e: sqlx::Error| SkillError::from(e).context(context))
 }
 
+/// A response struct as the skill's output (its fields in declaration order).
+fn render<T: Serialize>(response: &T) -> Result<SkillOutput, SkillError> {
+    serde_json::to_value(response)
+        .map(output)
+        .map_err(|e| SkillError::internal(format!("Failed to render the response: {e}")))
+}
+
 fn not_found(repository: &str) -> SkillError {
     SkillError::failed(format!("Repository not found: {repository}"))
 }
@@ -60,50 +66,6 @@ fn all_scores_map(scores: &[CandidateScore]) -> Map<String, Value> {
         .iter()
         .map(|s| (s.repository.clone(), json!(s.score)))
         .collect()
-}
-
-fn score_of(scores: &[CandidateScore], repository: &str) -> f64 {
-    scores
-        .iter()
-        .find(|s| s.repository == repository)
-        .map_or(0.0, |s| s.score)
-}
-
-/// The implementations of a component called `name` as seen from `repository`: the rows of
-/// that repository with that name and everything at least [`SAME_COMPONENT_SIMILARITY`]
-/// similar to them elsewhere; when the repository has no such row, the rows with that name
-/// anywhere. Also the terms describing the component.
-fn implementations<'a>(
-    k: &'a Knowledge,
-    name: &str,
-    repository: &str,
-) -> (Vec<&'a Component>, BTreeSet<String>, bool) {
-    let own = k.named(repository, name);
-    let found = !own.is_empty();
-    let mut list: Vec<&Component> = Vec::new();
-    let mut subject = tokens(name);
-    if found {
-        for c in &own {
-            subject.extend(terms(c));
-            list.push(c);
-            for (other, _) in k.similar_to(c, SAME_COMPONENT_SIMILARITY, true) {
-                list.push(other);
-            }
-        }
-    } else {
-        let wanted = component_scoring::normalise_name(name);
-        for c in k
-            .components
-            .iter()
-            .filter(|c| component_scoring::normalise_name(&c.name) == wanted)
-        {
-            subject.extend(terms(c));
-            list.push(c);
-        }
-    }
-    let mut seen = BTreeSet::new();
-    list.retain(|c| seen.insert(c.id.clone()));
-    (list, subject, found)
 }
 
 /// A component as the skills list it, with its similarity to the component in question.
@@ -336,7 +298,7 @@ async fn run_centrality(
     require(&k, &q.current_location)?;
     let candidates = candidates(&k, &q.current_location, q.candidate_locations.as_deref())?;
     let (implementations, subject, found) =
-        implementations(&k, &q.component_name, &q.current_location);
+        k.implementations(&q.component_name, &q.current_location);
     let scores = k.score(&subject, &implementations, &candidates);
     let current = score_of(&scores, &q.current_location);
     let best = scores
@@ -431,194 +393,66 @@ fn recommendation_id() -> String {
     format!("{:08x}", h.finish() as u32)
 }
 
+/// The plan as `recommend_consolidation_plan` answers it: the pure plan with this call's
+/// recommendation id and timestamp.
+#[derive(Serialize)]
+struct PlanResponse<'a> {
+    recommendation_id: &'a str,
+    component_name: &'a str,
+    from_repository: &'a str,
+    to_repository: &'a str,
+    consolidation_plan: &'a Phases,
+    impact_analysis: &'a Option<ImpactAnalysis>,
+    deep_analysis: &'a Option<DeepAnalysis>,
+    recommendation: StampedRecommendation<'a>,
+    recommendation_timestamp: &'a str,
+}
+
+#[derive(Serialize)]
+struct StampedRecommendation<'a> {
+    recommendation_id: &'a str,
+    timestamp: &'a str,
+    #[serde(flatten)]
+    recommendation: &'a Recommendation,
+}
+
 async fn run_plan(ctx: SkillContext, input: Map<String, Value>) -> Result<SkillOutput, SkillError> {
     let q: PlanInput = parse(input)?;
     let k = load(&ctx, "Failed to recommend consolidation plan").await?;
-    let from = q.from_repository.as_str();
-    require(&k, from)?;
+    require(&k, &q.from_repository)?;
     if let Some(to) = &q.to_repository {
         require(&k, to)?;
     }
-    let (implementations, subject, _) = implementations(&k, &q.component_name, from);
-    let all: Vec<&str> = k.repositories.iter().map(|r| r.name.as_str()).collect();
-    let scores = k.score(&subject, &implementations, &all);
-    let to = q
-        .to_repository
-        .clone()
-        .or_else(|| scores.first().map(|s| s.repository.clone()))
-        .unwrap_or_else(|| from.to_string());
-    let from_score = score_of(&scores, from);
-    let to_score = score_of(&scores, &to);
-    let improvement = round3(to_score - from_score);
-
-    let mut affected: BTreeSet<String> = implementations
-        .iter()
-        .map(|c| c.repository.clone())
-        .collect();
-    affected.extend(k.dependents(from).into_iter().map(String::from));
-    affected.remove(&to);
-    let affected: Vec<String> = affected.into_iter().collect();
-
-    let phases =
-        component_scoring::plan_phases(&q.component_name, from, &to, &implementations, &affected);
-    let total: f64 = phases.iter().map(|p| p.hours).sum();
-    let mut plan = Map::new();
-    for (i, phase) in phases.iter().enumerate() {
-        let mut value = json!({
-            "name": phase.name,
-            "description": phase.description,
-            "tasks": phase.tasks,
-            "estimated_hours": phase.hours,
-        });
-        if let (Value::Object(map), Value::Object(extra)) = (&mut value, &phase.extra) {
-            map.extend(extra.clone());
-        }
-        plan.insert(format!("phase_{}", i + 1), value);
-    }
-    plan.insert("total_estimated_hours".into(), json!(total));
-    plan.insert(
-        "total_estimated_effort".into(),
-        json!(component_scoring::effort_range(total)),
-    );
-
     let external = &ctx.config.external;
-    let risk = match affected.len() {
-        0 => "low",
-        1 | 2 => "medium",
-        _ => "high",
-    };
-    let impact = q.include_impact_analysis.unwrap_or(true).then(|| {
-        if external.orchestrator.is_some() {
-            json!({
-                "source": "knowledge_base",
-                "note": "dependency-orchestrator is configured, but nexusd computes impact from its own dependency data",
-                "affected_repositories": affected,
-                "risk_level": risk,
-            })
-        } else {
-            json!({"error": "dependency-orchestrator not configured", "affected_repositories": [], "risk_level": "unknown"})
-        }
-    });
-    let source = implementations.iter().find(|c| c.repository == from);
-    let target = implementations.iter().find(|c| c.repository == to);
-    let deep = q.include_deep_analysis.unwrap_or(true).then(|| {
-        if external.pattern_miner.is_some() {
-            let compatibility = match (
-                source.and_then(|c| c.api_signature.as_deref()),
-                target.and_then(|c| c.api_signature.as_deref()),
-            ) {
-                (Some(a), Some(b)) if a == b => Some("identical"),
-                (Some(_), Some(_)) => Some("different"),
-                _ => None,
-            };
-            let methods = |c: Option<&&Component>| -> BTreeSet<String> {
-                c.map(|c| c.public_methods.iter().cloned().collect()).unwrap_or_default()
-            };
-            let (a, b) = (methods(source), methods(target));
-            let mut differences: Vec<String> = a
-                .difference(&b)
-                .map(|m| format!("{m} exists only in {from}"))
-                .collect();
-            if target.is_some() {
-                differences.extend(b.difference(&a).map(|m| format!("{m} exists only in {to}")));
-            }
-            json!({
-                "source": "knowledge_base",
-                "note": "pattern-miner is configured, but nexusd compares the recorded signatures and methods itself",
-                "api_compatibility": compatibility,
-                "behavioral_differences": differences,
-            })
-        } else {
-            json!({"error": "pattern-miner not configured", "api_compatibility": null, "behavioral_differences": []})
-        }
-    });
-
-    let reasoning = if to == from {
-        format!(
-            "{from} is already the best-scoring location for {} (score {from_score})",
-            q.component_name
-        )
-    } else if improvement > 0.0 {
-        format!(
-            "{to} scores {to_score} against {from_score} for {from} as the home of {}",
-            q.component_name
-        )
-    } else {
-        format!(
-            "{to} scores {to_score}, not higher than {from_score} for {from}: the data does not support moving {}",
-            q.component_name
-        )
-    };
-    let copies = implementations.len();
-    let benefits = [
-        if copies > 1 {
-            format!(
-                "One maintained implementation of {} in {to} instead of {copies}",
-                q.component_name
-            )
-        } else {
-            format!(
-                "{} lives where the data says it is used most ({to})",
-                q.component_name
-            )
+    let plan = component_scoring::consolidation_plan(
+        &k,
+        &PlanRequest {
+            component: &q.component_name,
+            from: &q.from_repository,
+            to: q.to_repository.as_deref(),
+            impact_analysis: q.include_impact_analysis.unwrap_or(true),
+            deep_analysis: q.include_deep_analysis.unwrap_or(true),
+            orchestrator_configured: external.orchestrator.is_some(),
+            pattern_miner_configured: external.pattern_miner.is_some(),
         },
-        format!("Canonical score {to_score} in {to} against {from_score} in {from}"),
-        format!(
-            "{} repositories can depend on a single copy; fixes land once",
-            affected.len()
-        ),
-    ];
-    let diverged = implementations
-        .iter()
-        .any(|c| c.sync_status.eq_ignore_ascii_case("diverged"));
-    let risks = [
-        if affected.is_empty() {
-            "No dependent repositories are recorded; confirm with the owners before moving"
-                .to_string()
-        } else {
-            format!(
-                "{} repositories must switch to {to}: {}",
-                affected.len(),
-                affected.join(", ")
-            )
-        },
-        if diverged {
-            "Some copies have diverged (sync_status); their behaviour must be reconciled first"
-                .to_string()
-        } else {
-            format!(
-                "Callers of {from}'s copy may rely on behaviour specific to it; run their tests after the switch"
-            )
-        },
-    ];
+    );
     let id = recommendation_id();
     let timestamp = now_rfc3339();
-    Ok(output(json!({
-        "recommendation_id": id,
-        "component_name": q.component_name,
-        "from_repository": from,
-        "to_repository": to,
-        "consolidation_plan": plan,
-        "impact_analysis": impact,
-        "deep_analysis": deep,
-        "recommendation": {
-            "recommendation_id": id,
-            "timestamp": timestamp,
-            "component_id": source.map_or_else(|| format!("{from}:{}", q.component_name), |c| c.id.clone()),
-            "from_repository": from,
-            "to_repository": to,
-            "priority": component_scoring::priority(improvement),
-            "confidence": component_scoring::confidence(improvement),
-            "improvement": improvement,
-            "reasoning": reasoning,
-            "benefits": benefits,
-            "risks": risks,
-            "estimated_effort_hours": component_scoring::effort_range(total).trim_end_matches(" hours"),
-            "status": "pending",
-            "related_recommendations": [],
+    render(&PlanResponse {
+        recommendation_id: &id,
+        component_name: &plan.component_name,
+        from_repository: &plan.from_repository,
+        to_repository: &plan.to_repository,
+        consolidation_plan: &plan.consolidation_plan,
+        impact_analysis: &plan.impact_analysis,
+        deep_analysis: &plan.deep_analysis,
+        recommendation: StampedRecommendation {
+            recommendation_id: &id,
+            timestamp: &timestamp,
+            recommendation: &plan.recommendation,
         },
-        "recommendation_timestamp": timestamp,
-    })))
+        recommendation_timestamp: &timestamp,
+    })
 }
 
 pub fn scan_repository_components() -> Skill {

@@ -15,6 +15,28 @@ pub async fn document(State(state): State<AppState>) -> Response {
 }
 
 fn build(state: &AppState) -> Value {
+    let (mut schemas, requests) = skill_schemas(state);
+    schemas.extend(response_schemas());
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "nexusd skills API (Dev-Nexus A2A)",
+            "version": API_VERSION,
+            "description": "The Dev-Nexus pattern-discovery agent's A2A endpoints, served by nexusd.",
+        },
+        "servers": [{"url": state.ctx.config.api.public_url}],
+        "paths": paths(requests),
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                "description": "A Google ID token (audience NEXUSD_AUTH_AUDIENCE, an allowed service account) or one of NEXUSD_API_TOKENS"}},
+            "schemas": schemas,
+        },
+    })
+}
+
+/// One request schema per skill (`execute_<id>`, with the input schema the executor enforces),
+/// and the references to them that `/a2a/execute` accepts.
+fn skill_schemas(state: &AppState) -> (Map<String, Value>, Vec<Value>) {
     let mut schemas = Map::new();
     let mut requests = Vec::new();
     for skill in state.skills.iter() {
@@ -39,6 +61,12 @@ fn build(state: &AppState) -> Value {
         );
         requests.push(json!({"$ref": format!("#/components/schemas/{name}")}));
     }
+    (schemas, requests)
+}
+
+/// `SkillResponse` and `Error`.
+fn response_schemas() -> Map<String, Value> {
+    let mut schemas = Map::new();
     schemas.insert(
         "SkillResponse".into(),
         json!({
@@ -63,57 +91,47 @@ fn build(state: &AppState) -> Value {
             "additionalProperties": true,
         }),
     );
+    schemas
+}
+
+/// The endpoints; `requests` are the request bodies `/a2a/execute` accepts.
+fn paths(requests: Vec<Value>) -> Value {
     let json_of = |schema: &str| json!({"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}});
     let any_json = json!({"application/json": {"schema": {"type": "object"}}});
-
     json!({
-        "openapi": "3.1.0",
-        "info": {
-            "title": "nexusd skills API (Dev-Nexus A2A)",
-            "version": API_VERSION,
-            "description": "The Dev-Nexus pattern-discovery agent's A2A endpoints, served by nexusd.",
-        },
-        "servers": [{"url": state.ctx.config.api.public_url}],
-        "paths": {
-            "/": {"get": {"summary": "Service information and links", "operationId": "root",
-                "responses": {"200": {"description": "Service information", "content": any_json}}}},
-            "/health": {"get": {"summary": "Health of the service and its database", "operationId": "health",
-                "responses": {
-                    "200": {"description": "Healthy: the database answered and the schema is current", "content": any_json},
-                    "503": {"description": "Unhealthy: the database is unreachable or not bootstrapped", "content": any_json},
-                }}},
-            "/.well-known/agent.json": {"get": {"summary": "A2A agent card listing every skill and its input schema",
-                "operationId": "agentCard", "responses": {"200": {"description": "The agent card", "content": any_json}}}},
-            "/openapi.json": {"get": {"summary": "This document", "operationId": "openapi",
-                "responses": {"200": {"description": "OpenAPI 3.1 document", "content": any_json}}}},
-            "/a2a/execute": {"post": {
-                "summary": "Run one skill",
-                "operationId": "execute",
-                "security": [{}, {"bearer": []}],
-                "requestBody": {"required": true, "content": {"application/json": {"schema": {"oneOf": requests}}}},
-                "responses": {
-                    "200": {"description": "The skill's result (check success), or an unknown skill", "content": json_of("SkillResponse")},
-                    "400": {"description": "The body is not a JSON object, or skill_id/input is missing or malformed", "content": json_of("Error")},
-                    "401": {"description": "The skill needs credentials and none valid were given", "content": json_of("Error")},
-                    "413": {"description": "The body is larger than 1 MiB", "content": json_of("Error")},
-                    "503": {"description": "The database is unavailable", "content": json_of("Error")},
-                },
-            }},
-            "/a2a/cancel": {"post": {
-                "summary": "Cancel a task (skills run within their request, so nothing is ever left running)",
-                "operationId": "cancel",
-                "requestBody": {"required": true, "content": {"application/json": {"schema": {
-                    "type": "object", "properties": {"task_id": {"type": "string"}}, "required": ["task_id"]}}}},
-                "responses": {
-                    "200": {"description": "Cancelled", "content": any_json},
-                    "400": {"description": "task_id missing or body malformed", "content": json_of("Error")},
-                },
-            }},
-        },
-        "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                "description": "A Google ID token (audience NEXUSD_AUTH_AUDIENCE, an allowed service account) or one of NEXUSD_API_TOKENS"}},
-            "schemas": schemas,
-        },
+        "/": {"get": {"summary": "Service information and links", "operationId": "root",
+            "responses": {"200": {"description": "Service information", "content": any_json}}}},
+        "/health": {"get": {"summary": "Health of the service and its database", "operationId": "health",
+            "responses": {
+                "200": {"description": "Healthy: the database answered and the schema is current", "content": any_json},
+                "503": {"description": "Unhealthy: the database is unreachable or not bootstrapped", "content": any_json},
+            }}},
+        "/.well-known/agent.json": {"get": {"summary": "A2A agent card listing every skill and its input schema",
+            "operationId": "agentCard", "responses": {"200": {"description": "The agent card", "content": any_json}}}},
+        "/openapi.json": {"get": {"summary": "This document", "operationId": "openapi",
+            "responses": {"200": {"description": "OpenAPI 3.1 document", "content": any_json}}}},
+        "/a2a/execute": {"post": {
+            "summary": "Run one skill",
+            "operationId": "execute",
+            "security": [{}, {"bearer": []}],
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {"oneOf": requests}}}},
+            "responses": {
+                "200": {"description": "The skill's result (check success), or an unknown skill", "content": json_of("SkillResponse")},
+                "400": {"description": "The body is not a JSON object, or skill_id/input is missing or malformed", "content": json_of("Error")},
+                "401": {"description": "The skill needs credentials and none valid were given", "content": json_of("Error")},
+                "413": {"description": "The body is larger than 1 MiB", "content": json_of("Error")},
+                "503": {"description": "The database is unavailable", "content": json_of("Error")},
+            },
+        }},
+        "/a2a/cancel": {"post": {
+            "summary": "Cancel a task (skills run within their request, so nothing is ever left running)",
+            "operationId": "cancel",
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {
+                "type": "object", "properties": {"task_id": {"type": "string"}}, "required": ["task_id"]}}}},
+            "responses": {
+                "200": {"description": "Cancelled", "content": any_json},
+                "400": {"description": "task_id missing or body malformed", "content": json_of("Error")},
+            },
+        }},
     })
 }

@@ -85,24 +85,52 @@ fn alternative_names(alternatives: &[Value]) -> String {
         .join(" or ")
 }
 
-/// Validates one value; on failure returns the path of the offending value and the problem.
-fn check(schema: &Value, value: &Value, path: &str) -> Result<(), (String, String)> {
-    let fail = |problem: String| Err((path.to_string(), problem));
+/// A failed check: the path of the offending value and the problem.
+type Failure = (String, String);
 
-    if let Some(types) = schema.get("type") {
-        let allowed: Vec<&str> = match types {
-            Value::String(t) => vec![t.as_str()],
-            Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
-            _ => Vec::new(),
-        };
-        if !allowed.is_empty() && !allowed.iter().any(|t| is_type(value, t)) {
-            return fail(format!(
-                "expected {}, got {}",
-                allowed.join(" or "),
-                type_name(value)
-            ));
-        }
+/// Validates one value; on failure returns the path of the offending value and the problem.
+/// The keyword groups are checked in this order, the first problem winning.
+fn check(schema: &Value, value: &Value, path: &str) -> Result<(), Failure> {
+    let fail = |problem: String| (path.to_string(), problem);
+    check_type(schema, value).map_err(fail)?;
+    check_enum(schema, value).map_err(fail)?;
+    if let Some(n) = value.as_f64() {
+        check_number(schema, n).map_err(fail)?;
     }
+    if let Some(text) = value.as_str() {
+        check_string(schema, text).map_err(fail)?;
+    }
+    if let Some(items) = value.as_array() {
+        check_array(schema, items, path)?;
+    }
+    if let Some(object) = value.as_object() {
+        check_object(schema, object, path)?;
+    }
+    check_combinators(schema, value, path)
+}
+
+/// `type`: one type name or a list of them.
+fn check_type(schema: &Value, value: &Value) -> Result<(), String> {
+    let Some(types) = schema.get("type") else {
+        return Ok(());
+    };
+    let allowed: Vec<&str> = match types {
+        Value::String(t) => vec![t.as_str()],
+        Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    if !allowed.is_empty() && !allowed.iter().any(|t| is_type(value, t)) {
+        return Err(format!(
+            "expected {}, got {}",
+            allowed.join(" or "),
+            type_name(value)
+        ));
+    }
+    Ok(())
+}
+
+/// `enum`: the value must be one of those listed.
+fn check_enum(schema: &Value, value: &Value) -> Result<(), String> {
     if let Some(options) = schema.get("enum").and_then(Value::as_array)
         && !options.contains(value)
     {
@@ -114,122 +142,147 @@ fn check(schema: &Value, value: &Value, path: &str) -> Result<(), (String, Strin
                     .unwrap_or_else(|| o.to_string())
             })
             .collect();
-        return fail(format!("must be one of: {}", names.join(", ")));
+        return Err(format!("must be one of: {}", names.join(", ")));
     }
-    if let Some(n) = value.as_f64() {
-        let min = schema.get("minimum").and_then(Value::as_f64);
-        let max = schema.get("maximum").and_then(Value::as_f64);
-        let out = min.is_some_and(|m| n < m) || max.is_some_and(|m| n > m);
-        if out {
-            return fail(match (min, max) {
-                (Some(lo), Some(hi)) => format!("must be between {} and {}", num(lo), num(hi)),
-                (Some(lo), None) => format!("must be at least {}", num(lo)),
-                (None, Some(hi)) => format!("must be at most {}", num(hi)),
-                (None, None) => unreachable!("a bound was violated"),
-            });
-        }
+    Ok(())
+}
+
+/// `minimum` and `maximum`.
+fn check_number(schema: &Value, n: f64) -> Result<(), String> {
+    let min = schema.get("minimum").and_then(Value::as_f64);
+    let max = schema.get("maximum").and_then(Value::as_f64);
+    let out = min.is_some_and(|m| n < m) || max.is_some_and(|m| n > m);
+    if !out {
+        return Ok(());
     }
-    if let Some(text) = value.as_str() {
-        let chars = text.chars().count() as u64;
-        if let Some(min) = schema.get("minLength").and_then(Value::as_u64)
-            && chars < min
-        {
-            return fail(if min == 1 {
-                "must not be empty".to_string()
-            } else {
-                format!("must be at least {min} characters long")
-            });
-        }
-        if let Some(max) = schema.get("maxLength").and_then(Value::as_u64)
-            && chars > max
-        {
-            return fail(format!("must be at most {max} characters long"));
-        }
-        if let Some(pattern) = schema.get("pattern").and_then(Value::as_str)
-            && !matches_pattern(pattern, text)
-        {
-            let message = schema
-                .get("x-pattern-message")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-                .unwrap_or_else(|| format!("does not match {pattern}"));
-            return fail(message);
-        }
+    Err(match (min, max) {
+        (Some(lo), Some(hi)) => format!("must be between {} and {}", num(lo), num(hi)),
+        (Some(lo), None) => format!("must be at least {}", num(lo)),
+        (None, Some(hi)) => format!("must be at most {}", num(hi)),
+        (None, None) => unreachable!("a bound was violated"),
+    })
+}
+
+/// `minLength`, `maxLength` (in characters) and `pattern` (with `x-pattern-message`).
+fn check_string(schema: &Value, text: &str) -> Result<(), String> {
+    let chars = text.chars().count() as u64;
+    if let Some(min) = schema.get("minLength").and_then(Value::as_u64)
+        && chars < min
+    {
+        return Err(if min == 1 {
+            "must not be empty".to_string()
+        } else {
+            format!("must be at least {min} characters long")
+        });
     }
-    if let Some(items) = value.as_array() {
-        let count = items.len() as u64;
-        if let Some(min) = schema.get("minItems").and_then(Value::as_u64)
-            && count < min
-        {
-            return fail(format!("must have at least {min} item(s)"));
-        }
-        if let Some(max) = schema.get("maxItems").and_then(Value::as_u64)
-            && count > max
-        {
-            return fail(format!("must have at most {max} items"));
-        }
-        if let Some(item_schema) = schema.get("items") {
-            for (i, item) in items.iter().enumerate() {
-                check(item_schema, item, &format!("{path}[{i}]"))?;
-            }
-        }
+    if let Some(max) = schema.get("maxLength").and_then(Value::as_u64)
+        && chars > max
+    {
+        return Err(format!("must be at most {max} characters long"));
     }
-    if let Some(object) = value.as_object() {
-        if let Some(min) = schema.get("minProperties").and_then(Value::as_u64)
-            && (object.len() as u64) < min
-        {
-            return fail("must not be empty".to_string());
-        }
-        for name in required(schema) {
-            if object.get(name).is_none_or(Value::is_null) {
-                return fail(format!("missing required field '{name}'"));
-            }
-        }
-        let properties = schema.get("properties").and_then(Value::as_object);
-        for (key, item) in object {
-            if item.is_null() {
-                continue;
-            }
-            let sub = properties
-                .and_then(|p| p.get(key))
-                .or_else(|| schema.get("additionalProperties").filter(|a| a.is_object()));
-            if let Some(sub) = sub {
-                check(sub, item, &format!("{path}.{key}"))?;
-            }
-        }
+    if let Some(pattern) = schema.get("pattern").and_then(Value::as_str)
+        && !matches_pattern(pattern, text)
+    {
+        let message = schema
+            .get("x-pattern-message")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("does not match {pattern}"));
+        return Err(message);
     }
-    for keyword in ["anyOf", "oneOf"] {
-        if let Some(alternatives) = schema.get(keyword).and_then(Value::as_array) {
-            let results: Vec<_> = alternatives
-                .iter()
-                .map(|alt| check(alt, value, path))
-                .collect();
-            let passing = results.iter().filter(|r| r.is_ok()).count();
-            let ok = if keyword == "anyOf" {
-                passing >= 1
-            } else {
-                passing == 1
-            };
-            if !ok {
-                // Report the alternative that got furthest: the one failing deepest in the value,
-                // preferring one whose type fitted; the first such on ties.
-                let rank = |(p, m): &(String, String)| (p.len(), !m.starts_with("expected "));
-                let mut best: Option<(String, String)> = None;
-                for error in results.into_iter().filter_map(Result::err) {
-                    if best.as_ref().is_none_or(|b| rank(&error) > rank(b)) {
-                        best = Some(error);
-                    }
-                }
-                return Err(best.unwrap_or_else(|| {
-                    (
-                        path.to_string(),
-                        "matches more than one allowed form".to_string(),
-                    )
-                }));
-            }
+    Ok(())
+}
+
+/// `minItems`, `maxItems`, then `items` for each element (`path[i]`).
+fn check_array(schema: &Value, items: &[Value], path: &str) -> Result<(), Failure> {
+    let fail = |problem: String| Err((path.to_string(), problem));
+    let count = items.len() as u64;
+    if let Some(min) = schema.get("minItems").and_then(Value::as_u64)
+        && count < min
+    {
+        return fail(format!("must have at least {min} item(s)"));
+    }
+    if let Some(max) = schema.get("maxItems").and_then(Value::as_u64)
+        && count > max
+    {
+        return fail(format!("must have at most {max} items"));
+    }
+    if let Some(item_schema) = schema.get("items") {
+        for (i, item) in items.iter().enumerate() {
+            check(item_schema, item, &format!("{path}[{i}]"))?;
         }
     }
     Ok(())
+}
+
+/// `minProperties`, `required`, then `properties` or `additionalProperties` for each
+/// non-null member (`path.key`).
+fn check_object(schema: &Value, object: &Map<String, Value>, path: &str) -> Result<(), Failure> {
+    let fail = |problem: String| Err((path.to_string(), problem));
+    if let Some(min) = schema.get("minProperties").and_then(Value::as_u64)
+        && (object.len() as u64) < min
+    {
+        return fail("must not be empty".to_string());
+    }
+    for name in required(schema) {
+        if object.get(name).is_none_or(Value::is_null) {
+            return fail(format!("missing required field '{name}'"));
+        }
+    }
+    let properties = schema.get("properties").and_then(Value::as_object);
+    for (key, item) in object {
+        if item.is_null() {
+            continue;
+        }
+        let sub = properties
+            .and_then(|p| p.get(key))
+            .or_else(|| schema.get("additionalProperties").filter(|a| a.is_object()));
+        if let Some(sub) = sub {
+            check(sub, item, &format!("{path}.{key}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// `anyOf` (at least one alternative passes) and `oneOf` (exactly one does).
+fn check_combinators(schema: &Value, value: &Value, path: &str) -> Result<(), Failure> {
+    for keyword in ["anyOf", "oneOf"] {
+        let Some(alternatives) = schema.get(keyword).and_then(Value::as_array) else {
+            continue;
+        };
+        let results: Vec<_> = alternatives
+            .iter()
+            .map(|alt| check(alt, value, path))
+            .collect();
+        let passing = results.iter().filter(|r| r.is_ok()).count();
+        let ok = if keyword == "anyOf" {
+            passing >= 1
+        } else {
+            passing == 1
+        };
+        if !ok {
+            return Err(furthest(results).unwrap_or_else(|| {
+                (
+                    path.to_string(),
+                    "matches more than one allowed form".to_string(),
+                )
+            }));
+        }
+    }
+    Ok(())
+}
+
+/// The failure of the alternative that got furthest: the one failing deepest in the value,
+/// preferring one whose type fitted; the first such on ties.
+fn furthest(results: Vec<Result<(), Failure>>) -> Option<Failure> {
+    let rank = |(p, m): &Failure| (p.len(), !m.starts_with("expected "));
+    let mut best: Option<Failure> = None;
+    for error in results.into_iter().filter_map(Result::err) {
+        if best.as_ref().is_none_or(|b| rank(&error) > rank(b)) {
+            best = Some(error);
+        }
+    }
+    best
 }
 
 fn is_type(value: &Value, t: &str) -> bool {

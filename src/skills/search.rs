@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use pgvector::Vector;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use sqlx::{Connection, PgConnection};
+use sqlx::{Connection, PgConnection, Postgres, Transaction};
 
 use super::context::SkillContext;
 use super::error::SkillError;
@@ -74,43 +74,22 @@ struct SimilarInput {
     exclude_repository: Option<String>,
 }
 
-async fn run_find_similar(
-    ctx: SkillContext,
-    input: Map<String, Value>,
-) -> Result<SkillOutput, SkillError> {
-    let q: SimilarInput = parse(input)?;
-    let limit = q.limit.unwrap_or(10);
-    let min_similarity = q.min_similarity.unwrap_or(0.5);
-    let embedder = ctx.search.embedder.as_ref();
+/// What a similarity search compares with: the query vector, the model it must be compared
+/// within, the transaction the search runs in, and the pattern asked about, if one was.
+struct Query {
+    vector: Vector,
+    model: String,
+    tx: Transaction<'static, Postgres>,
+    source: Option<Value>,
+}
 
-    // The query vector, the model it must be compared within, and the transaction the search
-    // runs in — opened only once any embedding is done, so no provider call holds it.
-    let mut source = None;
-    let (vector, model, mut tx) = match (q.pattern_id, &q.text) {
-        (Some(id), _) => {
-            let mut tx = ctx.pool().begin().await?;
-            let Some(p) = store::pattern(&mut tx, id).await? else {
-                return Err(SkillError::failed(format!("Pattern {id} not found")));
-            };
-            source =
-                Some(json!({"pattern_id": p.id, "pattern": p.name, "repository": p.repository}));
-            match (p.embedding, p.embedding_model, embedder) {
-                (Some(v), Some(m), _) => (v, m, tx),
-                (_, _, Some(e)) => {
-                    // Not embedded yet (the backfill will): embed its text now, without storing.
-                    tx.rollback().await?;
-                    let text =
-                        pattern_text(&p.name, p.description.as_deref(), p.context.as_deref());
-                    let v = embed_query(e, &text).await?;
-                    (v, e.model_id(), ctx.pool().begin().await?)
-                }
-                _ => {
-                    return Err(SkillError::failed(format!(
-                        "Pattern {id} has no embedding, and embeddings are off (NEXUSD_EMBEDDING_PROVIDER=none)"
-                    )));
-                }
-            }
-        }
+/// The query vector of a pattern (its stored embedding, or its text embedded now) or of a
+/// text. The transaction is opened only once any embedding is done, so no provider call
+/// holds it.
+async fn similarity_query(ctx: &SkillContext, q: &SimilarInput) -> Result<Query, SkillError> {
+    let embedder = ctx.search.embedder.as_ref();
+    match (q.pattern_id, &q.text) {
+        (Some(id), _) => pattern_query(ctx, id).await,
         (None, Some(text)) => {
             let Some(e) = embedder else {
                 return Err(SkillError::failed(
@@ -118,15 +97,63 @@ async fn run_find_similar(
                      query_patterns with 'query' searches by full text instead",
                 ));
             };
-            let v = embed_query(e, text).await?;
+            let vector = embed_query(e, text).await?;
+            Ok(Query {
+                vector,
+                model: e.model_id(),
+                tx: ctx.pool().begin().await?,
+                source: None,
+            })
+        }
+        (None, None) => Err(SkillError::Invalid(
+            "Missing required parameter: one of 'pattern_id' or 'text'".into(),
+        )),
+    }
+}
+
+/// The query of pattern `id`: its stored embedding, or, when it has none yet (the backfill
+/// will store one), its text embedded now without storing.
+async fn pattern_query(ctx: &SkillContext, id: i32) -> Result<Query, SkillError> {
+    let mut tx = ctx.pool().begin().await?;
+    let Some(p) = store::pattern(&mut tx, id).await? else {
+        return Err(SkillError::failed(format!("Pattern {id} not found")));
+    };
+    let source = Some(json!({"pattern_id": p.id, "pattern": p.name, "repository": p.repository}));
+    let (vector, model, tx) = match (p.embedding, p.embedding_model, ctx.search.embedder.as_ref()) {
+        (Some(v), Some(m), _) => (v, m, tx),
+        (_, _, Some(e)) => {
+            tx.rollback().await?;
+            let text = pattern_text(&p.name, p.description.as_deref(), p.context.as_deref());
+            let v = embed_query(e, &text).await?;
             (v, e.model_id(), ctx.pool().begin().await?)
         }
-        (None, None) => {
-            return Err(SkillError::Invalid(
-                "Missing required parameter: one of 'pattern_id' or 'text'".into(),
-            ));
+        _ => {
+            return Err(SkillError::failed(format!(
+                "Pattern {id} has no embedding, and embeddings are off (NEXUSD_EMBEDDING_PROVIDER=none)"
+            )));
         }
     };
+    Ok(Query {
+        vector,
+        model,
+        tx,
+        source,
+    })
+}
+
+async fn run_find_similar(
+    ctx: SkillContext,
+    input: Map<String, Value>,
+) -> Result<SkillOutput, SkillError> {
+    let q: SimilarInput = parse(input)?;
+    let limit = q.limit.unwrap_or(10);
+    let min_similarity = q.min_similarity.unwrap_or(0.5);
+    let Query {
+        vector,
+        model,
+        mut tx,
+        source,
+    } = similarity_query(&ctx, &q).await?;
 
     ensure_one_model(&mut tx, &model).await?;
     // One more than asked for: the pattern itself comes back first and is dropped.
@@ -151,18 +178,32 @@ async fn run_find_similar(
     }
     found.truncate(limit as usize);
 
-    let similar: Vec<Value> = found
-        .into_iter()
-        .map(|f| {
-            json!({
-                "pattern_id": f.pattern_id,
-                "pattern": f.pattern,
-                "repository": f.repository,
-                "description": f.description,
-                "similarity": f.similarity.map(round),
-            })
-        })
-        .collect();
+    let similar: Vec<Value> = found.into_iter().map(similar_json).collect();
+    let count = similar.len();
+    let mut out = output(json!({
+        "similar_patterns": similar,
+        "count": count,
+        "query": echo(q, limit, min_similarity),
+        "embedding_model": model,
+    }));
+    if let Some(source) = source {
+        out.insert("source_pattern".into(), source);
+    }
+    Ok(out)
+}
+
+fn similar_json(f: Found) -> Value {
+    json!({
+        "pattern_id": f.pattern_id,
+        "pattern": f.pattern,
+        "repository": f.repository,
+        "description": f.description,
+        "similarity": f.similarity.map(round),
+    })
+}
+
+/// The query as answered: the fields given, with the defaults applied.
+fn echo(q: SimilarInput, limit: i64, min_similarity: f64) -> Map<String, Value> {
     let mut echo = Map::new();
     if let Some(id) = q.pattern_id {
         echo.insert("pattern_id".into(), json!(id));
@@ -175,17 +216,7 @@ async fn run_find_similar(
     if let Some(r) = q.exclude_repository {
         echo.insert("exclude_repository".into(), json!(r));
     }
-    let count = similar.len();
-    let mut out = output(json!({
-        "similar_patterns": similar,
-        "count": count,
-        "query": echo,
-        "embedding_model": model,
-    }));
-    if let Some(source) = source {
-        out.insert("source_pattern".into(), source);
-    }
-    Ok(out)
+    echo
 }
 
 /// The result of a hybrid search.
