@@ -97,8 +97,26 @@ fn help_and_readme_list_every_variable() {
         }
     }
     assert!(missing.is_empty(), "not in --help: {missing:?}");
-    // The README's table is the same list, between its markers.
+    // The README's table is the same list, between its markers (NEXUSD_UPDATE_README=1 rewrites
+    // it from the list).
     let table = nexusd::config::markdown_table();
+    let readme = if std::env::var_os("NEXUSD_UPDATE_README").is_some() {
+        let (head, rest) = readme
+            .split_once("<!-- variables -->\n")
+            .expect("the start marker");
+        let (_, tail) = rest
+            .split_once("<!-- /variables -->")
+            .expect("the end marker");
+        let updated = format!("{head}<!-- variables -->\n{table}<!-- /variables -->{tail}");
+        std::fs::write(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"),
+            &updated,
+        )
+        .expect("writing README.md");
+        updated
+    } else {
+        readme
+    };
     let block = readme
         .split_once("<!-- variables -->\n")
         .and_then(|(_, rest)| rest.split_once("<!-- /variables -->"))

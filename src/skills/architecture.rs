@@ -13,7 +13,7 @@ use super::context::SkillContext;
 use super::error::SkillError;
 use super::integration::configured_agents;
 use super::registry::{
-    Skill, SkillOutput, example, github_repository_schema, handler, output, parse,
+    Skill, SkillOutput, example, github_repository_schema, handler, output, parse, render,
 };
 use crate::github::{GitHub, GitHubError, MAX_FILE_BYTES, RepoInfo, parse_repository};
 use crate::rules::architecture::{self, CATEGORIES, CategoryResult, Finding, RepoFiles};
@@ -181,13 +181,6 @@ impl ValidateSummary {
             low_violations: count(results, Priority::Low),
         }
     }
-}
-
-/// A response struct as the skill's output (its fields in declaration order).
-fn render<T: Serialize>(response: &T) -> Result<SkillOutput, SkillError> {
-    serde_json::to_value(response)
-        .map(output)
-        .map_err(|e| SkillError::internal(format!("Failed to render the response: {e}")))
 }
 
 /// Every violation with its category, most severe first (stable within a severity).

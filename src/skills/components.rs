@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 use super::context::SkillContext;
 use super::context::now_rfc3339;
 use super::error::SkillError;
-use super::registry::{Skill, SkillOutput, example, handler, output, parse};
+use super::registry::{Skill, SkillOutput, example, handler, output, parse, render};
 use crate::github::{GitHub, GitHubError, parse_repository};
 use crate::kb::{self, components};
 use crate::rules::component_scan::{self, Extracted};
@@ -42,13 +42,6 @@ async fn load(ctx: &SkillContext, context: &str) -> Result<Knowledge, SkillError
     }
     .await
     .map_err(|e: sqlx::Error| SkillError::from(e).context(context))
-}
-
-/// A response struct as the skill's output (its fields in declaration order).
-fn render<T: Serialize>(response: &T) -> Result<SkillOutput, SkillError> {
-    serde_json::to_value(response)
-        .map(output)
-        .map_err(|e| SkillError::internal(format!("Failed to render the response: {e}")))
 }
 
 fn not_found(repository: &str) -> SkillError {

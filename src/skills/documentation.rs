@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 use super::context::SkillContext;
 use super::error::SkillError;
 use super::registry::{
-    Skill, SkillOutput, example, github_repository_schema, handler, output, parse,
+    Skill, SkillOutput, example, github_repository_schema, handler, output, parse, render,
 };
 use crate::github::{
     CommitDetail, CommitSummary, GitHub, GitHubError, MAX_FILE_BYTES, parse_repository,
@@ -157,13 +157,6 @@ impl<'a> From<&'a FileReport> for FileResult<'a> {
             licence: report.licence,
         }
     }
-}
-
-/// A response struct as the skill's output (its fields in declaration order).
-fn render<T: Serialize>(response: &T) -> Result<SkillOutput, SkillError> {
-    serde_json::to_value(response)
-        .map(output)
-        .map_err(|e| SkillError::internal(format!("Failed to render the response: {e}")))
 }
 
 /// What `check_documentation_standards` read from GitHub.

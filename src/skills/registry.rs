@@ -28,6 +28,14 @@ pub fn output(value: Value) -> SkillOutput {
     }
 }
 
+/// A typed response (a `Serialize` struct, its fields in the order of the answer's keys) as a
+/// skill's output.
+pub fn render<T: serde::Serialize>(response: &T) -> Result<SkillOutput, SkillError> {
+    serde_json::to_value(response)
+        .map(output)
+        .map_err(|e| SkillError::internal(format!("Failed to render the response: {e}")))
+}
+
 /// Deserialises validated input into a typed struct.
 pub fn parse<T: DeserializeOwned>(input: Map<String, Value>) -> Result<T, SkillError> {
     serde_json::from_value(Value::Object(input))
