@@ -175,6 +175,40 @@ async fn a_store_failing_every_chunk_stops_the_backup_and_counts_nothing() {
 }
 
 #[tokio::test]
+async fn a_store_claiming_success_for_a_short_object_is_never_a_good_backup() {
+    let db = shared_db().await;
+    seed(&db).await;
+    let (proxy, store, bucket) = proxied_bucket("127.0.9.5").await;
+    // The first chunk is answered as if the object were complete, with nothing in it.
+    proxy.add(Rule::once("PUT", "/upload/", Fault::FakeSuccess));
+    proxy.add(Rule::once(
+        "POST",
+        "uploadType=multipart",
+        Fault::FakeSuccess,
+    ));
+    let (ok, out, _) = run_bounded(
+        &db,
+        &store,
+        &["backup", "run"],
+        &[],
+        Duration::from_secs(90),
+    )
+    .await;
+    proxy.clear();
+    assert!(!ok, "{out}");
+    assert!(
+        manifests(&bucket).await.is_empty(),
+        "a manifest was written:\n{out}"
+    );
+    let list = nexusd(&db, &store, &["backup", "list"], &[]);
+    assert!(
+        !text(&list).contains("1 complete"),
+        "a short object counts as a backup:\n{}",
+        text(&list)
+    );
+}
+
+#[tokio::test]
 async fn a_store_that_never_answers_fails_the_backup_within_the_request_deadline() {
     let db = shared_db().await;
     big_seed(&db).await;

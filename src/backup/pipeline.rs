@@ -447,16 +447,16 @@ fn produce(spec: DumpSpec, members: mpsc::Sender<Member>, stop: &Stop) -> Result
     })
 }
 
+/// Raw blocks for the compression threads, with their sequence numbers.
+type WorkQueue = std::sync::mpsc::SyncSender<(u64, Vec<u8>)>;
+
 /// Compression threads: they take raw blocks from a bounded queue and send members on; each
 /// ends when the queue closes or the member channel does (the pipeline stopped).
 fn start_workers(
     count: usize,
     level: u32,
     members: mpsc::Sender<Member>,
-) -> (
-    std::sync::mpsc::SyncSender<(u64, Vec<u8>)>,
-    Vec<std::thread::JoinHandle<Result<()>>>,
-) {
+) -> (WorkQueue, Vec<std::thread::JoinHandle<Result<()>>>) {
     let (work_tx, work_rx) = std::sync::mpsc::sync_channel::<(u64, Vec<u8>)>(count);
     let work_rx = Arc::new(Mutex::new(work_rx));
     let workers = (0..count)
@@ -491,10 +491,7 @@ struct Output {
 }
 
 /// Reads pg_dump's stdout into [`BLOCK_BYTES`] blocks and queues them for compression.
-fn read_blocks(
-    mut stdout: std::process::ChildStdout,
-    work: &std::sync::mpsc::SyncSender<(u64, Vec<u8>)>,
-) -> Result<Output> {
+fn read_blocks(mut stdout: std::process::ChildStdout, work: &WorkQueue) -> Result<Output> {
     let mut read = Output {
         raw_bytes: 0,
         blocks: 0,
@@ -574,4 +571,123 @@ fn read_stderr(mut stderr: std::process::ChildStderr) -> String {
         }
     }
     String::from_utf8_lossy(&kept).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(seq: u64, bytes: &[u8]) -> Member {
+        Member {
+            seq,
+            bytes: bytes.to_vec(),
+        }
+    }
+
+    #[tokio::test]
+    async fn members_reach_the_store_in_order_and_are_counted_when_taken() {
+        let stop = Stop::new(&CancellationToken::new());
+        let (member_tx, member_rx) = mpsc::channel(8);
+        let (upload_tx, mut upload_rx) = mpsc::channel(8);
+        for (seq, bytes) in [(2, b"cc"), (0, b"aa"), (1, b"bb")] {
+            member_tx.send(member(seq, bytes)).await.unwrap();
+        }
+        drop(member_tx);
+        let sent = forward_in_order(member_rx, &upload_tx, &stop)
+            .await
+            .unwrap();
+        assert_eq!((sent.members, sent.compressed_bytes), (3, 6));
+        assert_eq!(sent.crc32c, crc32c::crc32c(b"aabbcc"));
+        let mut got = Vec::new();
+        while let Ok(UploadChunk::Data(bytes)) = upload_rx.try_recv() {
+            got.extend_from_slice(&bytes);
+        }
+        assert_eq!(got, b"aabbcc");
+    }
+
+    #[tokio::test]
+    async fn a_store_that_stops_taking_data_stops_the_pipeline_with_its_reason() {
+        let stop = Stop::new(&CancellationToken::new());
+        let (member_tx, member_rx) = mpsc::channel(8);
+        let (upload_tx, upload_rx) = mpsc::channel(8);
+        drop(upload_rx);
+        member_tx.send(member(0, b"aa")).await.unwrap();
+        drop(member_tx);
+        assert!(
+            forward_in_order(member_rx, &upload_tx, &stop)
+                .await
+                .is_err()
+        );
+        assert!(stop.is_stopped());
+        assert_eq!(
+            stop.reason().as_deref(),
+            Some("the store stopped accepting data")
+        );
+        // Nothing counted, so nothing can be finalised.
+        let forwarded: Result<Forwarded> = Err(anyhow!("stopped"));
+        let produced = Ok(Produced {
+            raw_bytes: 10,
+            members: 1,
+        });
+        assert!(matches!(
+            verdict(&forwarded, &produced, &stop),
+            UploadChunk::Abort(_)
+        ));
+    }
+
+    #[test]
+    fn only_a_complete_dump_is_finalised() {
+        let stop = Stop::new(&CancellationToken::new());
+        let sent = |members| {
+            Ok(Forwarded {
+                sha256: String::new(),
+                crc32c: 0,
+                compressed_bytes: 10,
+                members,
+            })
+        };
+        let produced = |raw_bytes, members| Ok(Produced { raw_bytes, members });
+        assert!(matches!(
+            verdict(&sent(2), &produced(100, 2), &stop),
+            UploadChunk::End
+        ));
+        assert!(matches!(
+            verdict(
+                &sent(1),
+                &produced(100, 2),
+                &Stop::new(&CancellationToken::new())
+            ),
+            UploadChunk::Abort(_)
+        ));
+        assert!(matches!(
+            verdict(
+                &sent(0),
+                &produced(0, 0),
+                &Stop::new(&CancellationToken::new())
+            ),
+            UploadChunk::Abort(_)
+        ));
+    }
+
+    #[test]
+    fn an_empty_or_short_object_never_counts() {
+        let object = |size, crc32c| ObjectInfo {
+            name: "x".into(),
+            size,
+            created: chrono::Utc::now(),
+            generation: None,
+            crc32c,
+        };
+        let sent = |compressed_bytes, crc32c| Forwarded {
+            sha256: String::new(),
+            crc32c,
+            compressed_bytes,
+            members: 1,
+        };
+        // The reviewer's case: the store failed before any byte was counted, and it says 0.
+        assert!(check_stored("x", &object(0, None), &sent(0, 0)).is_err());
+        assert!(check_stored("x", &object(5, None), &sent(10, 7)).is_err());
+        assert!(check_stored("x", &object(10, Some(8)), &sent(10, 7)).is_err());
+        assert!(check_stored("x", &object(10, Some(7)), &sent(10, 7)).is_ok());
+    }
 }

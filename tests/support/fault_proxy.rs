@@ -18,6 +18,9 @@ pub enum Fault {
     Status(u16),
     /// No answer, ever: the connection stays open.
     Hang,
+    /// `200 OK` with an empty object's metadata, as if the upload were complete: a store that
+    /// claims success it did not have.
+    FakeSuccess,
 }
 
 /// Which requests fail, and how often.
@@ -168,6 +171,18 @@ async fn handle(State(shared): State<Shared>, request: Request) -> Response {
             return (status, axum::Json(body)).into_response();
         }
         Some(Fault::Hang) => return std::future::pending::<Response>().await,
+        Some(Fault::FakeSuccess) => {
+            let body = serde_json::json!({
+                "kind": "storage#object",
+                "name": "claimed",
+                "bucket": "claimed",
+                "size": "0",
+                "generation": "1",
+                "metageneration": "1",
+                "timeCreated": chrono::Utc::now().to_rfc3339(),
+            });
+            return (StatusCode::OK, axum::Json(body)).into_response();
+        }
         None => {}
     }
     forward(&shared, request, &path).await
