@@ -5,8 +5,6 @@
 //! the fourth on their cron schedules inside `nexusd serve`.
 
 pub mod config;
-pub mod gcs;
-pub mod local;
 pub mod manifest;
 pub mod pipeline;
 pub mod restore;

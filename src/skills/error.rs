@@ -12,7 +12,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use super::registry::{SkillOutput, output};
 use crate::db::is_connection_error;
 use crate::github::GitHubError;
 use crate::http::json_response;
@@ -42,7 +41,10 @@ pub enum SkillError {
     /// The input breaks a rule the schema cannot express; HTTP 200, `success: false`.
     Invalid(String),
     /// A skill-level failure with extra response keys (e.g. `available_repositories`).
-    Failed { error: String, extra: SkillOutput },
+    Failed {
+        error: String,
+        extra: Map<String, Value>,
+    },
     /// The database cannot be reached: HTTP 503.
     Unavailable(String),
     /// Anything else (a database error, a bug): HTTP 200 with `message`; `source`, when there is
@@ -83,7 +85,7 @@ impl SkillError {
     /// A GitHub failure: `message` as the error, plus `error_type` and, when rate limited,
     /// `rate_limit_reset`.
     pub fn github(e: GitHubError, message: String) -> Self {
-        let mut extra = output(json!({"error_type": e.kind()}));
+        let mut extra = object(json!({"error_type": e.kind()}));
         if let GitHubError::RateLimited { reset, .. } = &e {
             extra.insert(
                 "rate_limit_reset".into(),
@@ -159,14 +161,14 @@ impl SkillError {
             | SkillError::Internal { message, .. } => (message, Map::new()),
             SkillError::Unauthorized { skill } => (
                 "Authentication required".to_string(),
-                output(json!({
+                object(json!({
                     "message": format!("Skill '{skill}' requires A2A authentication"),
                     "skill": skill,
                 })),
             ),
             SkillError::UnknownSkill { id, available } => (
                 format!("Unknown skill: {id}"),
-                output(json!({"available_skills": available})),
+                object(json!({"available_skills": available})),
             ),
             SkillError::Failed { error, extra } => (error, extra),
             SkillError::Unavailable(reason) => {
@@ -180,6 +182,14 @@ impl SkillError {
         body.extend(skill_keys);
         body.extend(extra);
         Value::Object(body)
+    }
+}
+
+/// The keys of a `json!({...})` object.
+fn object(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        _ => Map::new(),
     }
 }
 

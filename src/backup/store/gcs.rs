@@ -24,7 +24,7 @@ use google_cloud_storage::retry_policy::RetryableErrors;
 use google_cloud_storage::streaming_source::StreamingSource;
 use serde::Deserialize;
 
-use super::store::{Listing, ObjectInfo, StoreError, UploadChunk, UploadChunks};
+use super::{Listing, ObjectInfo, StoreError, UploadChunk, UploadChunks};
 use crate::telemetry::error_chain;
 
 const GOOGLE_STORAGE: &str = "https://storage.googleapis.com";

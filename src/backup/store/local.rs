@@ -10,7 +10,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::store::{Listing, ObjectInfo, StoreError, UploadChunk, UploadChunks};
+use super::{Listing, ObjectInfo, StoreError, UploadChunk, UploadChunks};
 
 const PARTIAL_SUFFIX: &str = ".partial";
 const READ_CHUNK: usize = 1 << 20;

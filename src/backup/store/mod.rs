@@ -3,13 +3,16 @@
 //! channel closes cleanly; an `Err` chunk (or a dropped sender) abandons the upload and leaves
 //! no object behind.
 
+mod gcs;
+mod local;
+
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
 use super::config::{BackupConfig, BackupDestination};
-use super::gcs::{GcsReader, GcsStore};
-use super::local::{LocalReader, LocalStore};
+use gcs::{GcsReader, GcsStore};
+use local::{LocalReader, LocalStore};
 
 /// One message of an upload. Only an explicit `End` finalises the object: a producer that stops
 /// (fails, is cancelled, panics) without sending it abandons the upload.
