@@ -7,6 +7,7 @@
 pub mod architecture;
 pub mod component_scan;
 pub mod component_scoring;
+pub mod consolidation;
 pub mod docs;
 mod tree;
 

@@ -17,8 +17,10 @@ use crate::github::{GitHub, GitHubError, parse_repository};
 use crate::kb::{self, components};
 use crate::rules::component_scan::{self, Extracted};
 use crate::rules::component_scoring::{
-    self, CandidateScore, Component, DeepAnalysis, ImpactAnalysis, Knowledge, MISPLACED_MARGIN,
-    Phases, PlanRequest, Recommendation, round3, score_of, terms,
+    self, CandidateScore, Component, Knowledge, MISPLACED_MARGIN, round3, terms,
+};
+use crate::rules::consolidation::{
+    self, DeepAnalysis, ImpactAnalysis, Phases, PlanRequest, Recommendation, score_of,
 };
 
 /// Misplaced components listed at most.
@@ -417,7 +419,7 @@ async fn run_plan(ctx: SkillContext, input: Map<String, Value>) -> Result<SkillO
         require(&k, to)?;
     }
     let external = &ctx.config.external;
-    let plan = component_scoring::consolidation_plan(
+    let plan = consolidation::consolidation_plan(
         &k,
         &PlanRequest {
             component: &q.component_name,
