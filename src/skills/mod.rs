@@ -43,6 +43,7 @@ use axum::routing::{get, post};
 use serde_json::{Map, Value, json};
 
 use crate::bootstrap::Readiness;
+use crate::http::body::read_body;
 use crate::http::{MAX_BODY_BYTES, cors, json_response};
 use crate::metrics::SkillOutcome;
 use context::{API_VERSION, now_rfc3339};
@@ -220,11 +221,10 @@ async fn agent_card(State(state): State<AppState>) -> Response {
     )
 }
 
-/// Reads a JSON object body of at most [`MAX_BODY_BYTES`].
-async fn read_object(body: Body) -> Result<Map<String, Value>, SkillError> {
-    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
-        .await
-        .map_err(|_| SkillError::BodyTooLarge)?;
+/// Reads a JSON object body of at most [`MAX_BODY_BYTES`], all of it within `deadline`
+/// (`NEXUSD_HTTP_BODY_TIMEOUT`): over the limit is a 413, a broken body a 400, a stalled one a 408.
+async fn read_object(body: Body, deadline: Duration) -> Result<Map<String, Value>, SkillError> {
+    let bytes = read_body(body, MAX_BODY_BYTES, deadline).await?;
     let invalid = |why: String| SkillError::BadRequest(format!("Invalid request body: {why}"));
     match serde_json::from_slice::<Value>(&bytes) {
         Ok(Value::Object(map)) => Ok(map),
@@ -250,7 +250,8 @@ fn kind(value: &Value) -> &'static str {
 /// `POST /a2a/execute` with `{"skill_id", "input"}`.
 async fn execute(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
-    let (skill_id, input) = match read_request(body).await {
+    let body_timeout = state.ctx.config.api.http.body_timeout;
+    let (skill_id, input) = match read_request(body, body_timeout).await {
         Ok(request) => request,
         Err(e) => return e.into_response(),
     };
@@ -283,8 +284,11 @@ async fn execute(State(state): State<AppState>, headers: HeaderMap, body: Body) 
 }
 
 /// The skill id and input of an execute request.
-async fn read_request(body: Body) -> Result<(String, Map<String, Value>), SkillError> {
-    let mut request = read_object(body).await?;
+async fn read_request(
+    body: Body,
+    deadline: Duration,
+) -> Result<(String, Map<String, Value>), SkillError> {
+    let mut request = read_object(body, deadline).await?;
     let skill_id = match request.remove("skill_id") {
         Some(Value::String(id)) if !id.is_empty() => id,
         None | Some(Value::Null) | Some(Value::String(_)) => {
@@ -395,8 +399,8 @@ fn stamp(body: &mut Value, started: Instant) {
 
 /// `POST /a2a/cancel`: skills run synchronously within their request, so there is never a task
 /// to cancel; the answer keeps the original's shape.
-async fn cancel(body: Body) -> Result<Response, SkillError> {
-    let mut request = read_object(body).await?;
+async fn cancel(State(state): State<AppState>, body: Body) -> Result<Response, SkillError> {
+    let mut request = read_object(body, state.ctx.config.api.http.body_timeout).await?;
     match request.remove("task_id") {
         Some(Value::String(id)) if !id.is_empty() => Ok(json_response(
             StatusCode::OK,
