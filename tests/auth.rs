@@ -1,6 +1,6 @@
 //! Auth and CORS over real HTTP: Google ID tokens signed with a key made here, served as a JWKS
 //! by a local HTTP server standing in for Google's; static API tokens; the allow-list, audience,
-//! issuer and expiry checks; CORS preflights and headers.
+//! issuer, expiry and not-before checks; CORS preflights and headers.
 
 mod support;
 
@@ -459,4 +459,42 @@ async fn cors_as_the_original_plus_vary_and_the_regex() {
             .unwrap();
         assert_eq!(cors_headers(&response)[0].is_some(), ok, "{origin}");
     }
+}
+
+#[tokio::test]
+async fn id_tokens_not_valid_yet_are_refused() {
+    let key = rsa_key("k1");
+    let certs = serve_jwks(vec![key.jwk.clone()]).await;
+    let db = shared_db().await;
+    let nexusd = Nexusd::ready(
+        &db.url(),
+        &[
+            ("NEXUSD_GOOGLE_CERTS_URL", certs.as_str()),
+            ("NEXUSD_AUTH_AUDIENCE", AUDIENCE),
+            ("ALLOWED_SERVICE_ACCOUNTS", ACCOUNT),
+        ],
+    )
+    .await;
+    let now = chrono::Utc::now().timestamp();
+    // Refused while `nbf` is ahead of the clock by more than the leeway `exp` gets (60 s).
+    for (ahead, want) in [(3600, 401), (600, 401), (20, 200), (-60, 200)] {
+        let jwt = token(&key, "k1", claims(json!({"nbf": now + ahead})));
+        let (status, body) = nexusd
+            .exec_with(
+                "add_lesson_learned",
+                lesson("nbf/repo"),
+                Some(&format!("Bearer {jwt}")),
+            )
+            .await;
+        assert_eq!(status, want, "nbf {ahead} s ahead: {body}");
+    }
+    let pool = db.pool().await;
+    let lessons: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM lessons_learned l JOIN repositories r ON r.id = l.repo_id
+          WHERE r.name = 'nbf/repo'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(lessons, 2, "only the tokens already valid may write");
 }
