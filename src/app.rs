@@ -56,7 +56,12 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<()> {
             backups.status.clone(),
             skill_stats.clone(),
         ));
-        tokio::spawn(crate::metrics::serve(listener, metrics, shutdown.clone()))
+        tokio::spawn(crate::metrics::serve(
+            listener,
+            metrics,
+            config.skills.api.http,
+            shutdown.clone(),
+        ))
     });
     let state = AppState {
         ctx: SkillContext {
@@ -270,20 +275,26 @@ impl BackupTask {
     }
 }
 
-/// Serves the skills API until shutdown, then gives requests in flight `DRAIN_TIMEOUT`.
+/// Serves the skills API until shutdown, then gives requests in flight `DRAIN_TIMEOUT` (a skill
+/// still running then goes on in its own task until the runtime stops).
 async fn serve_api(
     listener: TcpListener,
     state: AppState,
     shutdown: &CancellationToken,
 ) -> Result<()> {
-    let server = axum::serve(listener, crate::skills::router(state))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let http = state.ctx.config.api.http;
+    let server = crate::http::server::serve(
+        listener,
+        crate::skills::router(state),
+        http,
+        shutdown.clone(),
+    );
     let drain_deadline = async {
         shutdown.cancelled().await;
         tokio::time::sleep(DRAIN_TIMEOUT).await;
     };
     tokio::select! {
-        result = server => result.context("serving the skills API"),
+        () = server => Ok(()),
         () = drain_deadline => {
             tracing::warn!(timeout = ?DRAIN_TIMEOUT, "requests still running at shutdown were cut off");
             Ok(())

@@ -52,11 +52,12 @@ const GENERAL: &[Var] = &[
 ];
 
 /// Every variable nexusd reads, by section, in the order `--help` shows them.
-pub fn sections() -> [(&'static str, &'static [Var]); 10] {
+pub fn sections() -> [(&'static str, &'static [Var]); 11] {
     [
         ("Database", crate::db::VARIABLES),
         ("Skills API", crate::skills::VARIABLES),
         ("Browsers (CORS)", crate::http::cors::VARIABLES),
+        ("HTTP connections", crate::http::VARIABLES),
         ("GitHub", crate::github::VARIABLES),
         ("Embeddings and search", crate::embed::VARIABLES),
         ("Backups", crate::backup::VARIABLES),

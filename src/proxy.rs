@@ -1,8 +1,9 @@
 //! `nexusd proxy`: what Cloud Run runs in front of the VM. A small reverse proxy that forwards the
 //! skills API (`/a2a/*`, `/.well-known/agent.json`, `/health`, `/`, `/openapi.json`) to the VM's
 //! nexusd through the VPC connector: the caller's `Authorization` passes through untouched (the
-//! VM verifies it), `X-Forwarded-*` are added, CORS is answered at the edge, bodies are bounded,
-//! and an unreachable or slow VM becomes a JSON 502 or 504 instead of a hang.
+//! VM verifies it), `X-Forwarded-*` are added, CORS is answered at the edge, bodies are bounded
+//! in size and time, connections get the `NEXUSD_HTTP_*` timeouts and cap (`http::server`), and
+//! an unreachable or slow VM becomes a JSON 502 or 504 instead of a hang.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,8 +21,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::env::{ConfigErrors, Env, Var};
+use crate::http::body::{BodyError, read_body};
 use crate::http::cors::{self, CorsConfig};
-use crate::http::{MAX_BODY_BYTES, json_response};
+use crate::http::{HttpConfig, MAX_BODY_BYTES, json_response};
 use crate::telemetry::error_chain;
 
 /// The variables read here, as `nexusd --help` lists them.
@@ -45,6 +47,8 @@ pub struct ProxyConfig {
     pub upstream: String,
     /// `NEXUSD_PROXY_TIMEOUT` seconds (default 60): a slower upstream answer becomes a 504.
     pub timeout: std::time::Duration,
+    /// `NEXUSD_HTTP_*`: the edge's connection timeouts, cap and body deadline.
+    pub http: HttpConfig,
 }
 
 impl ProxyConfig {
@@ -87,9 +91,11 @@ impl ProxyConfig {
                 "expected a number of seconds, 1 to 3600",
             );
         }
+        let http = HttpConfig::from_env(env);
         Some(ProxyConfig {
             upstream: upstream?,
             timeout: std::time::Duration::from_secs(timeout?),
+            http,
         })
     }
 }
@@ -97,6 +103,10 @@ impl ProxyConfig {
 /// Largest upstream response passed on (the agent card is the biggest, tens of kB).
 const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pooled upstream connections are dropped after this much idleness: below the upstream's own
+/// idle timeout (`NEXUSD_HTTP_IDLE_TIMEOUT`, 60 s by default), so the proxy does not pick a
+/// connection the VM is closing at that very moment.
+const UPSTREAM_IDLE: Duration = Duration::from_secs(30);
 
 /// Paths forwarded to the VM; everything else is answered 404 at the edge.
 fn forwarded(path: &str) -> bool {
@@ -121,6 +131,7 @@ const HOP_BY_HOP: [&str; 8] = [
 struct Proxy {
     upstream: String,
     timeout: Duration,
+    body_timeout: Duration,
     client: reqwest::Client,
 }
 
@@ -128,6 +139,7 @@ struct Proxy {
 pub fn router(config: &ProxyConfig, cors: CorsConfig) -> Result<Router> {
     let client = reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
+        .pool_idle_timeout(UPSTREAM_IDLE)
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -135,6 +147,7 @@ pub fn router(config: &ProxyConfig, cors: CorsConfig) -> Result<Router> {
     let proxy = Arc::new(Proxy {
         upstream: config.upstream.clone(),
         timeout: config.timeout,
+        body_timeout: config.http.body_timeout,
         client,
     });
     Ok(Router::new()
@@ -156,13 +169,7 @@ pub async fn run(
         .with_context(|| format!("cannot listen on {addr} (NEXUSD_API_ADDR or PORT)"))?;
     tracing::info!(%addr, upstream = %config.upstream, timeout = ?config.timeout, "proxy listening");
     crate::systemd::notify_ready();
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown.cancelled_owned())
-    .await
-    .context("serving the proxy")?;
+    crate::http::server::serve(listener, app, config.http, shutdown).await;
     tracing::info!("proxy stopped");
     Ok(())
 }
@@ -182,14 +189,9 @@ async fn forward(State(proxy): State<Arc<Proxy>>, request: Request) -> Response 
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
     let (parts, body) = request.into_parts();
-    let body = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+    let body = match read_request_body(body, proxy.body_timeout).await {
         Ok(bytes) => bytes,
-        Err(_) => {
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "Request body too large: the limit is 1 MiB".into(),
-            );
-        }
+        Err(refusal) => return refusal,
     };
     let query = parts
         .uri
@@ -228,10 +230,48 @@ async fn forward(State(proxy): State<Arc<Proxy>>, request: Request) -> Response 
     };
     let status =
         StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-    let mut out_headers = HeaderMap::new();
-    for (name, value) in response.headers() {
+    let out_headers = response_headers(response.headers());
+    let bytes = match read_limited(response, proxy.timeout.saturating_sub(started.elapsed())).await
+    {
+        Ok(bytes) => bytes,
+        Err(message) => return error(StatusCode::BAD_GATEWAY, message),
+    };
+    tracing::info!(%path, status = status.as_u16(), ms = started.elapsed().as_millis() as u64, "proxied");
+    let mut reply = Response::new(Body::from(bytes));
+    *reply.status_mut() = status;
+    *reply.headers_mut() = out_headers;
+    reply
+}
+
+/// The caller's body, bounded in size and time; a refusal is the JSON answer to send instead.
+async fn read_request_body(body: Body, deadline: Duration) -> Result<bytes::Bytes, Response> {
+    read_body(body, MAX_BODY_BYTES, deadline)
+        .await
+        .map_err(|e| match e {
+            BodyError::TooLarge => error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Request body too large: the limit is 1 MiB".into(),
+            ),
+            BodyError::Malformed(why) => error(
+                StatusCode::BAD_REQUEST,
+                format!("Invalid request body: {why}"),
+            ),
+            BodyError::TimedOut(after) => error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "Request body timed out: not received within {} s",
+                    after.as_secs()
+                ),
+            ),
+        })
+}
+
+/// The upstream response's headers passed back: hop-by-hop ones, the VM's CORS headers (CORS is
+/// the edge's business, answered by our layer) and its length (the body is re-framed) dropped.
+fn response_headers(upstream: &reqwest::header::HeaderMap) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (name, value) in upstream {
         let name = name.as_str();
-        // CORS is the edge's business (answered by our layer); drop the VM's copy.
         if HOP_BY_HOP.contains(&name)
             || name.starts_with("access-control-")
             || name == "vary"
@@ -243,19 +283,10 @@ async fn forward(State(proxy): State<Arc<Proxy>>, request: Request) -> Response 
             HeaderName::from_bytes(name.as_bytes()),
             HeaderValue::from_bytes(value.as_bytes()),
         ) {
-            out_headers.append(n, v);
+            headers.append(n, v);
         }
     }
-    let bytes = match read_limited(response, proxy.timeout.saturating_sub(started.elapsed())).await
-    {
-        Ok(bytes) => bytes,
-        Err(message) => return error(StatusCode::BAD_GATEWAY, message),
-    };
-    tracing::info!(%path, status = status.as_u16(), ms = started.elapsed().as_millis() as u64, "proxied");
-    let mut reply = Response::new(Body::from(bytes));
-    *reply.status_mut() = status;
-    *reply.headers_mut() = out_headers;
-    reply
+    headers
 }
 
 /// The upstream request's headers: the caller's (Authorization included) minus hop-by-hop ones,

@@ -1,6 +1,7 @@
 //! Auth and CORS over real HTTP: Google ID tokens signed with a key made here, served as a JWKS
 //! by a local HTTP server standing in for Google's; static API tokens; the allow-list, audience,
-//! issuer and expiry checks; CORS preflights and headers.
+//! issuer, expiry and not-before checks; `/health` details for authenticated callers only; CORS
+//! preflights and headers.
 
 mod support;
 
@@ -459,4 +460,144 @@ async fn cors_as_the_original_plus_vary_and_the_regex() {
             .unwrap();
         assert_eq!(cors_headers(&response)[0].is_some(), ok, "{origin}");
     }
+}
+
+#[tokio::test]
+async fn id_tokens_not_valid_yet_are_refused() {
+    let key = rsa_key("k1");
+    let certs = serve_jwks(vec![key.jwk.clone()]).await;
+    let db = shared_db().await;
+    let nexusd = Nexusd::ready(
+        &db.url(),
+        &[
+            ("NEXUSD_GOOGLE_CERTS_URL", certs.as_str()),
+            ("NEXUSD_AUTH_AUDIENCE", AUDIENCE),
+            ("ALLOWED_SERVICE_ACCOUNTS", ACCOUNT),
+        ],
+    )
+    .await;
+    let now = chrono::Utc::now().timestamp();
+    // Refused while `nbf` is ahead of the clock by more than the leeway `exp` gets (60 s).
+    for (ahead, want) in [(3600, 401), (600, 401), (20, 200), (-60, 200)] {
+        let jwt = token(&key, "k1", claims(json!({"nbf": now + ahead})));
+        let (status, body) = nexusd
+            .exec_with(
+                "add_lesson_learned",
+                lesson("nbf/repo"),
+                Some(&format!("Bearer {jwt}")),
+            )
+            .await;
+        assert_eq!(status, want, "nbf {ahead} s ahead: {body}");
+    }
+    let pool = db.pool().await;
+    let lessons: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM lessons_learned l JOIN repositories r ON r.id = l.repo_id
+          WHERE r.name = 'nbf/repo'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(lessons, 2, "only the tokens already valid may write");
+}
+
+/// Every path of keys in a JSON value, for comparing shapes.
+fn key_paths(value: &Value, prefix: &str, out: &mut Vec<String>) {
+    if let Value::Object(map) = value {
+        for (k, v) in map {
+            let path = format!("{prefix}/{k}");
+            key_paths(v, &path, out);
+            out.push(path);
+        }
+    }
+}
+
+async fn health_with(nexusd: &Nexusd, authorization: Option<&str>) -> Value {
+    let mut request = http().get(format!("{}/health", nexusd.api));
+    if let Some(value) = authorization {
+        request = request.header("Authorization", value);
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn health_shows_where_things_run_only_to_callers_with_credentials() {
+    let key = rsa_key("k1");
+    let certs = serve_jwks(vec![key.jwk.clone()]).await;
+    let db = shared_db().await;
+    let nexusd = Nexusd::ready(
+        &db.url(),
+        &[
+            ("NEXUSD_GOOGLE_CERTS_URL", certs.as_str()),
+            ("NEXUSD_AUTH_AUDIENCE", AUDIENCE),
+            ("ALLOWED_SERVICE_ACCOUNTS", ACCOUNT),
+            ("NEXUSD_API_TOKENS", API_TOKEN),
+        ],
+    )
+    .await;
+    let id_token = format!("Bearer {}", token(&key, "k1", claims(json!({}))));
+    let api_token = format!("Bearer {API_TOKEN}");
+    let host = format!("127.0.0.1:{}", db.port);
+
+    let shown = [
+        health_with(&nexusd, Some(&api_token)).await,
+        health_with(&nexusd, Some(&id_token)).await,
+    ];
+    for body in &shown {
+        assert_eq!(body["database"]["host"], host.as_str(), "{body}");
+        assert_eq!(body["database"]["database"], db.name.as_str());
+        assert!(
+            body["database"]["version"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("PostgreSQL 15")),
+            "{body}"
+        );
+        assert_eq!(body["database"]["pgvector_version"], "0.8.0");
+        assert!(
+            body["backup"]["store"]
+                .as_str()
+                .is_some_and(|s| s.contains("backups")),
+            "{body}"
+        );
+    }
+
+    let mut shape = vec![];
+    key_paths(&shown[0], "", &mut shape);
+    for authorization in [None, Some("Bearer wrong-token-0123456789"), Some("Basic x")] {
+        let body = health_with(&nexusd, authorization).await;
+        let mut keys = vec![];
+        key_paths(&body, "", &mut keys);
+        assert_eq!(keys, shape, "the same keys for everyone");
+        assert_eq!(body["status"], "healthy");
+        assert_eq!(body["database"]["status"], "healthy");
+        for (object, key) in [
+            ("database", "host"),
+            ("database", "database"),
+            ("database", "version"),
+            ("database", "pgvector_version"),
+            ("backup", "store"),
+        ] {
+            assert_eq!(body[object][key], "redacted", "{object}.{key}: {body}");
+        }
+        let text = body.to_string();
+        assert!(
+            !text.contains(&host) && !text.contains(&db.name) && !text.contains("PostgreSQL"),
+            "{authorization:?} saw where things run: {body}"
+        );
+    }
+    drop(nexusd);
+
+    // Writes open to everyone (no credentials asked for): nothing to hide behind.
+    let open = Nexusd::ready(
+        &db.url(),
+        &[
+            ("REQUIRE_AUTH_FOR_WRITE", "false"),
+            ("NEXUSD_API_TOKENS", API_TOKEN),
+        ],
+    )
+    .await;
+    let body = health_with(&open, None).await;
+    assert_eq!(body["database"]["host"], host.as_str(), "{body}");
+    assert_eq!(body["database"]["database"], db.name.as_str());
 }

@@ -1,7 +1,14 @@
 //! The connection pool and where it points: an external server or the embedded cluster.
 //!
-//! The pool connects lazily and tests connections before handing them out, so nexusd starts
+//! The pool connects lazily and checks connections before handing them out, so nexusd starts
 //! with the database down and reconnects by itself when it comes back.
+//!
+//! The check also catches a connection left inside a transaction. sqlx 0.8.6 (and 0.9.0) returns
+//! a connection to the pool when a `Pool::begin()` future is dropped while its `BEGIN` is in
+//! flight (a known sqlx bug, fixed upstream but in no release yet): the server has opened the
+//! transaction, nothing rolls it back, and the next borrower's statements run inside it — a
+//! write answered as a success may never be committed (`tests/pool.rs` shows both). The skills run in tasks of their
+//! own so a client leaving cannot cancel them (`skills/mod.rs`); this check is the pool's side.
 
 pub mod cluster;
 pub mod config;
@@ -11,16 +18,25 @@ pub mod tools;
 
 pub use config::{DatabaseConfig, DatabaseTarget, DatabaseUrl, VARIABLES};
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use serde::Serialize;
-use sqlx::ConnectOptions;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::{ConnectOptions, Executor, Row};
 
 /// How long a request waits for a pooled connection before the database counts as unavailable.
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Bound on the direct connection attempt that explains why the pool cannot connect.
 const DIAGNOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Run on an idle connection before it is handed out, in one round trip like the ping it
+/// replaces: an answer proves the connection alive, and `true` means a transaction is open.
+/// `now()` is when the transaction began and `statement_timestamp()` when this statement did;
+/// outside a transaction block they are the same instant, inside one opened by an earlier
+/// statement they differ. Sent as a simple query on purpose: with the extended protocol
+/// PostgreSQL stamps Bind and Execute separately, and the two could differ without a transaction.
+const IDLE_CHECK: &str = "SELECT now() <> statement_timestamp()";
 
 /// The knowledge-base database: a pool plus a description for `/health` and logs.
 #[derive(Clone, Debug)]
@@ -62,7 +78,8 @@ impl Database {
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .idle_timeout(Some(Duration::from_secs(300)))
             .max_lifetime(Some(Duration::from_secs(1800)))
-            .test_before_acquire(true)
+            .test_before_acquire(false)
+            .before_acquire(|conn, _| usable(conn))
             .connect_lazy_with(options.clone());
         Database {
             pool,
@@ -119,6 +136,31 @@ impl Database {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+type Check<'c> = Pin<Box<dyn Future<Output = Result<bool, sqlx::Error>> + Send + 'c>>;
+
+/// Whether an idle pooled connection may be handed out ([`IDLE_CHECK`]). `false` makes the pool
+/// close it — the server then rolls a stale transaction back — and use another.
+fn usable(conn: &mut PgConnection) -> Check<'_> {
+    Box::pin(async move {
+        // A plain `&str` has no arguments, so sqlx sends it as a simple query.
+        let answer = conn
+            .fetch_one(IDLE_CHECK)
+            .await
+            .and_then(|row| row.try_get::<bool, _>(0));
+        match answer {
+            Ok(false) => return Ok(true),
+            Ok(true) => tracing::warn!(
+                "a pooled connection was left inside a transaction; closing it (the transaction rolls back)"
+            ),
+            Err(e) => tracing::warn!(
+                error = %crate::telemetry::error_chain(&e),
+                "a pooled connection failed its check; closing it"
+            ),
+        }
+        Ok(false)
+    })
 }
 
 /// Options every nexusd session gets: its name in `pg_stat_activity`, and statements logged at

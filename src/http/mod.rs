@@ -1,7 +1,14 @@
-//! What every HTTP listener of nexusd shares: JSON responses, the request-body limit and CORS
-//! (the skills API and `nexusd proxy` answer browsers the same way).
+//! What every HTTP listener of nexusd shares: the server with its timeouts and connection cap
+//! (`server`, configured by `config`), reading request bodies within size and time (`body`),
+//! JSON responses, the request-body limit and CORS (the skills API and `nexusd proxy` answer
+//! browsers the same way).
 
+pub mod body;
+pub mod config;
 pub mod cors;
+pub mod server;
+
+pub use config::{HttpConfig, VARIABLES};
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};

@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backup::status::StatusHandle;
 use crate::db::Database;
+use crate::http::HttpConfig;
 use exposition::Exposition;
 
 /// Scrapes within this interval of the last one get its result.
@@ -248,16 +249,15 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
     Ok(listener)
 }
 
-/// Serves `/metrics` until `shutdown`.
+/// Serves `/metrics` until `shutdown`, with the API's connection timeouts and cap (`http`).
 pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
+    http: HttpConfig,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    axum::serve(listener, router(metrics))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-        .context("serving /metrics")
+    crate::http::server::serve(listener, router(metrics), http, shutdown).await;
+    Ok(())
 }
 
 #[cfg(test)]

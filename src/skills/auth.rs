@@ -1,5 +1,5 @@
 //! Credentials for protected skills (skills-api.md §8): a Google-signed ID token verified locally
-//! (RS256 against Google's JWKS, cached; `iss`, `exp`, `aud` = `NEXUSD_AUTH_AUDIENCE`, `email` in
+//! (RS256 against Google's JWKS, cached; `iss`, `exp`, `nbf`, `aud` = `NEXUSD_AUTH_AUDIENCE`, `email` in
 //! `ALLOWED_SERVICE_ACCOUNTS`), or one of the static `NEXUSD_API_TOKENS`, compared in constant
 //! time. Failures are logged with their reason; clients only learn that authentication failed.
 
@@ -17,7 +17,7 @@ use tokio::sync::{Mutex, RwLock};
 use super::config::AuthConfig;
 
 const GOOGLE_ISSUERS: [&str; 2] = ["accounts.google.com", "https://accounts.google.com"];
-/// Clock skew tolerated on `exp`/`iat`.
+/// Clock skew tolerated on `exp` and `nbf`.
 const LEEWAY_SECS: u64 = 60;
 /// Keys are kept this long when the JWKS response names no max-age.
 const DEFAULT_KEYS_TTL: Duration = Duration::from_secs(3600);
@@ -81,6 +81,12 @@ impl Authenticator {
         }
     }
 
+    /// Whether any credential could pass: an API token, or ID tokens (an audience and an
+    /// allow-list). Without either, nobody can authenticate.
+    pub fn accepts_credentials(&self) -> bool {
+        !self.token_hashes.is_empty() || (self.audience.is_some() && !self.allowed.is_empty())
+    }
+
     /// Verifies a header value; `Bearer ` is case-sensitive, as in the original.
     pub async fn verify(&self, header: Option<&HeaderValue>) -> Result<Principal, AuthFailure> {
         let header = header.ok_or(AuthFailure::Missing)?;
@@ -128,6 +134,8 @@ impl Authenticator {
         validation.set_issuer(&GOOGLE_ISSUERS);
         validation.set_audience(&[audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        // A token not valid yet is refused like an expired one (jsonwebtoken skips `nbf` unless told).
+        validation.validate_nbf = true;
         validation.leeway = LEEWAY_SECS;
         let data = jsonwebtoken::decode::<GoogleClaims>(token, &key, &validation)
             .map_err(|e| AuthFailure::InvalidIdToken(e.to_string()))?;

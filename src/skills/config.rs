@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 
 use crate::env::{Env, Var};
 use crate::github::GitHubConfig;
+use crate::http::HttpConfig;
 use crate::http::cors::CorsConfig;
 
 /// The variables read here (CORS and GitHub have their own lists), as `nexusd --help` lists them.
@@ -99,6 +100,9 @@ pub struct ApiConfig {
     /// proxied); `http://localhost:<port>` otherwise, as the original did.
     pub public_url: String,
     pub cors: CorsConfig,
+    /// `NEXUSD_HTTP_*`: timeouts and the connection cap of the API listener (and of the metrics
+    /// listener and `nexusd proxy`, which take the same settings).
+    pub http: HttpConfig,
     pub auth: AuthConfig,
     /// `NEXUSD_PROTECTED_SKILLS`: skills that need credentials on top of the write skills.
     pub extra_protected: Vec<String>,
@@ -192,6 +196,7 @@ fn api_config(env: &mut Env<'_>, addr: SocketAddr) -> ApiConfig {
         .url("HOST_OVERRIDE")
         .unwrap_or_else(|| format!("http://localhost:{}", addr.port()));
     let cors = CorsConfig::from_env(env);
+    let http = HttpConfig::from_env(env);
     let auth = AuthConfig {
         required: env.bool("REQUIRE_AUTH_FOR_WRITE").unwrap_or(true),
         api_tokens: env.list("NEXUSD_API_TOKENS").unwrap_or_default(),
@@ -211,6 +216,7 @@ fn api_config(env: &mut Env<'_>, addr: SocketAddr) -> ApiConfig {
         addr,
         public_url,
         cors,
+        http,
         auth,
         extra_protected: env.list("NEXUSD_PROTECTED_SKILLS").unwrap_or_default(),
     }

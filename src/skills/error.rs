@@ -1,6 +1,6 @@
 //! Why a request to the skills API did not succeed: one type for the whole HTTP edge.
 //!
-//! Protocol errors (no such route, wrong method, a body too large or malformed, missing
+//! Protocol errors (no such route, wrong method, a body too large, malformed or too slow, missing
 //! credentials, an unknown skill) and skill-level ones (bad input, a failure the skill reports,
 //! the database unreachable, an internal error) are variants of [`SkillError`]; one
 //! [`IntoResponse`] renders them with the status and JSON body the original server's clients
@@ -8,12 +8,15 @@
 //! variant, and an internal error is logged with its whole chain of causes — the caller sees only
 //! its message.
 
+use std::time::Duration;
+
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use crate::db::is_connection_error;
 use crate::github::GitHubError;
+use crate::http::body::BodyError;
 use crate::http::json_response;
 use crate::metrics::SkillOutcome;
 
@@ -28,6 +31,8 @@ pub enum SkillError {
     MethodNotAllowed,
     /// The body is over the 1 MiB limit: 413.
     BodyTooLarge,
+    /// The body did not arrive whole within `NEXUSD_HTTP_BODY_TIMEOUT`: 408.
+    BodyTimeout(Duration),
     /// The body could not be read as a request (not JSON, not an object, a field missing or of
     /// the wrong type): 400 with the reason.
     BadRequest(String),
@@ -111,6 +116,7 @@ impl SkillError {
             SkillError::NotFound => StatusCode::NOT_FOUND,
             SkillError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             SkillError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            SkillError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             SkillError::BadRequest(_) => StatusCode::BAD_REQUEST,
             SkillError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             SkillError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -156,6 +162,13 @@ impl SkillError {
                 "Request body too large: the limit is 1 MiB".to_string(),
                 Map::new(),
             ),
+            SkillError::BodyTimeout(after) => (
+                format!(
+                    "Request body timed out: not received within {} s",
+                    after.as_secs()
+                ),
+                Map::new(),
+            ),
             SkillError::BadRequest(message)
             | SkillError::Invalid(message)
             | SkillError::Internal { message, .. } => (message, Map::new()),
@@ -197,6 +210,20 @@ impl IntoResponse for SkillError {
     fn into_response(self) -> Response {
         let status = self.status();
         json_response(status, self.into_body(Map::new()))
+    }
+}
+
+/// Why a request body could not be read: too large (413), malformed or cut off (400 with the
+/// reason), or too slow (408).
+impl From<BodyError> for SkillError {
+    fn from(e: BodyError) -> Self {
+        match e {
+            BodyError::TooLarge => SkillError::BodyTooLarge,
+            BodyError::Malformed(why) => {
+                SkillError::BadRequest(format!("Invalid request body: {why}"))
+            }
+            BodyError::TimedOut(after) => SkillError::BodyTimeout(after),
+        }
     }
 }
 

@@ -1,11 +1,19 @@
 //! `GET /health`: 200 with `status: "healthy"` only when a database query just succeeded and the
 //! schema is current; 503 `unhealthy` otherwise (the original always said healthy).
+//!
+//! `/health` is public (Cloud Run's `nexusd proxy` forwards it), so where things run is for
+//! authenticated callers only: when credentials are configured, a caller without valid ones (the
+//! protected skills' `Authorization: Bearer` check) gets the same keys with the database's host,
+//! name and versions, the backup store and the free-text errors (which name hosts and buckets)
+//! replaced by `"redacted"`. Without any credentials configured (`REQUIRE_AUTH_FOR_WRITE=false`,
+//! or neither API tokens nor ID tokens set up) nobody could authenticate, and everything shows.
 
 use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::header::AUTHORIZATION;
+use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
 use super::context::{API_VERSION, SERVICE_NAME, now_rfc3339};
@@ -15,6 +23,23 @@ use crate::bootstrap::latest_known_migration;
 
 /// Longer than the pool's acquire timeout, so the pool's own verdict arrives first.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// What an unauthenticated caller sees instead of a hidden value.
+const REDACTED: &str = "redacted";
+
+/// The values hidden from callers without credentials, as `(object, key)` of the body.
+const HIDDEN: [(&str, &str); 10] = [
+    ("database", "host"),
+    ("database", "database"),
+    ("database", "version"),
+    ("database", "pgvector_version"),
+    ("database", "message"),
+    ("migrations", "error"),
+    ("backup", "store"),
+    ("backup", "last_error"),
+    ("backup", "unavailable"),
+    ("backup", "retention_error"),
+];
 
 /// The server version and pgvector version, or why the database cannot answer.
 async fn probe(state: &AppState) -> Result<(String, Option<String>), String> {
@@ -34,7 +59,10 @@ async fn probe(state: &AppState) -> Result<(String, Option<String>), String> {
     }
 }
 
-pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+pub async fn health(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> (StatusCode, Json<Value>) {
     let readiness = state.ctx.readiness.borrow().clone();
     // Until the first bootstrap attempt ends (the embedded cluster may still be initialising),
     // there is nothing to probe yet.
@@ -44,25 +72,7 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
         probe(&state).await
     };
 
-    let migrations = match &readiness {
-        Readiness::Ready(report) => json!({
-            "status": "current",
-            "version": report.migration_version,
-            "latest_known": latest_known_migration(),
-        }),
-        Readiness::Starting => json!({
-            "status": "pending",
-            "version": null,
-            "latest_known": latest_known_migration(),
-        }),
-        Readiness::Failed { error, attempts } => json!({
-            "status": "failed",
-            "version": null,
-            "latest_known": latest_known_migration(),
-            "error": error,
-            "attempts": attempts,
-        }),
-    };
+    let migrations = migrations_summary(&readiness);
 
     let (database, pgvector_enabled, db_ok) = match probe {
         Ok((version, pgvector_version)) => {
@@ -93,7 +103,7 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
         ),
     };
     let healthy = db_ok && matches!(readiness, Readiness::Ready(_));
-    let body = json!({
+    let mut body = json!({
         "status": if healthy { "healthy" } else { "unhealthy" },
         "service": SERVICE_NAME,
         "version": API_VERSION,
@@ -108,12 +118,65 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
         "backup": backup_summary(&state.ctx.backup_status.snapshot()),
         "timestamp": now_rfc3339(),
     });
+    if !may_see_details(&state, &headers).await {
+        redact(&mut body);
+    }
     let code = if healthy {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (code, Json(body))
+}
+
+/// Where the schema stands: current once bootstrap succeeded, pending before, failed with why.
+fn migrations_summary(readiness: &Readiness) -> Value {
+    match readiness {
+        Readiness::Ready(report) => json!({
+            "status": "current",
+            "version": report.migration_version,
+            "latest_known": latest_known_migration(),
+        }),
+        Readiness::Starting => json!({
+            "status": "pending",
+            "version": null,
+            "latest_known": latest_known_migration(),
+        }),
+        Readiness::Failed { error, attempts } => json!({
+            "status": "failed",
+            "version": null,
+            "latest_known": latest_known_migration(),
+            "error": error,
+            "attempts": attempts,
+        }),
+    }
+}
+
+/// Whether this caller sees where the database and backups are: always when no credential is
+/// configured, otherwise only with a valid one.
+async fn may_see_details(state: &AppState, headers: &HeaderMap) -> bool {
+    if !state.ctx.config.api.auth.required || !state.auth.accepts_credentials() {
+        return true;
+    }
+    match state.auth.verify(headers.get(AUTHORIZATION)).await {
+        Ok(_) => true,
+        Err(failure) => {
+            // Uptime checks call without credentials all the time: not worth a warning.
+            tracing::debug!(reason = %failure, "/health details redacted");
+            false
+        }
+    }
+}
+
+/// Replaces the hidden values that are set (a `null` stays `null`: it says "none", not where).
+fn redact(body: &mut Value) {
+    for (object, key) in HIDDEN {
+        if let Some(value) = body.get_mut(object).and_then(|o| o.get_mut(key))
+            && !value.is_null()
+        {
+            *value = Value::String(REDACTED.to_string());
+        }
+    }
 }
 
 /// The backup facts an operator looks for first; failures show here but do not make the service

@@ -43,13 +43,15 @@ use axum::routing::{get, post};
 use serde_json::{Map, Value, json};
 
 use crate::bootstrap::Readiness;
+use crate::http::body::read_body;
 use crate::http::{MAX_BODY_BYTES, cors, json_response};
 use crate::metrics::SkillOutcome;
 use context::{API_VERSION, now_rfc3339};
 use error::SkillError;
 use registry::{Registry, Skill, SkillOutput};
 
-/// A skill that runs longer is abandoned (its transaction rolls back).
+/// A skill that runs longer is answered as failed; its task is left to finish or fail on its own
+/// (see [`call`]).
 const SKILL_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Every skill, in the reference's registration order (dev-nexus reference §3.0), then
@@ -220,11 +222,10 @@ async fn agent_card(State(state): State<AppState>) -> Response {
     )
 }
 
-/// Reads a JSON object body of at most [`MAX_BODY_BYTES`].
-async fn read_object(body: Body) -> Result<Map<String, Value>, SkillError> {
-    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
-        .await
-        .map_err(|_| SkillError::BodyTooLarge)?;
+/// Reads a JSON object body of at most [`MAX_BODY_BYTES`], all of it within `deadline`
+/// (`NEXUSD_HTTP_BODY_TIMEOUT`): over the limit is a 413, a broken body a 400, a stalled one a 408.
+async fn read_object(body: Body, deadline: Duration) -> Result<Map<String, Value>, SkillError> {
+    let bytes = read_body(body, MAX_BODY_BYTES, deadline).await?;
     let invalid = |why: String| SkillError::BadRequest(format!("Invalid request body: {why}"));
     match serde_json::from_slice::<Value>(&bytes) {
         Ok(Value::Object(map)) => Ok(map),
@@ -250,7 +251,8 @@ fn kind(value: &Value) -> &'static str {
 /// `POST /a2a/execute` with `{"skill_id", "input"}`.
 async fn execute(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
-    let (skill_id, input) = match read_request(body).await {
+    let body_timeout = state.ctx.config.api.http.body_timeout;
+    let (skill_id, input) = match read_request(body, body_timeout).await {
         Ok(request) => request,
         Err(e) => return e.into_response(),
     };
@@ -283,8 +285,11 @@ async fn execute(State(state): State<AppState>, headers: HeaderMap, body: Body) 
 }
 
 /// The skill id and input of an execute request.
-async fn read_request(body: Body) -> Result<(String, Map<String, Value>), SkillError> {
-    let mut request = read_object(body).await?;
+async fn read_request(
+    body: Body,
+    deadline: Duration,
+) -> Result<(String, Map<String, Value>), SkillError> {
+    let mut request = read_object(body, deadline).await?;
     let skill_id = match request.remove("skill_id") {
         Some(Value::String(id)) if !id.is_empty() => id,
         None | Some(Value::Null) | Some(Value::String(_)) => {
@@ -350,7 +355,17 @@ async fn run_skill(
     (status, body)
 }
 
-/// Checks the input against the skill's schema, then runs the skill within [`SKILL_TIMEOUT`].
+/// Checks the input against the skill's schema, then runs the skill in its own task, answering
+/// within [`SKILL_TIMEOUT`].
+///
+/// The handler never runs inside the request's future: the server drops that future when the
+/// client disconnects, and a database future dropped mid-flight can leave a pooled connection
+/// inside a transaction nothing rolls back (with sqlx 0.8.6 a dropped `Pool::begin()` does;
+/// `db/mod.rs` explains the bug and the pool's own check). A task is not cancelled by the client leaving, so
+/// its statements finish or fail as a whole. For the same reason the timeout does not abort the
+/// task: the caller is answered, and the task ends on its own (its calls to GitHub, the other
+/// agents and the embeddings API have timeouts of their own; a statement ends when PostgreSQL
+/// answers or the connection breaks).
 async fn call(
     state: &AppState,
     skill: &Skill,
@@ -360,16 +375,27 @@ async fn call(
     if let Some(reason) = skill.uses_database.then(|| unready_reason(state)).flatten() {
         return Err(SkillError::Unavailable(reason));
     }
-    match tokio::time::timeout(SKILL_TIMEOUT, (skill.handler)(state.ctx.clone(), input)).await {
+    let task = tokio::spawn((skill.handler)(state.ctx.clone(), input));
+    match tokio::time::timeout(SKILL_TIMEOUT, task).await {
         // The pool only says it timed out; say why the database cannot be reached.
-        Ok(Err(SkillError::Unavailable(_))) => Err(SkillError::Unavailable(
+        Ok(Ok(Err(SkillError::Unavailable(_)))) => Err(SkillError::Unavailable(
             state.ctx.db.unavailable_reason().await,
         )),
-        Ok(result) => result,
-        Err(_) => Err(SkillError::internal(format!(
-            "the skill did not finish within {} s",
-            SKILL_TIMEOUT.as_secs()
-        ))),
+        Ok(Ok(result)) => result,
+        Ok(Err(e)) => Err(SkillError::Internal {
+            message: "the skill failed unexpectedly".to_string(),
+            source: Some(Box::new(e)),
+        }),
+        Err(_) => {
+            tracing::warn!(
+                skill = skill.id,
+                "the skill is still running after the timeout; it goes on in the background"
+            );
+            Err(SkillError::internal(format!(
+                "the skill did not finish within {} s",
+                SKILL_TIMEOUT.as_secs()
+            )))
+        }
     }
 }
 
@@ -393,10 +419,11 @@ fn stamp(body: &mut Value, started: Instant) {
     }
 }
 
-/// `POST /a2a/cancel`: skills run synchronously within their request, so there is never a task
-/// to cancel; the answer keeps the original's shape.
-async fn cancel(body: Body) -> Result<Response, SkillError> {
-    let mut request = read_object(body).await?;
+/// `POST /a2a/cancel`: skills run within their request (in a task of their own only so a client
+/// leaving cannot cut one off), so there is never a task to cancel; the answer keeps the
+/// original's shape.
+async fn cancel(State(state): State<AppState>, body: Body) -> Result<Response, SkillError> {
+    let mut request = read_object(body, state.ctx.config.api.http.body_timeout).await?;
     match request.remove("task_id") {
         Some(Value::String(id)) if !id.is_empty() => Ok(json_response(
             StatusCode::OK,

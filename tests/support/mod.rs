@@ -8,6 +8,7 @@
 
 pub mod backups;
 pub mod fault_proxy;
+pub mod latency_proxy;
 
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
