@@ -14,6 +14,9 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgConnection};
 use support::{Nexusd, TestCluster, shared_db, spawn_guardian, temp_root};
 
+/// Where things run shows in `/health` only to authenticated callers.
+const OPERATOR_TOKEN: &str = "operator-token-0123456789abcdef";
+
 const START: Duration = Duration::from_secs(60);
 
 #[tokio::test]
@@ -32,8 +35,14 @@ async fn health_is_200_with_pgvector_and_sigterm_exits_cleanly() {
         ("KNOWLEDGE_BASE_REPO", "acme/knowledge"),
         ("NOTIFY_SOCKET", notify_path.to_str().unwrap()),
         ("WATCHDOG_USEC", "400000"),
+        ("NEXUSD_API_TOKENS", OPERATOR_TOKEN),
     ]);
-    let body = nexusd.wait_health(200, START).await;
+    let anonymous = nexusd.wait_health(200, START).await;
+    assert_eq!(anonymous["database"]["database"], "redacted");
+    let (_, body) = nexusd
+        .get_with("/health", Some(&format!("Bearer {OPERATOR_TOKEN}")))
+        .await
+        .unwrap();
     assert_eq!(body["status"], "healthy");
     assert_eq!(body["service"], "pattern-discovery-agent");
     assert_eq!(body["knowledge_base_repo"], "acme/knowledge");
@@ -196,11 +205,18 @@ async fn embedded_cluster_starts_recovers_stops_and_keeps_its_data() {
     let state = root.join("state");
     spawn_guardian(&state.join("pg"), &root);
     let state_str = state.to_str().unwrap().to_string();
-    let vars = [("NEXUSD_STATE_DIR", state_str.as_str())];
+    let vars = [
+        ("NEXUSD_STATE_DIR", state_str.as_str()),
+        ("NEXUSD_API_TOKENS", OPERATOR_TOKEN),
+    ];
 
     // First start: initdb, start, create the database, bootstrap.
     let mut nexusd = Nexusd::serve(&vars);
-    let body = nexusd.wait_health(200, START).await;
+    nexusd.wait_health(200, START).await;
+    let (_, body) = nexusd
+        .get_with("/health", Some(&format!("Bearer {OPERATOR_TOKEN}")))
+        .await
+        .unwrap();
     assert_eq!(body["pgvector_enabled"], true);
     assert_eq!(body["database"]["database"], "devnexus");
     assert!(state.join("pg/PG_VERSION").is_file());

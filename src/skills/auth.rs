@@ -81,12 +81,6 @@ impl Authenticator {
         }
     }
 
-    /// Whether any credential could pass: an API token, or ID tokens (an audience and an
-    /// allow-list). Without either, nobody can authenticate.
-    pub fn accepts_credentials(&self) -> bool {
-        !self.token_hashes.is_empty() || (self.audience.is_some() && !self.allowed.is_empty())
-    }
-
     /// Verifies a header value; `Bearer ` is case-sensitive, as in the original.
     pub async fn verify(&self, header: Option<&HeaderValue>) -> Result<Principal, AuthFailure> {
         let header = header.ok_or(AuthFailure::Missing)?;

@@ -5,8 +5,9 @@
 //! authenticated callers only: when credentials are configured, a caller without valid ones (the
 //! protected skills' `Authorization: Bearer` check) gets the same keys with the database's host,
 //! name and versions, the backup store and the free-text errors (which name hosts and buckets)
-//! replaced by `"redacted"`. Without any credentials configured (`REQUIRE_AUTH_FOR_WRITE=false`,
-//! or neither API tokens nor ID tokens set up) nobody could authenticate, and everything shows.
+//! replaced by `"redacted"`. Only with `REQUIRE_AUTH_FOR_WRITE=false` (a deployment open to
+//! anyone) does everything show to everyone; with auth required and no credential configured,
+//! nobody sees them here (`nexusd check` and the log say the same things to the operator).
 
 use std::time::Duration;
 
@@ -152,10 +153,10 @@ fn migrations_summary(readiness: &Readiness) -> Value {
     }
 }
 
-/// Whether this caller sees where the database and backups are: always when no credential is
-/// configured, otherwise only with a valid one.
+/// Whether this caller sees where the database and backups are: always when auth is off,
+/// otherwise only with valid credentials.
 async fn may_see_details(state: &AppState, headers: &HeaderMap) -> bool {
-    if !state.ctx.config.api.auth.required || !state.auth.accepts_credentials() {
+    if !state.ctx.config.api.auth.required {
         return true;
     }
     match state.auth.verify(headers.get(AUTHORIZATION)).await {

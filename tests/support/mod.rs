@@ -368,11 +368,20 @@ impl Nexusd {
 
     /// GET `path`, returning status and JSON body (None when the server does not answer).
     pub async fn get(&self, path: &str) -> Option<(u16, serde_json::Value)> {
-        let response = http()
-            .get(format!("{}{path}", self.api))
-            .send()
-            .await
-            .ok()?;
+        self.get_with(path, None).await
+    }
+
+    /// GET `path` with an `Authorization` header value.
+    pub async fn get_with(
+        &self,
+        path: &str,
+        authorization: Option<&str>,
+    ) -> Option<(u16, serde_json::Value)> {
+        let mut request = http().get(format!("{}{path}", self.api));
+        if let Some(value) = authorization {
+            request = request.header("Authorization", value);
+        }
+        let response = request.send().await.ok()?;
         let status = response.status().as_u16();
         let body = response.json().await.unwrap_or(serde_json::Value::Null);
         Some((status, body))
