@@ -25,7 +25,7 @@ use crate::db::target::{STOP_GRACE, Target};
 use crate::embed::Search;
 use crate::metrics::{Metrics, SkillStats};
 use crate::skills::auth::Authenticator;
-use crate::skills::{AppState, SkillContext};
+use crate::skills::{AppState, Caller, SkillContext};
 
 /// Shutdown budget, 10 s in all: requests and a backup in flight get `DRAIN_TIMEOUT` to finish
 /// (an unfinished backup is then aborted, 1 s), pooled connections `POOL_CLOSE_TIMEOUT` to
@@ -65,6 +65,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<()> {
     });
     let state = AppState {
         ctx: SkillContext {
+            caller: Caller::default(),
             config: Arc::new(config.skills.clone()),
             db: database.db.clone(),
             readiness: database.readiness.clone(),

@@ -21,6 +21,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
 
 use crate::env::{Env, Var};
+use crate::rules::Tree;
 
 /// The variables read here, as `nexusd --help` lists them.
 pub const VARIABLES: &[Var] = &[
@@ -34,6 +35,11 @@ pub const VARIABLES: &[Var] = &[
         default: "https://api.github.com",
         meaning: "GitHub's REST API base (GitHub Enterprise, tests)",
     },
+    Var {
+        name: "NEXUSD_GITHUB_REPOSITORIES",
+        default: "empty",
+        meaning: "repositories (owner/repo or owner/*, comma-separated) the GitHub skills read for callers without credentials, besides those in the knowledge base; authenticated callers may name any",
+    },
 ];
 
 /// The GitHub REST API, for the documentation and architecture skills.
@@ -44,6 +50,9 @@ pub struct GitHubConfig {
     pub token: Option<String>,
     /// `NEXUSD_GITHUB_API_URL` (default `https://api.github.com`).
     pub api_url: String,
+    /// `NEXUSD_GITHUB_REPOSITORIES`: repositories (`owner/repo` or `owner/*`) callers without
+    /// credentials may have read, besides the knowledge base's own.
+    pub open_repositories: Vec<String>,
 }
 
 impl fmt::Debug for GitHubConfig {
@@ -51,6 +60,7 @@ impl fmt::Debug for GitHubConfig {
         f.debug_struct("GitHubConfig")
             .field("token", &self.token.as_ref().map(|_| "[redacted]"))
             .field("api_url", &self.api_url)
+            .field("open_repositories", &self.open_repositories)
             .finish()
     }
 }
@@ -64,10 +74,23 @@ impl GitHubConfig {
             api_url: env
                 .url("NEXUSD_GITHUB_API_URL")
                 .unwrap_or_else(|| DEFAULT_GITHUB_API_URL.to_string()),
+            open_repositories: env.list("NEXUSD_GITHUB_REPOSITORIES").unwrap_or_default(),
         }
     }
+
+    /// Whether `repository` is in [`GitHubConfig::open_repositories`] (names compare without
+    /// case, as GitHub's do).
+    pub fn is_open(&self, repository: &str) -> bool {
+        let repository = repository.to_ascii_lowercase();
+        self.open_repositories.iter().any(|entry| {
+            let entry = entry.to_ascii_lowercase();
+            match entry.strip_suffix("/*") {
+                Some(owner) => repository.split_once('/').is_some_and(|(o, _)| o == owner),
+                None => entry == repository,
+            }
+        })
+    }
 }
-use crate::rules::Tree;
 
 /// Time allowed for one GitHub request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
@@ -640,5 +663,18 @@ mod tests {
             })
             .starts_with("GitHub API error when accessing repository: ")
         );
+    }
+
+    #[test]
+    fn open_repositories_match_by_name_or_owner() {
+        let config = GitHubConfig {
+            token: None,
+            api_url: DEFAULT_GITHUB_API_URL.into(),
+            open_repositories: vec!["Acme/*".into(), "other/one".into()],
+        };
+        assert!(config.is_open("acme/anything"));
+        assert!(config.is_open("Other/One"));
+        assert!(!config.is_open("other/two"));
+        assert!(!config.is_open("acmeco/x"));
     }
 }

@@ -209,11 +209,19 @@ async fn github(
 /// Serves the fixture repositories on 127.0.0.1; returns the API base URL. Lives as long as
 /// the test's runtime.
 async fn serve_github() -> String {
+    serve(github_router()).await
+}
+
+/// The stand-in's routes over the fixture repositories.
+fn github_router() -> Router {
     let mut repos = BTreeMap::new();
     repos.insert("acme/compliant".to_string(), compliant());
     repos.insert("acme/bare".to_string(), bare());
     repos.insert("acme/stale".to_string(), stale());
-    let app = Router::new().fallback(github).with_state(Arc::new(repos));
+    Router::new().fallback(github).with_state(Arc::new(repos))
+}
+
+async fn serve(app: Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.ok() });
@@ -375,10 +383,15 @@ fn stale() -> FakeRepo {
     )
 }
 
-/// A nexusd with GITHUB_TOKEN pointed at `api`.
+/// A nexusd with GITHUB_TOKEN pointed at `api`, letting anonymous callers read acme's
+/// repositories.
 async fn nexusd_with_github(api: &str, extra: &[(&str, &str)]) -> (support::TestDb, Nexusd) {
     let db = shared_db().await;
-    let mut vars = vec![("GITHUB_TOKEN", GH_TOKEN), ("NEXUSD_GITHUB_API_URL", api)];
+    let mut vars = vec![
+        ("GITHUB_TOKEN", GH_TOKEN),
+        ("NEXUSD_GITHUB_API_URL", api),
+        ("NEXUSD_GITHUB_REPOSITORIES", "acme/*"),
+    ];
     vars.extend_from_slice(extra);
     let nexusd = Nexusd::ready(&db.url(), &vars).await;
     (db, nexusd)
@@ -394,6 +407,68 @@ fn assert_token_not_logged(nexusd: &Nexusd, secrets: &[&str]) {
     for secret in secrets {
         assert!(!log.contains(secret), "a secret appears in the log");
     }
+}
+
+/// nexusd's GITHUB_TOKEN may see private repositories: a caller without credentials gets only
+/// the knowledge base's repositories (and the configured open ones) read through it.
+#[tokio::test]
+async fn anonymous_callers_read_only_known_repositories_through_nexusds_token() {
+    let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = requests.clone();
+    let app = github_router().layer(axum::middleware::from_fn(
+        move |request: Request, next: axum::middleware::Next| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            next.run(request)
+        },
+    ));
+    let api = serve(app).await;
+    let db = shared_db().await;
+    let nexusd = Nexusd::ready(
+        &db.url(),
+        &[
+            ("GITHUB_TOKEN", GH_TOKEN),
+            ("NEXUSD_GITHUB_API_URL", api.as_str()),
+            ("NEXUSD_API_TOKENS", API_TOKEN),
+        ],
+    )
+    .await;
+    let check = |repository: &'static str| json!({"repository": repository});
+    let token = format!("Bearer {API_TOKEN}");
+    for skill in [
+        "check_documentation_standards",
+        "validate_documentation_update",
+        "validate_repository_architecture",
+    ] {
+        let (_, body) = nexusd.exec(skill, check("acme/compliant")).await;
+        assert!(
+            failure(&body).contains("not in the knowledge base"),
+            "{skill}: {body}"
+        );
+        assert_eq!(body["error_type"], "not_allowed");
+    }
+    assert_eq!(
+        requests.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "GitHub was asked about a repository the caller may not read"
+    );
+
+    // With credentials, any repository; without, once it is in the knowledge base.
+    let (_, body) = nexusd
+        .exec_with(
+            "check_documentation_standards",
+            check("acme/compliant"),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(body["success"], true, "{body}");
+    let (_, body) = nexusd
+        .exec("add_repository", json!({"repository": "acme/compliant"}))
+        .await;
+    assert_eq!(body["success"], true, "{body}");
+    let (_, body) = nexusd
+        .exec("check_documentation_standards", check("acme/compliant"))
+        .await;
+    assert_eq!(body["success"], true, "{body}");
 }
 
 #[tokio::test]

@@ -28,6 +28,7 @@ async fn inspect(
     let gh = GitHub::new(&ctx.config.external.github)
         .map_err(|e| SkillError::github_repository(e, repository))?;
     parse_repository(repository).map_err(|e| SkillError::github_repository(e, repository))?;
+    ctx.may_read_github(repository).await?;
     let info = gh
         .repository(repository)
         .await

@@ -7,6 +7,7 @@ use sqlx::PgPool;
 use tokio::sync::watch;
 
 use super::config::SkillsConfig;
+use super::error::SkillError;
 use crate::backup::Backups;
 use crate::backup::status::StatusHandle;
 use crate::bootstrap::Readiness;
@@ -18,9 +19,18 @@ pub const SERVICE_NAME: &str = "pattern-discovery-agent";
 /// The API version of the original server that nexusd is compatible with.
 pub const API_VERSION: &str = "2.0.0";
 
+/// Who is calling, as far as a skill needs to know.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Caller {
+    /// The request carried valid credentials (an API token or an allowed ID token).
+    pub authenticated: bool,
+}
+
 /// The services a skill runs against.
 #[derive(Clone)]
 pub struct SkillContext {
+    /// Set per call.
+    pub caller: Caller,
     pub config: Arc<SkillsConfig>,
     pub db: Database,
     pub readiness: watch::Receiver<Readiness>,
@@ -34,6 +44,33 @@ pub struct SkillContext {
 impl SkillContext {
     pub fn pool(&self) -> &PgPool {
         self.db.pool()
+    }
+
+    /// Whether the GitHub skills may read `repository` for this caller: any repository with
+    /// credentials; without, only the knowledge base's repositories and those of
+    /// `NEXUSD_GITHUB_REPOSITORIES` — nexusd's `GITHUB_TOKEN` may see private repositories that
+    /// anonymous callers must not read through it.
+    pub async fn may_read_github(&self, repository: &str) -> Result<(), SkillError> {
+        if self.caller.authenticated || self.config.external.github.is_open(repository) {
+            return Ok(());
+        }
+        let mut conn = self.pool().acquire().await?;
+        if crate::kb::repository_id(&mut conn, repository)
+            .await?
+            .is_some()
+        {
+            return Ok(());
+        }
+        Err(SkillError::Failed {
+            error: format!(
+                "Repository {repository} is not in the knowledge base: without credentials, the \
+                 GitHub skills read only its repositories (and those of NEXUSD_GITHUB_REPOSITORIES)"
+            ),
+            extra: serde_json::Map::from_iter([(
+                "error_type".to_string(),
+                serde_json::Value::String("not_allowed".into()),
+            )]),
+        })
     }
 }
 

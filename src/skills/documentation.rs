@@ -181,6 +181,7 @@ async fn read_documents(
     let gh = GitHub::new(&ctx.config.external.github)
         .map_err(|e| SkillError::github_repository(e, repository))?;
     parse_repository(repository).map_err(|e| SkillError::github_repository(e, repository))?;
+    ctx.may_read_github(repository).await?;
     let info = gh
         .repository(repository)
         .await
@@ -429,6 +430,7 @@ async fn run_validate(
     let gh = GitHub::new(&ctx.config.external.github)
         .map_err(|e| SkillError::github_repository(e, &repository))?;
     parse_repository(&repository).map_err(|e| SkillError::github_repository(e, &repository))?;
+    ctx.may_read_github(&repository).await?;
     gh.repository(&repository)
         .await
         .map_err(|e| SkillError::github_repository(e, &repository))?;

@@ -25,7 +25,7 @@ mod search;
 mod state;
 
 pub use config::{SkillsConfig, VARIABLES};
-pub use context::SkillContext;
+pub use context::{Caller, SkillContext};
 pub use state::AppState;
 
 use std::sync::Arc;
@@ -266,9 +266,11 @@ async fn execute(State(state): State<AppState>, headers: HeaderMap, body: Body) 
         return json_response(StatusCode::OK, body);
     };
 
-    // Credentials before input validation, as the original did.
+    // Credentials before input validation, as the original did. Other skills take them when
+    // they come (some answer more to authenticated callers).
+    let verified = state.auth.verify(headers.get(AUTHORIZATION)).await;
     if state.skills.is_protected(skill)
-        && let Err(failure) = state.auth.verify(headers.get(AUTHORIZATION)).await
+        && let Err(failure) = &verified
     {
         tracing::warn!(skill = skill.id, reason = %failure, "authentication failed");
         let error = SkillError::Unauthorized { skill: skill.id };
@@ -277,10 +279,13 @@ async fn execute(State(state): State<AppState>, headers: HeaderMap, body: Body) 
             .observe(skill.id, error.outcome(), started.elapsed());
         return error.into_response();
     }
+    let caller = Caller {
+        authenticated: verified.is_ok(),
+    };
 
     let mut input = input;
     skill.apply_aliases(&mut input);
-    let (status, body) = run_skill(&state, skill, input, started).await;
+    let (status, body) = run_skill(&state, skill, input, caller, started).await;
     json_response(status, body)
 }
 
@@ -322,9 +327,10 @@ async fn run_skill(
     state: &AppState,
     skill: &Skill,
     input: Map<String, Value>,
+    caller: Caller,
     started: Instant,
 ) -> (StatusCode, Value) {
-    let result = call(state, skill, input).await;
+    let result = call(state, skill, input, caller).await;
     let outcome = match &result {
         Ok(_) => SkillOutcome::Success,
         Err(e) => e.outcome(),
@@ -370,12 +376,15 @@ async fn call(
     state: &AppState,
     skill: &Skill,
     input: Map<String, Value>,
+    caller: Caller,
 ) -> Result<SkillOutput, SkillError> {
     schema::validate(&skill.input_schema, &input).map_err(SkillError::Invalid)?;
     if let Some(reason) = skill.uses_database.then(|| unready_reason(state)).flatten() {
         return Err(SkillError::Unavailable(reason));
     }
-    let task = tokio::spawn((skill.handler)(state.ctx.clone(), input));
+    let mut ctx = state.ctx.clone();
+    ctx.caller = caller;
+    let task = tokio::spawn((skill.handler)(ctx, input));
     match tokio::time::timeout(SKILL_TIMEOUT, task).await {
         // The pool only says it timed out; say why the database cannot be reached.
         Ok(Ok(Err(SkillError::Unavailable(_)))) => Err(SkillError::Unavailable(
