@@ -23,8 +23,8 @@ use crate::db::Database;
 use crate::db::cluster::{self, StateLock};
 use crate::db::target::{STOP_GRACE, Target};
 use crate::embed::Search;
+use crate::http::auth::Authenticator;
 use crate::metrics::{Metrics, SkillStats};
-use crate::skills::auth::Authenticator;
 use crate::skills::{AppState, Caller, SkillContext};
 
 /// Shutdown budget, 10 s in all: requests and a backup in flight get `DRAIN_TIMEOUT` to finish

@@ -52,10 +52,11 @@ const GENERAL: &[Var] = &[
 ];
 
 /// Every variable nexusd reads, by section, in the order `--help` shows them.
-pub fn sections() -> [(&'static str, &'static [Var]); 11] {
+pub fn sections() -> [(&'static str, &'static [Var]); 12] {
     [
         ("Database", crate::db::VARIABLES),
         ("Skills API", crate::skills::VARIABLES),
+        ("Credentials", crate::http::auth::VARIABLES),
         ("Browsers (CORS)", crate::http::cors::VARIABLES),
         ("HTTP connections", crate::http::VARIABLES),
         ("GitHub", crate::github::VARIABLES),
@@ -198,9 +199,10 @@ mod tests {
     use crate::embed::config::{DEFAULT_EMBEDDING_MODEL, DEFAULT_EMBEDDING_URL};
     use crate::env::parse_bool;
     use crate::github::DEFAULT_GITHUB_API_URL;
+    use crate::http::auth::DEFAULT_GOOGLE_CERTS_URL;
     use crate::metrics::config::DEFAULT_METRICS_ADDR;
     use crate::proxy::ProxyConfig;
-    use crate::skills::config::{DEFAULT_API_ADDR, DEFAULT_GOOGLE_CERTS_URL};
+    use crate::skills::config::DEFAULT_API_ADDR;
     use crate::telemetry::{DEFAULT_LOG_FILTER, LogFormat};
     use sqlx::postgres::PgSslMode;
 

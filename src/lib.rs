@@ -15,6 +15,7 @@ pub mod env;
 pub mod github;
 pub mod http;
 pub mod import;
+pub mod json_schema;
 pub mod kb;
 pub mod metrics;
 pub mod proxy;

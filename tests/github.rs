@@ -1222,7 +1222,7 @@ async fn agent_card_lists_the_reference_order_with_and_without_github_token() {
     // Every example is valid input.
     for entry in card["skills"].as_array().unwrap() {
         for example in entry["examples"].as_array().unwrap() {
-            let problem = nexusd::skills::schema::validate(
+            let problem = nexusd::json_schema::validate(
                 &entry["input_schema"],
                 example["input"].as_object().unwrap(),
             );

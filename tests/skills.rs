@@ -1157,7 +1157,7 @@ async fn agent_card_root_and_openapi_describe_what_is_enforced() {
         }
         // Every example is valid input.
         for example in entry["examples"].as_array().unwrap() {
-            let problem = nexusd::skills::schema::validate(
+            let problem = nexusd::json_schema::validate(
                 &entry["input_schema"],
                 example["input"].as_object().unwrap(),
             );

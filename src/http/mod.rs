@@ -1,8 +1,9 @@
 //! What every HTTP listener of nexusd shares: the server with its timeouts and connection cap
 //! (`server`, configured by `config`), reading request bodies within size and time (`body`),
-//! JSON responses, the request-body limit and CORS (the skills API and `nexusd proxy` answer
-//! browsers the same way).
+//! JSON responses, the request-body limit, CORS (the skills API and `nexusd proxy` answer
+//! browsers the same way) and callers' credentials (`auth`).
 
+pub mod auth;
 pub mod body;
 pub mod config;
 pub mod cors;

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use crate::env::{Env, Var};
 use crate::github::GitHubConfig;
 use crate::http::HttpConfig;
+use crate::http::auth::AuthConfig;
 use crate::http::cors::CorsConfig;
 
 /// The variables read here (CORS and GitHub have their own lists), as `nexusd --help` lists them.
@@ -25,31 +26,6 @@ pub const VARIABLES: &[Var] = &[
         name: "HOST_OVERRIDE",
         default: "http://localhost:<port>",
         meaning: "public base URL shown in the agent card (the Cloud Run URL when proxied)",
-    },
-    Var {
-        name: "REQUIRE_AUTH_FOR_WRITE",
-        default: "true",
-        meaning: "the protected skills need a bearer token",
-    },
-    Var {
-        name: "NEXUSD_API_TOKENS",
-        default: "empty",
-        meaning: "comma-separated static bearer tokens (16+ characters each) accepted for protected skills, compared in constant time",
-    },
-    Var {
-        name: "NEXUSD_AUTH_AUDIENCE",
-        default: "unset: ID tokens refused",
-        meaning: "the aud a Google ID token must carry",
-    },
-    Var {
-        name: "ALLOWED_SERVICE_ACCOUNTS",
-        default: "empty",
-        meaning: "service-account emails whose Google ID tokens are accepted",
-    },
-    Var {
-        name: "NEXUSD_GOOGLE_CERTS_URL",
-        default: "Google's JWKS URL",
-        meaning: "where ID-token signing keys come from (cached as its Cache-Control says)",
     },
     Var {
         name: "NEXUSD_PROTECTED_SKILLS",
@@ -134,38 +110,7 @@ impl fmt::Debug for AgentEndpoint {
     }
 }
 
-/// Who may call the protected (write) skills.
-#[derive(Clone)]
-pub struct AuthConfig {
-    /// `REQUIRE_AUTH_FOR_WRITE` (default true).
-    pub required: bool,
-    /// `NEXUSD_API_TOKENS`: static bearer tokens, for agents that are not on Google.
-    pub api_tokens: Vec<String>,
-    /// `NEXUSD_AUTH_AUDIENCE`: the `aud` a Google ID token must carry (unset: ID tokens refused).
-    pub audience: Option<String>,
-    /// `ALLOWED_SERVICE_ACCOUNTS`: the `email`s whose ID tokens are accepted (empty: none).
-    pub allowed_accounts: Vec<String>,
-    /// `NEXUSD_GOOGLE_CERTS_URL`: where Google's token signing keys (JWKS) come from.
-    pub certs_url: String,
-}
-
-impl fmt::Debug for AuthConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AuthConfig")
-            .field("required", &self.required)
-            .field(
-                "api_tokens",
-                &format_args!("[{} redacted]", self.api_tokens.len()),
-            )
-            .field("audience", &self.audience)
-            .field("allowed_accounts", &self.allowed_accounts)
-            .field("certs_url", &self.certs_url)
-            .finish()
-    }
-}
-
 pub const DEFAULT_API_ADDR: &str = "0.0.0.0:8080";
-pub const DEFAULT_GOOGLE_CERTS_URL: &str = "https://www.googleapis.com/oauth2/v3/certs";
 
 impl SkillsConfig {
     /// `None` when the listen address is bad (the problem is in `env`).
@@ -197,21 +142,7 @@ fn api_config(env: &mut Env<'_>, addr: SocketAddr) -> ApiConfig {
         .unwrap_or_else(|| format!("http://localhost:{}", addr.port()));
     let cors = CorsConfig::from_env(env);
     let http = HttpConfig::from_env(env);
-    let auth = AuthConfig {
-        required: env.bool("REQUIRE_AUTH_FOR_WRITE").unwrap_or(true),
-        api_tokens: env.list("NEXUSD_API_TOKENS").unwrap_or_default(),
-        audience: env.get("NEXUSD_AUTH_AUDIENCE"),
-        allowed_accounts: env.list("ALLOWED_SERVICE_ACCOUNTS").unwrap_or_default(),
-        certs_url: env
-            .url("NEXUSD_GOOGLE_CERTS_URL")
-            .unwrap_or_else(|| DEFAULT_GOOGLE_CERTS_URL.to_string()),
-    };
-    if auth.api_tokens.iter().any(|t| t.len() < 16) {
-        env.error(
-            "NEXUSD_API_TOKENS",
-            "holds a token shorter than 16 characters: use long random tokens (e.g. openssl rand -hex 32)",
-        );
-    }
+    let auth = AuthConfig::from_env(env);
     ApiConfig {
         addr,
         public_url,

@@ -5,7 +5,6 @@
 mod activity;
 mod analysis;
 mod architecture;
-pub mod auth;
 mod backups;
 mod components;
 pub mod config;
@@ -20,7 +19,6 @@ mod patterns;
 pub mod registry;
 mod repository;
 mod runtime;
-pub mod schema;
 mod search;
 mod state;
 
@@ -378,7 +376,7 @@ async fn call(
     input: Map<String, Value>,
     caller: Caller,
 ) -> Result<SkillOutput, SkillError> {
-    schema::validate(&skill.input_schema, &input).map_err(SkillError::Invalid)?;
+    crate::json_schema::validate(&skill.input_schema, &input).map_err(SkillError::Invalid)?;
     if let Some(reason) = skill.uses_database.then(|| unready_reason(state)).flatten() {
         return Err(SkillError::Unavailable(reason));
     }

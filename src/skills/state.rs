@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use super::auth::Authenticator;
 use super::context::SkillContext;
 use super::registry::Registry;
+use crate::http::auth::Authenticator;
 use crate::metrics::SkillStats;
 
 /// What every route can reach.

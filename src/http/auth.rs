@@ -1,9 +1,10 @@
-//! Credentials for protected skills (skills-api.md §8): a Google-signed ID token verified locally
+//! Credentials for protected skills (`docs/skills-api.md`, rule 8): a Google-signed ID token verified locally
 //! (RS256 against Google's JWKS, cached; `iss`, `exp`, `nbf`, `aud` = `NEXUSD_AUTH_AUDIENCE`, `email` in
 //! `ALLOWED_SERVICE_ACCOUNTS`), or one of the static `NEXUSD_API_TOKENS`, compared in constant
 //! time. Failures are logged with their reason; clients only learn that authentication failed.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::time::{Duration, Instant};
 
 use axum::http::HeaderValue;
@@ -14,7 +15,89 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::{Mutex, RwLock};
 
-use super::config::AuthConfig;
+use crate::env::{Env, Var};
+
+/// The variables read here, as `nexusd --help` lists them.
+pub const VARIABLES: &[Var] = &[
+    Var {
+        name: "REQUIRE_AUTH_FOR_WRITE",
+        default: "true",
+        meaning: "the protected skills need a bearer token",
+    },
+    Var {
+        name: "NEXUSD_API_TOKENS",
+        default: "empty",
+        meaning: "comma-separated static bearer tokens (16+ characters each) accepted for protected skills, compared in constant time",
+    },
+    Var {
+        name: "NEXUSD_AUTH_AUDIENCE",
+        default: "unset: ID tokens refused",
+        meaning: "the aud a Google ID token must carry",
+    },
+    Var {
+        name: "ALLOWED_SERVICE_ACCOUNTS",
+        default: "empty",
+        meaning: "service-account emails whose Google ID tokens are accepted",
+    },
+    Var {
+        name: "NEXUSD_GOOGLE_CERTS_URL",
+        default: "Google's JWKS URL",
+        meaning: "where ID-token signing keys come from (cached as its Cache-Control says)",
+    },
+];
+
+/// Who may call the protected (write) skills.
+#[derive(Clone)]
+pub struct AuthConfig {
+    /// `REQUIRE_AUTH_FOR_WRITE` (default true).
+    pub required: bool,
+    /// `NEXUSD_API_TOKENS`: static bearer tokens, for agents that are not on Google.
+    pub api_tokens: Vec<String>,
+    /// `NEXUSD_AUTH_AUDIENCE`: the `aud` a Google ID token must carry (unset: ID tokens refused).
+    pub audience: Option<String>,
+    /// `ALLOWED_SERVICE_ACCOUNTS`: the `email`s whose ID tokens are accepted (empty: none).
+    pub allowed_accounts: Vec<String>,
+    /// `NEXUSD_GOOGLE_CERTS_URL`: where Google's token signing keys (JWKS) come from.
+    pub certs_url: String,
+}
+
+impl fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("required", &self.required)
+            .field(
+                "api_tokens",
+                &format_args!("[{} redacted]", self.api_tokens.len()),
+            )
+            .field("audience", &self.audience)
+            .field("allowed_accounts", &self.allowed_accounts)
+            .field("certs_url", &self.certs_url)
+            .finish()
+    }
+}
+
+pub const DEFAULT_GOOGLE_CERTS_URL: &str = "https://www.googleapis.com/oauth2/v3/certs";
+
+impl AuthConfig {
+    pub fn from_env(env: &mut Env<'_>) -> AuthConfig {
+        let auth = AuthConfig {
+            required: env.bool("REQUIRE_AUTH_FOR_WRITE").unwrap_or(true),
+            api_tokens: env.list("NEXUSD_API_TOKENS").unwrap_or_default(),
+            audience: env.get("NEXUSD_AUTH_AUDIENCE"),
+            allowed_accounts: env.list("ALLOWED_SERVICE_ACCOUNTS").unwrap_or_default(),
+            certs_url: env
+                .url("NEXUSD_GOOGLE_CERTS_URL")
+                .unwrap_or_else(|| DEFAULT_GOOGLE_CERTS_URL.to_string()),
+        };
+        if auth.api_tokens.iter().any(|t| t.len() < 16) {
+            env.error(
+                "NEXUSD_API_TOKENS",
+                "holds a token shorter than 16 characters: use long random tokens (e.g. openssl rand -hex 32)",
+            );
+        }
+        auth
+    }
+}
 
 const GOOGLE_ISSUERS: [&str; 2] = ["accounts.google.com", "https://accounts.google.com"];
 /// Clock skew tolerated on `exp` and `nbf`.
