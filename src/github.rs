@@ -206,7 +206,6 @@ fn http() -> reqwest::Client {
 /// A repository on GitHub.
 #[derive(Debug, Clone)]
 pub struct RepoInfo {
-    pub full_name: String,
     pub default_branch: String,
 }
 
@@ -227,7 +226,6 @@ pub struct CommitDetail {
 
 #[derive(Deserialize)]
 struct RepoJson {
-    full_name: Option<String>,
     default_branch: Option<String>,
 }
 
@@ -389,7 +387,6 @@ impl GitHub {
             .get_json(self.url(&["repos", owner, repo], &[]), "Repository")
             .await?;
         Ok(RepoInfo {
-            full_name: json.full_name.unwrap_or_else(|| format!("{owner}/{repo}")),
             default_branch: json
                 .default_branch
                 .filter(|b| !b.is_empty())

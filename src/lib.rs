@@ -1,26 +1,28 @@
 //! nexusd: one daemon for a Dev-Nexus VM — PostgreSQL bootstrap and migrations, an embedded
-//! cluster when no database is configured, and the skills API. `main.rs` only parses the command
-//! line and dispatches here, so tests and subcommands share every piece.
+//! cluster when no database is configured, backups, metrics and the skills API. `main.rs` only
+//! calls [`commands::main`], so tests and commands share every piece. The floors the modules
+//! stand on are in `docs/architecture.md`; the modules made public here are the ones the
+//! integration tests reach into.
 #![forbid(unsafe_code)]
 
-pub mod app;
+mod app;
 pub mod backup;
 pub mod bootstrap;
-pub mod cli;
+mod cli;
 pub mod commands;
 pub mod config;
 pub mod db;
 pub mod embed;
-pub mod env;
-pub mod github;
-pub mod http;
-pub mod import;
+mod env;
+mod github;
+mod http;
+mod import;
 pub mod json_schema;
 pub mod kb;
-pub mod metrics;
-pub mod proxy;
-pub mod rules;
-pub mod signals;
-pub mod skills;
-pub mod systemd;
-pub mod telemetry;
+mod metrics;
+mod proxy;
+mod rules;
+mod signals;
+mod skills;
+mod systemd;
+mod telemetry;

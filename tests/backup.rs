@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use nexusd::backup::manifest::{Compression, MANIFEST_SUFFIX, Manifest};
+use nexusd::backup::{Compression, MANIFEST_SUFFIX, Manifest};
 use serde_json::json;
 use support::backups::{Where, backup_name, nexusd, seed, text};
 use support::{
@@ -63,7 +63,7 @@ async fn round_trip(store: Where) {
 
     // The documented restore: gunzip < x.sql.gz | psql, into an empty database.
     let documented = shared_db().await;
-    let tools = nexusd::db::tools::ClientTools::locate(None, 15).unwrap();
+    let tools = nexusd::db::ClientTools::locate(None, 15).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join(&name);
     std::fs::write(&file, &object).unwrap();
@@ -138,7 +138,7 @@ async fn round_trip(store: Where) {
         listing.contains(&name) && listing.contains("yes ("),
         "{listing}"
     );
-    let verification: nexusd::backup::manifest::Verification =
+    let verification: nexusd::backup::Verification =
         serde_json::from_slice(&store.read(gcs, &format!("{name}.verify.json")).await).unwrap();
     assert!(verification.ok && verification.rows_ok && verification.sha256_ok);
     let left: bool =
@@ -168,7 +168,7 @@ async fn round_trip_through_a_local_directory() {
 /// A bin directory whose pg_dump misbehaves as `NEXUSD_TEST_PG_DUMP` says; psql and pg_restore
 /// are the real ones.
 fn faulty_bindir() -> PathBuf {
-    let tools = nexusd::db::tools::ClientTools::locate(None, 15).unwrap();
+    let tools = nexusd::db::ClientTools::locate(None, 15).unwrap();
     let dir = temp_root("nexusd-bin-");
     for program in ["psql", "pg_restore"] {
         std::os::unix::fs::symlink(tools.program(program), dir.join(program)).unwrap();

@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use nexusd::backup::manifest::{MANIFEST_SUFFIX, Manifest};
+use nexusd::backup::{MANIFEST_SUFFIX, Manifest};
 use sha2::Digest;
 use sqlx::Executor;
 use support::backups::{Where, backup_name, nexusd, seed, text};

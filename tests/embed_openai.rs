@@ -128,7 +128,7 @@ async fn embeddings(
         .iter()
         .enumerate()
         .map(|(index, text)| {
-            json!({"object": "embedding", "index": index, "embedding": nexusd::embed::builtin::embed(text)})
+            json!({"object": "embedding", "index": index, "embedding": nexusd::embed::builtin_embed(text)})
         })
         .collect();
     axum::Json(json!({

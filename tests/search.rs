@@ -663,7 +663,7 @@ async fn random_patterns(pool: &PgPool, n: i32) {
 
 #[tokio::test]
 async fn the_vector_query_runs_on_the_hnsw_index() {
-    use nexusd::kb::search::{NEAREST_SQL, set_search_width};
+    use nexusd::kb::{NEAREST_SQL, set_search_width};
 
     let db = shared_db().await;
     db.bootstrap().await;
@@ -672,7 +672,7 @@ async fn the_vector_query_runs_on_the_hnsw_index() {
     // prefers computing every distance; pgvector's cost estimate grows with hnsw.ef_search,
     // and with nexusd's default the index wins from about 1,500 patterns on.
     random_patterns(&pool, 2000).await;
-    let query = pgvector::Vector::from(nexusd::embed::builtin::embed("rate limiting"));
+    let query = pgvector::Vector::from(nexusd::embed::builtin_embed("rate limiting"));
     let ef_search = nexusd::config::Config::from_lookup(|_| None)
         .unwrap()
         .embedding

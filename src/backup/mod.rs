@@ -4,17 +4,18 @@
 //! [`Backups::list`], [`Backups::verify`], [`Backups::restore`]; [`schedule`] runs the first and
 //! the fourth on their cron schedules inside `nexusd serve`.
 
-pub mod config;
-pub mod manifest;
-pub mod pipeline;
-pub mod restore;
-pub mod retention;
-pub mod schedule;
-pub mod sql_dump;
-pub mod status;
-pub mod store;
+pub(crate) mod config;
+mod manifest;
+mod pipeline;
+pub(crate) mod restore;
+mod retention;
+pub(crate) mod schedule;
+mod sql_dump;
+pub(crate) mod status;
+mod store;
 
 pub use config::{BackupConfig, BackupDestination, DumpFormat, VARIABLES};
+pub use manifest::{Compression, MANIFEST_SUFFIX, Manifest, Verification};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -31,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use crate::db::Database;
 use crate::db::cluster::quote_ident;
 use crate::db::tools::ClientTools;
-use manifest::{MANIFEST_SUFFIX, Manifest, VERIFY_SUFFIX, Verification};
+use manifest::VERIFY_SUFFIX;
 use retention::{Plan, Policy};
 use status::{Attempt, Outcome, StatusHandle, Success, VerifyRecord};
 use store::{Store, StoreError};

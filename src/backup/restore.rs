@@ -53,10 +53,6 @@ impl Spool {
     pub fn intact(&self) -> bool {
         self.sha256_ok && self.crc32c_ok
     }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
 }
 
 impl Drop for Spool {

@@ -234,10 +234,6 @@ impl Cluster {
         })
     }
 
-    pub fn spec(&self) -> &ClusterSpec {
-        &self.spec
-    }
-
     pub fn binaries(&self) -> &PgBinaries {
         &self.bins
     }

@@ -10,13 +10,15 @@
 //! write answered as a success may never be committed (`tests/pool.rs` shows both). The skills run in tasks of their
 //! own so a client leaving cannot cancel them (`skills/mod.rs`); this check is the pool's side.
 
-pub mod cluster;
-pub mod config;
+pub(crate) mod cluster;
+mod config;
 mod programs;
-pub mod target;
-pub mod tools;
+pub(crate) mod target;
+pub(crate) mod tools;
 
+pub use cluster::{Cluster, ClusterSpec, Postmaster, small_vm_settings};
 pub use config::{DatabaseConfig, DatabaseTarget, DatabaseUrl, VARIABLES};
+pub use tools::ClientTools;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -7,11 +7,12 @@
 //! `builtin:hash-ngrams-v1`): vectors from different models cannot be compared, so searches and
 //! writes refuse to mix them (see [`mixed_models_message`]).
 
-pub mod builtin;
-pub mod config;
-pub mod job;
-pub mod openai;
+mod builtin;
+pub(crate) mod config;
+pub(crate) mod job;
+mod openai;
 
+pub use builtin::embed as builtin_embed;
 pub use config::{EmbeddingConfig, EmbeddingProvider, VARIABLES};
 
 use std::sync::{Arc, Mutex};

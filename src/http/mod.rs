@@ -3,11 +3,11 @@
 //! JSON responses, the request-body limit, CORS (the skills API and `nexusd proxy` answer
 //! browsers the same way) and callers' credentials (`auth`).
 
-pub mod auth;
-pub mod body;
-pub mod config;
-pub mod cors;
-pub mod server;
+pub(crate) mod auth;
+pub(crate) mod body;
+mod config;
+pub(crate) mod cors;
+pub(crate) mod server;
 
 pub use config::{HttpConfig, VARIABLES};
 

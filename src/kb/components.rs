@@ -17,7 +17,6 @@ struct ComponentRow {
     component_id: Option<String>,
     repository: String,
     name: String,
-    purpose: Option<String>,
     location: Option<String>,
     component_type: Option<String>,
     api_signature: Option<String>,
@@ -66,7 +65,7 @@ pub async fn knowledge(conn: &mut PgConnection) -> Result<Knowledge, sqlx::Error
     .fetch_all(&mut *conn)
     .await?;
     let components: Vec<ComponentRow> = sqlx::query_as(
-        "SELECT c.component_id, r.name::text AS repository, c.name::text AS name, c.purpose, c.location,
+        "SELECT c.component_id, r.name::text AS repository, c.name::text AS name, c.location,
                 c.component_type::text AS component_type, c.api_signature, c.keywords, c.public_methods,
                 c.lines_of_code, c.cyclomatic_complexity, c.first_seen, c.sync_status::text AS sync_status
            FROM reusable_components c
@@ -128,7 +127,6 @@ pub async fn knowledge(conn: &mut PgConnection) -> Result<Knowledge, sqlx::Error
                 name: c.name,
                 component_type: c.component_type.unwrap_or_else(|| "unknown".into()),
                 location: c.location,
-                purpose: c.purpose,
                 keywords: strings(c.keywords),
                 lines_of_code: i64::from(c.lines_of_code.unwrap_or(0)),
                 cyclomatic_complexity: c.cyclomatic_complexity,

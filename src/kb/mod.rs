@@ -2,14 +2,16 @@
 //! Handlers never write SQL; they call these functions inside a transaction (writes) or a
 //! read-only snapshot (multi-query reads). All values are bound parameters.
 
-pub mod activity;
-pub mod analysis;
-pub mod components;
-pub mod knowledge;
-pub mod patterns;
-pub mod repositories;
-pub mod runtime;
-pub mod search;
+pub(crate) mod activity;
+pub(crate) mod analysis;
+pub(crate) mod components;
+pub(crate) mod knowledge;
+pub(crate) mod patterns;
+pub(crate) mod repositories;
+pub(crate) mod runtime;
+pub(crate) mod search;
+
+pub use search::{NEAREST_SQL, set_search_width};
 
 use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};

@@ -7,7 +7,7 @@
 //! scraper's timeout header (or [`DEFAULT_BUDGET`]); a client that hangs up cannot wedge it.
 //! Whatever fails, the answer is a 200 with everything that could be read.
 
-pub mod config;
+pub(crate) mod config;
 mod exposition;
 mod host;
 mod own;

@@ -19,7 +19,6 @@ pub struct Component {
     pub name: String,
     pub component_type: String,
     pub location: Option<String>,
-    pub purpose: Option<String>,
     pub keywords: Vec<String>,
     pub lines_of_code: i64,
     pub cyclomatic_complexity: Option<f64>,

@@ -56,6 +56,7 @@ pub struct Phases {
     pub total_estimated_effort: String,
 }
 
+#[cfg(test)]
 impl Phases {
     /// The phases in order.
     pub fn all(&self) -> [&Phase; 4] {

@@ -4,11 +4,11 @@
 //! what the rules ask for and render what they return. The rules themselves are written down
 //! in `docs/skill-rules.md`.
 
-pub mod architecture;
-pub mod component_scan;
-pub mod component_scoring;
-pub mod consolidation;
-pub mod docs;
+pub(crate) mod architecture;
+pub(crate) mod component_scan;
+pub(crate) mod component_scoring;
+pub(crate) mod consolidation;
+pub(crate) mod docs;
 mod tree;
 
-pub use tree::{Tree, file_name, is_markdown, parent_dir, resolve_path};
+pub use tree::Tree;

@@ -29,6 +29,7 @@ impl Tree {
     }
 
     /// A tree from file paths (directories derived), for tests and pure checks.
+    #[cfg(test)]
     pub fn from_paths<'a>(paths: impl IntoIterator<Item = &'a str>) -> Self {
         let mut tree = Tree::default();
         for path in paths {

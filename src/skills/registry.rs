@@ -149,10 +149,6 @@ impl Registry {
         self.skills.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.skills.is_empty()
-    }
-
     /// Whether calling `skill` needs credentials right now (declared or added by the operator,
     /// and `REQUIRE_AUTH_FOR_WRITE` on).
     pub fn is_protected(&self, skill: &Skill) -> bool {

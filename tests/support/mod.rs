@@ -18,7 +18,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use nexusd::db::cluster::{Cluster, ClusterSpec, Postmaster, small_vm_settings};
+use nexusd::db::{Cluster, ClusterSpec, Postmaster, small_vm_settings};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Executor};
 
