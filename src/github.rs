@@ -95,7 +95,7 @@ impl GitHubConfig {
 /// Time allowed for one GitHub request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 /// GitHub requests in flight at once for one skill call.
-pub const CONCURRENT_REQUESTS: usize = 4;
+const CONCURRENT_REQUESTS: usize = 4;
 /// Files larger than this (per the tree) are never downloaded.
 pub const MAX_FILE_BYTES: u64 = 512 * 1024;
 
@@ -533,7 +533,7 @@ impl GitHub {
 
 /// 404 → not found; 429, or 403 with the limit exhausted or a rate-limit message → rate
 /// limited (reset time from `x-ratelimit-reset`, or `retry-after`); anything else → API error.
-pub fn classify_failure(
+fn classify_failure(
     status: StatusCode,
     headers: &HeaderMap,
     message: String,

@@ -130,7 +130,7 @@ pub enum DumpFormat {
 }
 
 pub const DEFAULT_BACKUP_SCHEDULE: &str = "0 0 2 * * *";
-pub const DEFAULT_VERIFY_SCHEDULE: &str = "0 0 4 * * Sun";
+const DEFAULT_VERIFY_SCHEDULE: &str = "0 0 4 * * Sun";
 
 /// Parses `gs://bucket[/prefix]`; the prefix gets a trailing slash.
 fn parse_bucket(value: &str) -> Result<(String, String), String> {

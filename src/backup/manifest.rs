@@ -14,7 +14,7 @@ use super::config::DumpFormat;
 pub const MANIFEST_SUFFIX: &str = ".manifest.json";
 pub const VERIFY_SUFFIX: &str = ".verify.json";
 /// Backups are named `dev-nexus-YYYYmmdd_HHMMSS` plus this, as the original's cron job did.
-pub const NAME_PREFIX: &str = "dev-nexus-";
+const NAME_PREFIX: &str = "dev-nexus-";
 
 /// The object name for a dump taken at `at`.
 pub fn dump_name(at: DateTime<Utc>, format: DumpFormat) -> String {

@@ -103,7 +103,7 @@ impl Schedule {
 
 impl Backups {
     /// Waits (at most `limit`) until no backup or verification runs; whether it got there.
-    pub async fn wait_idle(&self, limit: Duration) -> bool {
+    async fn wait_idle(&self, limit: Duration) -> bool {
         tokio::time::timeout(limit, self.running.lock())
             .await
             .is_ok()

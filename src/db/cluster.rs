@@ -25,9 +25,9 @@ use super::programs;
 /// The database the embedded cluster serves (the original's name).
 pub const EMBEDDED_DATABASE: &str = "devnexus";
 /// The embedded cluster's superuser, which nexusd connects as over the private socket.
-pub const EMBEDDED_SUPERUSER: &str = "nexusd";
+const EMBEDDED_SUPERUSER: &str = "nexusd";
 /// Oldest server major version nexusd supports.
-pub const MIN_MAJOR: u32 = 13;
+const MIN_MAJOR: u32 = 13;
 
 /// How long a starting server may take before we give up (crash recovery can be slow).
 const START_TIMEOUT: Duration = Duration::from_secs(120);
@@ -368,7 +368,7 @@ impl Cluster {
     }
 
     /// Waits until a spawned server accepts connections (crash recovery may take a while).
-    pub async fn wait_ready(&self, postmaster: &mut Postmaster) -> Result<()> {
+    async fn wait_ready(&self, postmaster: &mut Postmaster) -> Result<()> {
         let probe = self.connect_options("postgres").disable_statement_logging();
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
@@ -600,7 +600,7 @@ impl Postmaster {
     }
 
     /// The server's last lines of output, for error messages.
-    pub fn log_tail(&self) -> String {
+    fn log_tail(&self) -> String {
         self.tail
             .lock()
             .map(|t| t.iter().cloned().collect::<Vec<_>>().join("\n"))

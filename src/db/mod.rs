@@ -29,7 +29,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Executor, Row};
 
 /// How long a request waits for a pooled connection before the database counts as unavailable.
-pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Bound on the direct connection attempt that explains why the pool cannot connect.
 const DIAGNOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Run on an idle connection before it is handed out, in one round trip like the ping it

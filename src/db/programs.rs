@@ -80,7 +80,7 @@ pub fn probe(dir: &Path, programs: &[&str]) -> Option<Found> {
 }
 
 /// `postgres (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)` → (`15.20`, 15).
-pub fn parse_version(banner: &str) -> Option<(String, u32)> {
+fn parse_version(banner: &str) -> Option<(String, u32)> {
     let version = banner.split_whitespace().nth(2)?;
     let digits: String = version.chars().take_while(char::is_ascii_digit).collect();
     let major = digits.parse().ok()?;

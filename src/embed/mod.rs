@@ -26,7 +26,7 @@ use crate::kb::search::FrequentLexemes;
 pub const DIMENSIONS: usize = 1536;
 /// Longest text embedded, in characters; longer pattern texts are cut (OpenAI's models take
 /// about 8,000 tokens, which this stays well under).
-pub const MAX_TEXT_CHARS: usize = 8000;
+const MAX_TEXT_CHARS: usize = 8000;
 
 /// Why texts could not be embedded, phrased for the operator (endpoint, status, what to check).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -17,7 +17,7 @@ use super::{DIMENSIONS, EmbedError, normalise};
 use crate::env::redact_url;
 
 /// Inputs per request (OpenAI accepts up to 2048; smaller requests retry cheaper).
-pub const MAX_INPUTS: usize = 100;
+const MAX_INPUTS: usize = 100;
 /// Attempts per request, the first included.
 const MAX_ATTEMPTS: u32 = 4;
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);

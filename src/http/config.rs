@@ -34,10 +34,10 @@ pub const VARIABLES: &[Var] = &[
     },
 ];
 
-pub const DEFAULT_HEADER_TIMEOUT_SECS: u32 = 10;
-pub const DEFAULT_IDLE_TIMEOUT_SECS: u32 = 60;
-pub const DEFAULT_BODY_TIMEOUT_SECS: u32 = 30;
-pub const DEFAULT_MAX_CONNECTIONS: u32 = 512;
+const DEFAULT_HEADER_TIMEOUT_SECS: u32 = 10;
+const DEFAULT_IDLE_TIMEOUT_SECS: u32 = 60;
+const DEFAULT_BODY_TIMEOUT_SECS: u32 = 30;
+const DEFAULT_MAX_CONNECTIONS: u32 = 512;
 
 /// Timeouts and the connection cap of one listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -41,7 +41,7 @@ pub struct CorsConfig {
 }
 
 /// The original's default `CORS_ORIGINS`.
-pub const DEFAULT_CORS_ORIGINS: &str = "http://localhost:3000,http://localhost:5173,\
+const DEFAULT_CORS_ORIGINS: &str = "http://localhost:3000,http://localhost:5173,\
 https://dev-nexus-frontend.vercel.app,\
 https://dev-nexus-frontend-noig7bsv5-milan-patels-projects-187b35de.vercel.app";
 

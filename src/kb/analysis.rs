@@ -35,7 +35,7 @@ impl Counts {
         self.new_or_not(!matches!(upsert, Upsert::Unchanged(_)));
     }
 
-    pub fn new_or_not(&mut self, written: bool) {
+    fn new_or_not(&mut self, written: bool) {
         if written {
             self.written += 1;
         } else {
@@ -176,7 +176,7 @@ pub struct RepositoryFacts<'a> {
     pub analyzed_at: Option<DateTime<Utc>>,
 }
 
-pub async fn upsert_repository(
+async fn upsert_repository(
     conn: &mut PgConnection,
     facts: &RepositoryFacts<'_>,
 ) -> Result<Upsert, sqlx::Error> {
@@ -218,7 +218,7 @@ pub struct PatternFacts<'a> {
 
 /// Upserts a pattern by (repository, name). A changed description or context clears the
 /// embedding, which described the old text (and with it `embedding_model`, by trigger).
-pub async fn upsert_pattern(
+async fn upsert_pattern(
     conn: &mut PgConnection,
     repo_id: i32,
     pattern: &PatternFacts<'_>,
@@ -259,7 +259,7 @@ pub fn normalise_keyword(keyword: &str) -> String {
 
 /// Links every keyword to every pattern (creating keywords as needed); returns how many links
 /// are new.
-pub async fn link_keywords(
+async fn link_keywords(
     conn: &mut PgConnection,
     pattern_ids: &[i32],
     keywords: &[String],
@@ -289,7 +289,7 @@ pub struct DecisionFacts<'a> {
     pub alternatives: Option<&'a str>,
 }
 
-pub async fn upsert_decision(
+async fn upsert_decision(
     conn: &mut PgConnection,
     repo_id: i32,
     d: &DecisionFacts<'_>,
@@ -339,7 +339,7 @@ pub fn component_id(repository: &str, name: &str) -> String {
 }
 
 /// Upserts a component by its id (`owner/repo:name`).
-pub async fn upsert_component(
+async fn upsert_component(
     conn: &mut PgConnection,
     repo_id: i32,
     repository: &str,
@@ -400,7 +400,7 @@ pub struct HistoryFacts<'a> {
 
 /// Adds an `analysis_history` row unless the same commit was recorded at the same time;
 /// returns its id and whether it is new.
-pub async fn add_history(
+async fn add_history(
     conn: &mut PgConnection,
     repo_id: i32,
     h: &HistoryFacts<'_>,
@@ -434,7 +434,7 @@ pub async fn add_history(
 
 /// Makes `keywords` exactly the keywords of the pattern: links the missing ones, unlinks the
 /// others; returns how many links are new.
-pub async fn set_pattern_keywords(
+async fn set_pattern_keywords(
     conn: &mut PgConnection,
     pattern_id: i32,
     keywords: &[String],
@@ -460,7 +460,7 @@ pub struct Removed {
 
 /// Deletes the repository's patterns, decisions and components other than the ones listed (by
 /// pattern name, decision text, component id).
-pub async fn remove_unlisted(
+async fn remove_unlisted(
     conn: &mut PgConnection,
     repo_id: i32,
     pattern_names: &[String],

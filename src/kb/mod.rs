@@ -56,7 +56,7 @@ pub async fn repository_names(conn: &mut PgConnection) -> Result<Vec<String>, sq
 }
 
 /// A `timestamptz` as the original rendered it: ISO 8601 with `+00:00`.
-pub fn iso(t: DateTime<Utc>) -> String {
+fn iso(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, false)
 }
 

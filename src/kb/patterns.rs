@@ -6,7 +6,7 @@ use sqlx::PgConnection;
 use super::like_escape;
 
 /// How many repositories a keyword or pattern search returns at most (the original's cap).
-pub const MAX_MATCHES: i64 = 10;
+const MAX_MATCHES: i64 = 10;
 
 /// A repository that matched search terms.
 #[derive(Debug, sqlx::FromRow)]

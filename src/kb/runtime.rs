@@ -7,7 +7,7 @@ use sqlx::PgConnection;
 use super::iso_opt;
 
 /// Severity order used by `get_pattern_health` thresholds.
-pub fn severity_rank(severity: &str) -> i32 {
+fn severity_rank(severity: &str) -> i32 {
     match severity {
         "critical" => 4,
         "high" => 3,

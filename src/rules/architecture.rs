@@ -51,14 +51,14 @@ fn skipped(path: &str) -> bool {
 }
 
 /// Terraform sources (`*.tf`), outside dependency and `.terraform/` directories.
-pub fn terraform_files(tree: &Tree) -> Vec<&str> {
+fn terraform_files(tree: &Tree) -> Vec<&str> {
     tree.paths()
         .filter(|p| p.ends_with(".tf") && !skipped(p))
         .collect()
 }
 
 /// Dockerfiles: `Dockerfile`, `Dockerfile.*`, `*.Dockerfile`, `Containerfile`.
-pub fn dockerfiles(tree: &Tree) -> Vec<&str> {
+fn dockerfiles(tree: &Tree) -> Vec<&str> {
     tree.paths()
         .filter(|p| {
             let name = file_name(p);
@@ -72,7 +72,7 @@ pub fn dockerfiles(tree: &Tree) -> Vec<&str> {
 }
 
 /// CI configurations of the common systems.
-pub fn ci_files(tree: &Tree) -> Vec<&str> {
+fn ci_files(tree: &Tree) -> Vec<&str> {
     tree.paths()
         .filter(|p| {
             let name = file_name(p);
@@ -536,7 +536,7 @@ fn license(r: &mut CategoryResult, f: &RepoFiles) {
 
 /// Problems `terraform fmt` would fix: tabs, indentation that is not a multiple of 2 spaces,
 /// trailing whitespace, no final newline. Heredoc bodies are left alone, as fmt does.
-pub fn terraform_fmt_problems(text: &str) -> Vec<String> {
+fn terraform_fmt_problems(text: &str) -> Vec<String> {
     static HEREDOC: LazyLock<Regex> =
         LazyLock::new(|| Regex::new(r"<<-?\s*([A-Za-z_][A-Za-z0-9_]*)\s*$").expect("regex"));
     let mut problems = Vec::new();
@@ -676,7 +676,7 @@ fn is_example(name: &str) -> bool {
 }
 
 /// Files that hold secrets: `.env` files that are not examples, private keys.
-pub fn secret_files(tree: &Tree) -> Vec<&str> {
+fn secret_files(tree: &Tree) -> Vec<&str> {
     tree.paths()
         .filter(|p| {
             let name = file_name(p);
@@ -955,7 +955,7 @@ fn from_instruction(line: &str) -> Option<(String, Option<String>)> {
 }
 
 /// Whether the final stage of a Dockerfile ends with a `USER` that is not root.
-pub fn runs_as_non_root(dockerfile: &str) -> bool {
+fn runs_as_non_root(dockerfile: &str) -> bool {
     let mut user: Option<String> = None;
     for line in dockerfile.lines().map(str::trim) {
         let mut words = line.split_whitespace();
@@ -973,7 +973,7 @@ pub fn runs_as_non_root(dockerfile: &str) -> bool {
 
 /// Images of `FROM` lines that are neither pinned (a tag other than `latest`, or a digest) nor
 /// `scratch`, a build stage or an `${ARG}`.
-pub fn unpinned_images(dockerfile: &str) -> Vec<String> {
+fn unpinned_images(dockerfile: &str) -> Vec<String> {
     let mut stages: Vec<String> = Vec::new();
     let mut unpinned = Vec::new();
     for line in dockerfile.lines().map(str::trim) {

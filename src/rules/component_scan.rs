@@ -13,9 +13,9 @@ use super::component_scoring::tokens;
 use super::tree::{Tree, file_name};
 
 /// At most this many source files are read per scan.
-pub const MAX_SCAN_FILES: usize = 40;
+const MAX_SCAN_FILES: usize = 40;
 /// Larger files are not read.
-pub const MAX_SCAN_BYTES: u64 = 200 * 1024;
+const MAX_SCAN_BYTES: u64 = 200 * 1024;
 /// Public items recorded per component.
 const MAX_METHODS: usize = 50;
 const MAX_IMPORTS: usize = 30;
@@ -321,7 +321,7 @@ fn purpose(text: &str) -> Option<String> {
 }
 
 /// `snake_case` / `camelCase` / `PascalCase` to `kebab-case`.
-pub fn kebab(name: &str) -> String {
+fn kebab(name: &str) -> String {
     let mut out = String::new();
     let mut previous: Option<char> = None;
     for c in name.chars() {

@@ -63,7 +63,7 @@ pub struct RelationshipRow {
 
 /// The factors of a canonical score and their weights (`docs/skill-rules.md`, "Component
 /// placement").
-pub const WEIGHTS: [(&str, f64); 6] = [
+const WEIGHTS: [(&str, f64); 6] = [
     ("repository_purpose", 0.30),
     ("usage_count", 0.30),
     ("dependency_centrality", 0.20),
@@ -76,7 +76,7 @@ pub const WEIGHTS: [(&str, f64); 6] = [
 pub const MISPLACED_MARGIN: f64 = 0.1;
 /// Similarity from which two components are taken as implementations of the same thing in
 /// `analyze_component_centrality` and `recommend_consolidation_plan`.
-pub const SAME_COMPONENT_SIMILARITY: f64 = 0.5;
+const SAME_COMPONENT_SIMILARITY: f64 = 0.5;
 /// Days after which maintenance activity reaches 0.
 const MAINTENANCE_HORIZON_DAYS: f64 = 365.0;
 
@@ -105,7 +105,7 @@ pub fn tokens(text: &str) -> BTreeSet<String> {
 }
 
 /// A name reduced to lower-case letters and digits: `HTTP_Client` = `http-client`.
-pub fn normalise_name(name: &str) -> String {
+fn normalise_name(name: &str) -> String {
     name.chars()
         .filter(|c| c.is_alphanumeric())
         .flat_map(char::to_lowercase)

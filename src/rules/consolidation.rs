@@ -77,7 +77,7 @@ fn half_hours(x: f64) -> f64 {
 /// The four phases and their effort: analysis `1 + 0.5·(n−1)` hours for n implementations;
 /// moving the code `max(1, loc/150 + cc/10)`; migrating consumers `1 + a` for a affected
 /// repositories; removing the copies `1 + 0.5·(n−1)`.
-pub fn plan_phases(
+fn plan_phases(
     component: &str,
     from: &str,
     to: &str,
@@ -177,7 +177,7 @@ fn consolidate_phase(
 }
 
 /// `"a-b hours"`: the total rounded, and 1.5 times it rounded up.
-pub fn effort_range(hours: f64) -> String {
+fn effort_range(hours: f64) -> String {
     let low = hours.round().max(1.0) as i64;
     let high = (hours * 1.5).ceil().max(low as f64 + 1.0) as i64;
     format!("{low}-{high} hours")

@@ -12,9 +12,9 @@ use regex::Regex;
 use super::tree::{Tree, is_markdown, parent_dir, resolve_path};
 
 /// Critical violations a check lists at most.
-pub const MAX_CRITICAL_LISTED: usize = 10;
+const MAX_CRITICAL_LISTED: usize = 10;
 /// Recommendations a check gives at most.
-pub const MAX_RECOMMENDATIONS: usize = 15;
+const MAX_RECOMMENDATIONS: usize = 15;
 
 /// How much a document matters; also the severity of its violations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -59,7 +59,7 @@ const fn doc(
 }
 
 /// Licence file names, in order of preference.
-pub const LICENCE_NAMES: &[&str] = &[
+const LICENCE_NAMES: &[&str] = &[
     "LICENSE",
     "LICENSE.md",
     "LICENSE.txt",
@@ -103,7 +103,7 @@ pub const PRIORITY_DOCS: &[RequiredDoc] = &[
 ];
 
 /// Where priority documents are looked for, in order.
-pub const DOC_DIRS: &[&str] = &["", "docs", ".github"];
+const DOC_DIRS: &[&str] = &["", "docs", ".github"];
 
 /// Directories never searched for documentation (dependencies, build output).
 pub const SKIPPED_DIRS: &[&str] = &[
@@ -117,11 +117,11 @@ pub const SKIPPED_DIRS: &[&str] = &[
 ];
 
 /// At most this many documents are read per call.
-pub const MAX_DOCUMENTS: usize = 100;
+const MAX_DOCUMENTS: usize = 100;
 /// A stamp older than this many days is stale.
-pub const STALE_STAMP_DAYS: i64 = 180;
+const STALE_STAMP_DAYS: i64 = 180;
 /// A document needs at least this many words of prose to be complete.
-pub const MIN_WORDS: usize = 30;
+const MIN_WORDS: usize = 30;
 
 /// The first file of the tree matching one of `doc`'s names (case-insensitive) in
 /// [`DOC_DIRS`] order.
@@ -247,7 +247,7 @@ pub struct FileReport {
 }
 
 /// A required document that is missing: one check (presence), one violation.
-pub fn missing_report(doc: &RequiredDoc) -> FileReport {
+fn missing_report(doc: &RequiredDoc) -> FileReport {
     let places = "the repository root, docs/ or .github/";
     FileReport {
         file: doc.name.to_string(),
@@ -269,7 +269,7 @@ pub fn missing_report(doc: &RequiredDoc) -> FileReport {
 
 /// Runs the checks of one document: the licence check for a licence file, otherwise the five
 /// Markdown checks.
-pub fn check_document(
+fn check_document(
     selected: &Selected,
     content: &str,
     tree: &Tree,
@@ -474,7 +474,7 @@ impl<'a> Markdown<'a> {
     }
 
     /// Words of prose (tokens with a letter or digit).
-    pub fn word_count(&self) -> usize {
+    fn word_count(&self) -> usize {
         self.prose
             .iter()
             .flat_map(|(_, l)| l.split_whitespace())
@@ -483,7 +483,7 @@ impl<'a> Markdown<'a> {
     }
 
     /// Inline code spans of the prose.
-    pub fn code_spans(&self) -> Vec<(usize, String)> {
+    fn code_spans(&self) -> Vec<(usize, String)> {
         static SPAN: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"`([^`\n]+)`").expect("regex"));
         self.prose
             .iter()
@@ -496,7 +496,7 @@ impl<'a> Markdown<'a> {
 
     /// Link targets of the prose: inline links and images, reference definitions, HTML
     /// `href`/`src`; code spans are ignored.
-    pub fn link_targets(&self) -> Vec<(usize, String)> {
+    fn link_targets(&self) -> Vec<(usize, String)> {
         static SPAN: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"`[^`\n]+`").expect("regex"));
         static INLINE: LazyLock<Regex> = LazyLock::new(|| {
             Regex::new(r#"\]\(\s*<?([^)\s>]+)>?(?:\s+["'(][^)]*)?\)"#).expect("regex")
@@ -572,7 +572,7 @@ pub fn completeness(path: &str, doc: &Markdown<'_>) -> Option<(String, String)> 
 
 /// A date written in an update stamp: `2026-01-31`, `January 31, 2026`, `Jan 31 2026`,
 /// `31 January 2026`.
-pub fn parse_stamp_date(text: &str) -> Option<NaiveDate> {
+fn parse_stamp_date(text: &str) -> Option<NaiveDate> {
     let cleaned = text.replace([',', '.'], " ");
     let cleaned = cleaned.split_whitespace().collect::<Vec<_>>().join(" ");
     ["%Y-%m-%d", "%B %d %Y", "%b %d %Y", "%d %B %Y", "%d %b %Y"]
@@ -630,7 +630,7 @@ fn listed(items: &[String]) -> String {
 /// Whether an inline code span looks like a path of a file in the repository: relative,
 /// at least one `/`, a file extension, only `[A-Za-z0-9_.-/]`, and a first segment that is not
 /// a host name (`example.com/…`).
-pub fn looks_like_repo_path(span: &str) -> bool {
+fn looks_like_repo_path(span: &str) -> bool {
     static PATH: LazyLock<Regex> = LazyLock::new(|| {
         Regex::new(r"^(?:\.{1,2}/)*\.?[A-Za-z0-9_][A-Za-z0-9_.\-]*(?:/[A-Za-z0-9_.\-]+)+$")
             .expect("regex")
@@ -649,7 +649,7 @@ pub fn looks_like_repo_path(span: &str) -> bool {
 
 /// File paths: every inline code span that looks like a repository path must name a file or
 /// directory — relative to the document, to the root, or as the tail of a path in the tree.
-pub fn file_paths(path: &str, doc: &Markdown<'_>, tree: &Tree) -> Option<(String, String)> {
+fn file_paths(path: &str, doc: &Markdown<'_>, tree: &Tree) -> Option<(String, String)> {
     let dir = parent_dir(path);
     let mut missing: Vec<String> = Vec::new();
     for (n, span) in doc.code_spans() {
@@ -866,14 +866,14 @@ pub enum FileKind {
 }
 
 /// Extensions of source code.
-pub const CODE_EXTENSIONS: &[&str] = &[
+const CODE_EXTENSIONS: &[&str] = &[
     "rs", "py", "js", "jsx", "ts", "tsx", "go", "java", "kt", "rb", "cs", "swift", "c", "h", "cc",
     "cpp", "hpp", "php", "scala",
 ];
 /// File stems of entry points and central modules.
-pub const CORE_STEMS: &[&str] = &["main", "lib", "server", "app", "index", "mod", "api"];
+const CORE_STEMS: &[&str] = &["main", "lib", "server", "app", "index", "mod", "api"];
 /// Directory names whose code is core.
-pub const CORE_DIRS: &[&str] = &["core", "api"];
+const CORE_DIRS: &[&str] = &["core", "api"];
 
 /// Markdown is documentation; a [`CODE_EXTENSIONS`] file is code, core when its stem is in
 /// [`CORE_STEMS`] or a directory of its path is in [`CORE_DIRS`]; anything else is other.

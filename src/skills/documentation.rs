@@ -21,9 +21,9 @@ use crate::rules::Tree;
 use crate::rules::docs::{self, ChangedFile, FileKind, FileReport, Selected, Selection};
 
 /// Commits listed per call at most.
-pub const MAX_COMMITS_LISTED: usize = 300;
+const MAX_COMMITS_LISTED: usize = 300;
 /// Commits whose changed files are read, newest first.
-pub const MAX_COMMITS_EXAMINED: usize = 30;
+const MAX_COMMITS_EXAMINED: usize = 30;
 /// Change items returned per list.
 const MAX_CHANGE_ITEMS: usize = 10;
 

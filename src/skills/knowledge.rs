@@ -11,14 +11,14 @@ use super::registry::{Skill, SkillOutput, example, handler, output, parse, repos
 use crate::kb::knowledge::{NewDependency, NewDeployment, NewLesson};
 use crate::kb::{self, iso_naive, knowledge, parse_datetime};
 
-pub const LESSON_CATEGORIES: [&str; 5] = [
+const LESSON_CATEGORIES: [&str; 5] = [
     "performance",
     "security",
     "reliability",
     "cost",
     "observability",
 ];
-pub const LESSON_SEVERITIES: [&str; 3] = ["info", "warning", "critical"];
+const LESSON_SEVERITIES: [&str; 3] = ["info", "warning", "critical"];
 
 pub fn add_lesson_learned() -> Skill {
     Skill {

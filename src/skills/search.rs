@@ -21,7 +21,7 @@ use crate::kb::search::{self as store, Found};
 
 /// RRF's damping constant: a document's fused score is Σ 1/(K + rank) over the lists it is in.
 /// 60 is the value of the original paper (Cormack et al., 2009) and of most engines since.
-pub const RRF_K: f64 = 60.0;
+const RRF_K: f64 = 60.0;
 /// A word of a free-text query expected in more patterns than this is too common for the
 /// full-text side to rank on (see [`store::FULL_TEXT_SQL`]); it bounds the rows `ts_rank` reads.
 const MAX_TERM_ROWS: f64 = 500.0;
@@ -370,7 +370,7 @@ fn round(similarity: f64) -> f64 {
 /// Reciprocal rank fusion of ranked id lists (best first): each id scores Σ 1/(k + rank) over
 /// the lists holding it (rank from 1). Returns the best `limit` with their scores, best first;
 /// ties go to the id ranked higher in any list, then the smaller id.
-pub fn rrf(lists: &[&[i32]], k: f64, limit: usize) -> Vec<(i32, f64)> {
+fn rrf(lists: &[&[i32]], k: f64, limit: usize) -> Vec<(i32, f64)> {
     let mut scores: HashMap<i32, (f64, usize)> = HashMap::new();
     for list in lists {
         for (i, id) in list.iter().enumerate() {
