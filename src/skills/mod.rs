@@ -1,6 +1,6 @@
 //! The HTTP surface of the skills API: the Dev-Nexus A2A endpoints (`/`, `/health`,
 //! `/.well-known/agent.json`, `/a2a/execute`, `/a2a/cancel`, `/openapi.json`), CORS, auth and
-//! JSON errors for every protocol problem (skills-api.md).
+//! JSON errors for every protocol problem (`docs/skills-api.md`).
 
 mod activity;
 mod analysis;
@@ -52,7 +52,7 @@ use registry::{Registry, Skill, SkillOutput};
 /// (see [`call`]).
 const SKILL_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Every skill, in the reference's registration order (dev-nexus reference §3.0), then
+/// Every skill, in the reference's registration order (listed in `docs/skills-api.md`), then
 /// nexusd's own. The one place to add a skill.
 pub fn registry(config: &SkillsConfig) -> Result<Registry> {
     let mut skills: Vec<Skill> = vec![
