@@ -600,13 +600,18 @@ async fn scheduled_backups_in_serve_report_success_and_failure() {
         ("NEXUSD_BACKUP_SCHEDULE", "*/2 * * * * *"),
         ("NEXUSD_PG_BINDIR", bin.as_str()),
         ("NEXUSD_TEST_PG_DUMP", "fail"),
+        // The error's words show in /health to authenticated callers only.
+        ("NEXUSD_API_TOKENS", "operator-token-0123456789abcdef"),
     ];
     vars.extend(owned.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     let mut serve = Nexusd::serve(&vars);
     serve.wait_health(200, Duration::from_secs(60)).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     let health = loop {
-        let (_, health) = serve.get("/health").await.unwrap();
+        let (_, health) = serve
+            .get_with("/health", Some("Bearer operator-token-0123456789abcdef"))
+            .await
+            .unwrap();
         if health["backup"]["failures_total"].as_u64().unwrap_or(0) >= 2 {
             break health;
         }

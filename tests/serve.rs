@@ -112,17 +112,30 @@ async fn listener_opens_while_the_database_is_unreachable() {
         "postgresql://app:secret@127.0.0.1:{}/kb",
         support::free_port()
     );
-    let mut nexusd = Nexusd::serve(&[("DATABASE_URL", closed.as_str())]);
-    let body = nexusd.wait_health(503, Duration::from_secs(10)).await;
+    let mut nexusd = Nexusd::serve(&[
+        ("DATABASE_URL", closed.as_str()),
+        ("NEXUSD_API_TOKENS", OPERATOR_TOKEN),
+    ]);
+    let anonymous = nexusd.wait_health(503, Duration::from_secs(10)).await;
+    assert_eq!(anonymous["database"]["message"], "redacted");
+    let (status, body) = nexusd
+        .get_with("/health", Some(&format!("Bearer {OPERATOR_TOKEN}")))
+        .await
+        .unwrap();
+    assert_eq!(status, 503);
     assert_eq!(body["status"], "unhealthy");
     assert_eq!(body["pgvector_enabled"], false);
     assert_eq!(body["database"]["status"], "disconnected");
+    let message = body["database"]["message"].as_str().unwrap_or_default();
     assert!(
-        body["database"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty())
+        message.contains("refused") || message.contains("connect"),
+        "the reason names the connection problem: {body}"
     );
-    assert_ne!(body["migrations"]["status"], "current");
+    let migrations = body["migrations"]["status"].as_str();
+    assert!(
+        matches!(migrations, Some("pending" | "failed")),
+        "migrations: {body}"
+    );
     assert!(
         !body.to_string().contains("secret"),
         "password leaked: {body}"
