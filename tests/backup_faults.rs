@@ -293,8 +293,11 @@ async fn a_verification_killed_mid_way_leaves_no_scratch_database_behind() {
     let run = nexusd(&db, &store, &["backup", "run"], &[]);
     assert!(run.status.success(), "{}", text(&run));
     let before = scratch_databases(&db).await;
+    let state = support::temp_root("nexusd-verify-state-");
+    let state_var = state.display().to_string();
+    let state_vars = [("NEXUSD_STATE_DIR", state_var.as_str())];
 
-    let mut verify = spawn(&db, &store, &["backup", "verify"], &[]);
+    let mut verify = spawn(&db, &store, &["backup", "verify"], &state_vars);
     let deadline = Instant::now() + Duration::from_secs(60);
     let scratch = loop {
         let now: Vec<String> = scratch_databases(&db).await;
@@ -311,12 +314,24 @@ async fn a_verification_killed_mid_way_leaves_no_scratch_database_behind() {
     verify.wait().ok();
     assert!(scratch_databases(&db).await.contains(&scratch));
 
-    let again = nexusd(&db, &store, &["backup", "verify"], &[]);
+    let spools = || -> Vec<String> {
+        std::fs::read_dir(state.join("spool"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(spools().len(), 1, "the killed verification's download");
+
+    let again = nexusd(&db, &store, &["backup", "verify"], &state_vars);
     assert!(again.status.success(), "{}", text(&again));
     assert!(
         !scratch_databases(&db).await.contains(&scratch),
         "the killed verification's scratch database is still there"
     );
+    assert!(spools().is_empty(), "downloads left behind: {:?}", spools());
 }
 
 /// Rewrites backup `name` in a local store as someone with write access to the store would:

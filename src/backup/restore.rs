@@ -65,6 +65,7 @@ impl Drop for Spool {
 /// manifest announces end the download at once (the object was replaced or altered).
 pub async fn spool(store: &Store, manifest: &Manifest, dir: &Path) -> Result<Spool> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    remove_orphans(dir);
     let free = free_space(dir)?;
     if free < manifest.compressed_bytes + SPOOL_MARGIN {
         bail!(
@@ -110,6 +111,27 @@ pub async fn spool(store: &Store, manifest: &Manifest, dir: &Path) -> Result<Spo
     spool.sha256_ok = format!("{:x}", sha.finalize()) == manifest.sha256;
     spool.crc32c_ok = crc == manifest.crc32c && spool.bytes == manifest.compressed_bytes;
     Ok(spool)
+}
+
+/// Removes spool files whose process is gone (killed mid-download: nothing else removes them).
+fn remove_orphans(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let pid = name
+            .strip_suffix(".spool")
+            .and_then(|n| n.rsplit_once('.'))
+            .and_then(|(_, pid)| pid.parse::<i32>().ok());
+        let gone = pid.is_some_and(|pid| {
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+                == Err(nix::errno::Errno::ESRCH)
+        });
+        if gone && std::fs::remove_file(entry.path()).is_ok() {
+            tracing::info!(file = %entry.path().display(), "removed the spool of an interrupted verify or restore");
+        }
+    }
 }
 
 fn free_space(dir: &Path) -> Result<u64> {
