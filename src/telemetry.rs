@@ -12,6 +12,7 @@
 
 mod json;
 pub mod progress;
+pub mod trace;
 
 use std::io::IsTerminal;
 use std::sync::OnceLock;
@@ -37,6 +38,16 @@ pub const VARIABLES: &[Var] = &[
         default: "text",
         meaning: "text or json (one object per line with severity, message, time and the fields, as Cloud Logging reads them). Under systemd each line carries its journal priority",
     },
+    Var {
+        name: "GOOGLE_CLOUD_PROJECT",
+        default: "-",
+        meaning: "the project of Cloud Trace: JSON log lines of a traced request then name projects/<it>/traces/<id>, so Cloud Logging links them to the trace",
+    },
+    Var {
+        name: "JOURNAL_STREAM",
+        default: "-",
+        meaning: "set by systemd, not by hand: when it names stderr, each log line starts with its journal priority (<3> error … <7> debug)",
+    },
 ];
 
 /// nexusd's own messages at info; other crates (sqlx's per-statement notices, the scheduler's
@@ -55,6 +66,8 @@ pub struct LogConfig {
     pub filter_set: bool,
     /// `NEXUSD_LOG_FORMAT`: `text` (default) or `json`.
     pub format: LogFormat,
+    /// `GOOGLE_CLOUD_PROJECT`: the project trace names are in (JSON lines only).
+    pub project: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,10 +126,12 @@ fn log_config(env: &mut Env<'_>) -> LogConfig {
             LogFormat::Text
         }
     };
+    let project = env.get("GOOGLE_CLOUD_PROJECT").filter(|p| !p.is_empty());
     LogConfig {
         filter,
         filter_set,
         format,
+        project,
     }
 }
 
@@ -145,7 +160,10 @@ pub fn init(config: &LogConfig, role: Role) {
     let result = match config.format {
         LogFormat::Json => builder
             .fmt_fields(JsonFields::new())
-            .event_format(json::CloudLogging { journal })
+            .event_format(json::CloudLogging {
+                journal,
+                project: config.project.clone(),
+            })
             .try_init(),
         // journald stamps every line itself.
         LogFormat::Text if journal => builder

@@ -164,6 +164,12 @@ async fn a_clean_stop_of_the_embedded_cluster_logs_no_error_priority() {
 
     let log = nexusd.log_text();
     assert!(log.contains("PostgreSQL stopped"), "{log}");
+    // The session the stop ended is logged, as routine.
+    let ended = log
+        .lines()
+        .find(|l| l.contains("terminating connection due to administrator command"))
+        .unwrap_or_else(|| panic!("the ended session is not logged:\n{log}"));
+    assert!(ended.starts_with("<6>"), "{ended}");
     let errors: Vec<&str> = log.lines().filter(|l| l.starts_with("<3>")).collect();
     assert!(
         errors.is_empty(),
@@ -274,4 +280,111 @@ async fn embed_prints_a_progress_line_per_batch_with_rate_and_time_left() {
     // The result once, on stdout.
     assert_eq!(stdout.matches("embedded 5 patterns").count(), 1, "{stdout}");
     assert!(!stderr.contains("embedded 5 patterns"), "{stderr}");
+}
+
+/// The JSON lines of `log` as objects.
+fn json_lines(log: &str) -> Vec<serde_json::Value> {
+    log.lines()
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn json_lines_of_a_traced_request_carry_cloud_loggings_trace_keys() {
+    let db = shared_db().await;
+    let url = db.url();
+    let json = [
+        ("NEXUSD_LOG_FORMAT", "json"),
+        ("GOOGLE_CLOUD_PROJECT", "example-project"),
+    ];
+    let mut vars = vec![("DATABASE_URL", url.as_str())];
+    vars.extend_from_slice(&json);
+    let mut nexusd = Nexusd::serve(&vars);
+    nexusd.wait_health(200, START).await;
+    // Cloud Run in front: the proxy's lines and nexusd's own join the caller's trace.
+    let mut edge_vars = vec![("NEXUSD_PROXY_UPSTREAM", nexusd.api.as_str())];
+    edge_vars.extend_from_slice(&json);
+    let mut edge = Nexusd::start("proxy", &edge_vars);
+
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let deadline = std::time::Instant::now() + START;
+    let response = loop {
+        let sent = support::http()
+            .get(format!("{}/.well-known/agent.json", edge.api))
+            .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
+            .send()
+            .await;
+        match sent {
+            Ok(response) => break response,
+            Err(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("the proxy does not answer: {e}\n{}", edge.log_text()),
+        }
+    };
+    assert_eq!(response.status(), 200);
+    // Google's older header, straight to nexusd.
+    let response = support::http()
+        .get(format!("{}/", nexusd.api))
+        .header(
+            "x-cloud-trace-context",
+            "105445aa7843bc8bf206b12000100000/255;o=1",
+        )
+        .send()
+        .await
+        .expect("GET /");
+    assert_eq!(response.status(), 200);
+    let (status, _) = edge.terminate(Duration::from_secs(15));
+    assert!(status.success(), "{}", edge.log_text());
+    let (status, _) = nexusd.terminate(Duration::from_secs(15));
+    assert!(status.success(), "{}", nexusd.log_text());
+
+    let traced = |log: &str, message: &str, path: &str| -> serde_json::Value {
+        json_lines(log)
+            .into_iter()
+            .find(|l| l["message"] == message && l["path"] == path)
+            .unwrap_or_else(|| panic!("no {message:?} line for {path}:\n{log}"))
+    };
+    let full = format!("projects/example-project/traces/{trace}");
+    for line in [
+        traced(&edge.log_text(), "proxied", "/.well-known/agent.json"),
+        traced(&nexusd.log_text(), "request", "/.well-known/agent.json"),
+    ] {
+        assert_eq!(
+            line["logging.googleapis.com/trace"],
+            full.as_str(),
+            "{line}"
+        );
+        assert_eq!(
+            line["logging.googleapis.com/spanId"], "00f067aa0ba902b7",
+            "{line}"
+        );
+        assert_eq!(line["logging.googleapis.com/trace_sampled"], true, "{line}");
+    }
+    let line = traced(&nexusd.log_text(), "request", "/");
+    assert_eq!(
+        line["logging.googleapis.com/trace"],
+        "projects/example-project/traces/105445aa7843bc8bf206b12000100000",
+        "{line}"
+    );
+    assert_eq!(
+        line["logging.googleapis.com/spanId"], "00000000000000ff",
+        "{line}"
+    );
+    // A line outside any request has no trace.
+    let listening = traced_free(&nexusd.log_text());
+    assert!(
+        listening.get("logging.googleapis.com/trace").is_none(),
+        "{listening}"
+    );
+}
+
+/// nexusd's "skills API listening" line.
+fn traced_free(log: &str) -> serde_json::Value {
+    json_lines(log)
+        .into_iter()
+        .find(|l| l["message"] == "skills API listening")
+        .unwrap_or_else(|| panic!("no listening line:\n{log}"))
 }

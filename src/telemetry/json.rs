@@ -1,7 +1,8 @@
 //! `NEXUSD_LOG_FORMAT=json`: one JSON object per line with the keys Cloud Logging (and the Ops
 //! Agent's JSON parser) give a meaning to — `severity` under its own names (`DEBUG`, `INFO`,
 //! `WARNING`, `ERROR`), `message`, `time` in RFC 3339 — then `target`, the event's fields and the
-//! fields of the spans around it (`spans`, outermost first).
+//! fields of the spans around it (`spans`, outermost first). Inside a request with a trace
+//! ([`super::trace`]), also `logging.googleapis.com/trace`, `…/spanId` and `…/trace_sampled`.
 
 use std::fmt;
 
@@ -15,6 +16,8 @@ use tracing_subscriber::registry::LookupSpan;
 /// The JSON line format; with `journal`, each line also starts with its journal priority.
 pub(super) struct CloudLogging {
     pub journal: bool,
+    /// `GOOGLE_CLOUD_PROJECT`: trace names are `projects/<it>/traces/<id>`; the bare id without.
+    pub project: Option<String>,
 }
 
 /// Cloud Logging's `LogSeverity` name for a tracing level (it has no TRACE).
@@ -59,6 +62,7 @@ where
             line.entry(key).or_insert(value);
         }
         let spans = super::span_fields(ctx);
+        self.trace_keys(&spans, &mut line);
         if !spans.is_empty() {
             line.insert("spans".into(), Value::Array(spans));
         }
@@ -68,6 +72,30 @@ where
         // serde_json escapes newlines: one event is always one line.
         let text = serde_json::to_string(&Value::Object(line)).map_err(|_| fmt::Error)?;
         writeln!(writer, "{text}")
+    }
+}
+
+impl CloudLogging {
+    /// Cloud Logging's trace keys from the innermost span that carries a trace.
+    fn trace_keys(&self, spans: &[Value], line: &mut Map<String, Value>) {
+        use super::trace::{SAMPLED, SPAN_ID, TRACE_ID};
+        let Some(span) = spans.iter().rev().find(|s| s[TRACE_ID].is_string()) else {
+            return;
+        };
+        let id = span[TRACE_ID].as_str().unwrap_or_default();
+        let trace = match &self.project {
+            Some(project) => format!("projects/{project}/traces/{id}"),
+            None => id.to_string(),
+        };
+        line.insert("logging.googleapis.com/trace".into(), trace.into());
+        line.insert(
+            "logging.googleapis.com/spanId".into(),
+            span[SPAN_ID].clone(),
+        );
+        line.insert(
+            "logging.googleapis.com/trace_sampled".into(),
+            span[SAMPLED].as_bool().unwrap_or(false).into(),
+        );
     }
 }
 
