@@ -20,14 +20,22 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon: skills API, metrics, nightly backups, bootstrap, embedded cluster
     #[command(long_about = "\
-Run the daemon until SIGTERM or SIGINT.
+Run the daemon until SIGTERM, SIGINT or SIGHUP.
 
 The API listener (NEXUSD_API_ADDR) and the metrics listener (NEXUSD_METRICS_ADDR, /metrics in
 the Prometheus text format) open at once; /health answers 503 until the database is
 reachable and bootstrapped. Bootstrap (extensions + migrations) is retried with backoff, so nexusd
 may start before PostgreSQL. With no database configured, nexusd initialises and supervises an
 embedded cluster under NEXUSD_STATE_DIR (restarting it if it dies) and stops it on shutdown.
-Under systemd (Type=notify) it reports READY, STATUS and watchdog pings.")]
+Under systemd (Type=notify) it reports READY, STATUS and watchdog pings.
+
+SIGHUP is logged and stops nexusd in order, as SIGTERM does: it reads its configuration once and
+reloads nothing (restart it to apply a change). If nexusd is killed without stopping (SIGKILL, a
+crash), a guardian process stops the embedded PostgreSQL, so it never outlives nexusd.
+
+Logs go to stderr: text, or NEXUSD_LOG_FORMAT=json (severity, message, time, the fields) for
+Cloud Logging; when stderr is the journal (JOURNAL_STREAM), each line starts with its priority, so
+`journalctl -p err` finds the errors. PostgreSQL's own lines are logged at their own levels.")]
     Serve,
 
     /// Create the extensions and apply the schema migrations, then exit

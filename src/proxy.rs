@@ -25,6 +25,7 @@ use crate::http::body::{BodyError, read_body};
 use crate::http::cors::{self, CorsConfig};
 use crate::http::{HttpConfig, MAX_BODY_BYTES, json_response};
 use crate::telemetry::error_chain;
+use crate::telemetry::trace::{TraceContext, request_span};
 
 /// The variables read here, as `nexusd --help` lists them.
 pub const VARIABLES: &[Var] = &[
@@ -179,6 +180,16 @@ fn error(status: StatusCode, message: String) -> Response {
 }
 
 async fn forward(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
+    use tracing::Instrument;
+    // Cloud Run sets the trace headers: the proxy's lines join the request's trace (and the
+    // headers go on upstream, so the VM's lines do too).
+    let trace = trace_of(request.headers());
+    forward_in_span(proxy, request)
+        .instrument(request_span(trace.as_ref()))
+        .await
+}
+
+async fn forward_in_span(proxy: Arc<Proxy>, request: Request) -> Response {
     let started = Instant::now();
     let path = request.uri().path().to_string();
     if !forwarded(&path) {
@@ -363,6 +374,12 @@ async fn read_limited(
     tokio::time::timeout(time_left, read)
         .await
         .unwrap_or_else(|_| Err("Upstream timed out while sending its response".into()))
+}
+
+/// The request's trace, from the headers Cloud Run sets.
+fn trace_of(headers: &HeaderMap) -> Option<TraceContext> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    TraceContext::from_headers(header("traceparent"), header("x-cloud-trace-context"))
 }
 
 #[cfg(test)]

@@ -18,6 +18,8 @@ locals {
     ALLOWED_ORIGIN_REGEX  = var.allowed_origin_regex
     # One JSON object per line: Cloud Logging parses severity and fields.
     NEXUSD_LOG_FORMAT = "json"
+    # Trace names in those lines (projects/<it>/traces/<id>): Cloud Logging links them to Cloud Trace.
+    GOOGLE_CLOUD_PROJECT = var.project_id
   } : key => value if value != "" }
 }
 

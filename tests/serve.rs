@@ -364,3 +364,93 @@ async fn embedded_bootstrap_command_starts_and_stops_its_own_cluster() {
     assert!(output.status.success(), "{stdout}");
     assert!(stdout.contains("embedded cluster not running"), "{stdout}");
 }
+
+/// Whether `pid` is a live process: not gone and not a zombie waiting for a parent to reap it.
+fn running(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name in parentheses: `1234 (postgres) S …`.
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X')),
+        Err(_) => false,
+    }
+}
+
+/// Waits up to `limit` for the postmaster `pid` to be gone and its data directory released.
+async fn wait_gone(pid: i32, state: &Path, limit: Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while running(pid) || state.join("pg/postmaster.pid").exists() {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    true
+}
+
+#[tokio::test]
+async fn sighup_is_logged_and_stops_serve_and_its_embedded_cluster() {
+    let root = temp_root("nexusd-state-");
+    let state = root.join("state");
+    spawn_guardian(&state.join("pg"), &root);
+    let state_str = state.to_str().unwrap().to_string();
+    let mut nexusd = Nexusd::serve(&[("NEXUSD_STATE_DIR", state_str.as_str())]);
+    nexusd.wait_health(200, START).await;
+    let postmaster = postmaster_pid(&state).expect("postmaster.pid");
+
+    // What an SSH session closing does to a foreground `nexusd serve`.
+    kill(Pid::from_raw(nexusd.child.id() as i32), Signal::SIGHUP).unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = nexusd.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "still running after SIGHUP\n{}",
+            nexusd.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let log = nexusd.log_text();
+    assert!(status.success(), "{status}\n{log}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("SIGHUP") && l.contains("shutting down")),
+        "{log}"
+    );
+    assert!(log.contains("PostgreSQL stopped"), "{log}");
+    assert!(
+        wait_gone(postmaster, &state, Duration::from_secs(5)).await,
+        "PostgreSQL left running after SIGHUP\n{log}"
+    );
+}
+
+#[tokio::test]
+async fn a_killed_nexusd_does_not_leave_its_embedded_cluster_running() {
+    let root = temp_root("nexusd-state-");
+    let state = root.join("state");
+    spawn_guardian(&state.join("pg"), &root);
+    let state_str = state.to_str().unwrap().to_string();
+    let vars = [("NEXUSD_STATE_DIR", state_str.as_str())];
+    let mut nexusd = Nexusd::serve(&vars);
+    nexusd.wait_health(200, START).await;
+    let postmaster = postmaster_pid(&state).expect("postmaster.pid");
+
+    // No chance to clean up: SIGKILL.
+    nexusd.child.kill().unwrap();
+    nexusd.child.wait().unwrap();
+    assert!(
+        wait_gone(postmaster, &state, Duration::from_secs(10)).await,
+        "PostgreSQL (pid {postmaster}) still running 10 s after nexusd was killed"
+    );
+
+    // The next start finds nothing left behind and serves the same data.
+    let mut again = Nexusd::serve(&vars);
+    again.wait_health(200, START).await;
+    let log = again.log_text();
+    assert!(!log.contains("left running"), "{log}");
+    assert!(!log.contains("initialising"), "initdb ran twice\n{log}");
+    let (status, _) = again.terminate(Duration::from_secs(15));
+    assert!(status.success(), "{}", again.log_text());
+}

@@ -68,7 +68,7 @@ async fn run(command: Command) -> ExitCode {
         }
         Err(errors) => return configuration_error(&errors),
     };
-    crate::telemetry::init(&config.log);
+    crate::telemetry::init(&config.log, crate::telemetry::Role::of(&command));
     match execute(command, config).await {
         Ok(()) => ExitCode::SUCCESS,
         // `check` has printed every finding already.

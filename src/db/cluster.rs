@@ -1,14 +1,19 @@
 //! The embedded PostgreSQL cluster: when no database is configured nexusd finds the server
 //! binaries on the machine, `initdb`s a cluster under its state directory, runs `postgres` as a
-//! supervised child on a Unix socket (no TCP), and stops it cleanly on shutdown.
+//! supervised child on a Unix socket (no TCP), and stops it cleanly on shutdown. Its output goes
+//! to nexusd's log at PostgreSQL's own levels ([`pg_log`]); a guardian process stops it if nexusd
+//! dies without doing so ([`guardian`]).
 //!
 //! The same code starts the throwaway clusters of the test harness (with a TCP port and no fsync).
 
-use std::collections::VecDeque;
+mod guardian;
+mod pg_log;
+
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -16,10 +21,11 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::{Gid, Pid, Uid, User, chown, geteuid};
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{ConnectOptions, Connection};
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
+use tracing::Level;
 
+use self::pg_log::LogSink;
 use super::programs;
 
 /// The database the embedded cluster serves (the original's name).
@@ -31,8 +37,6 @@ const MIN_MAJOR: u32 = 13;
 
 /// How long a starting server may take before we give up (crash recovery can be slow).
 const START_TIMEOUT: Duration = Duration::from_secs(120);
-/// Lines of server output kept to explain a failed start.
-const LOG_TAIL: usize = 30;
 
 /// A set of PostgreSQL server programs (`postgres`, `initdb`) of one version.
 #[derive(Debug, Clone)]
@@ -286,7 +290,7 @@ impl Cluster {
             version = %self.bins.version,
             "initialising the embedded PostgreSQL cluster"
         );
-        let mut cmd = self.command("initdb");
+        let mut cmd = self.command(self.bins.program("initdb"));
         cmd.arg("-D")
             .arg(data)
             .arg("-U")
@@ -322,9 +326,11 @@ impl Cluster {
         Ok(true)
     }
 
-    /// Starts `postgres` as a child and waits until it accepts connections.
+    /// Starts `postgres` as a child for a one-off job (a command, a test) and waits until it
+    /// accepts connections. Its routine lines are logged at debug: they are not what the job
+    /// reports.
     pub async fn start(&self) -> Result<Postmaster> {
-        let mut postmaster = self.spawn()?;
+        let mut postmaster = self.spawn_logging(Level::DEBUG)?;
         match self.wait_ready(&mut postmaster).await {
             Ok(()) => Ok(postmaster),
             Err(e) => {
@@ -334,11 +340,16 @@ impl Cluster {
         }
     }
 
-    /// Starts `postgres` as a child, its output forwarded to our log.
+    /// Starts `postgres` as a child, its output forwarded to our log (routine lines at info).
     pub fn spawn(&self) -> Result<Postmaster> {
+        self.spawn_logging(Level::INFO)
+    }
+
+    /// Starts `postgres` as a child with its guardian; routine lines are logged at `routine`.
+    fn spawn_logging(&self, routine: Level) -> Result<Postmaster> {
         self.write_settings()?;
         self.private_dir(&self.spec.socket_dir)?;
-        let mut cmd = self.command("postgres");
+        let mut cmd = self.command(self.bins.program("postgres"));
         cmd.arg("-D")
             .arg(&self.spec.data_dir)
             .stdin(Stdio::null())
@@ -352,17 +363,19 @@ impl Cluster {
             .id()
             .map(|id| Pid::from_raw(id as i32))
             .ok_or_else(|| anyhow!("postgres exited at once"))?;
-        let tail = Arc::new(Mutex::new(VecDeque::with_capacity(LOG_TAIL)));
+        let log = LogSink::new(routine);
         if let Some(out) = child.stdout.take() {
-            tokio::spawn(forward_log(out, tail.clone()));
+            tokio::spawn(log.clone().forward(out));
         }
         if let Some(err) = child.stderr.take() {
-            tokio::spawn(forward_log(err, tail.clone()));
+            tokio::spawn(log.clone().forward(err));
         }
+        let guardian = guardian::spawn(self.command("/bin/sh"), pid, &self.spec.data_dir);
         Ok(Postmaster {
             child,
             pid,
-            tail,
+            log,
+            guardian,
             exited: false,
         })
     }
@@ -437,8 +450,9 @@ impl Cluster {
         Ok(())
     }
 
-    fn command(&self, program: &str) -> Command {
-        let mut cmd = Command::new(self.bins.program(program));
+    /// `program` run as the cluster's user, in a clean environment.
+    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new(program);
         // Neither our working directory nor our PG* environment concern the server.
         cmd.current_dir("/");
         // Nor do systemd's notification variables: the server would announce itself as us.
@@ -538,12 +552,15 @@ impl Cluster {
 }
 
 /// A running `postgres` child. Dropped without [`Postmaster::stop`] (e.g. a start abandoned at
-/// shutdown), it still gets an immediate-shutdown signal rather than being left behind.
+/// shutdown), it still gets an immediate-shutdown signal rather than being left behind; if nexusd
+/// dies without either, its guardian stops it.
 #[derive(Debug)]
 pub struct Postmaster {
     child: Child,
     pid: Pid,
-    tail: Arc<Mutex<VecDeque<String>>>,
+    log: LogSink,
+    /// Holds the guardian's pipe open while nexusd lives.
+    guardian: Option<Child>,
     /// Set once the process has been reaped, so its PID is never signalled again.
     exited: bool,
 }
@@ -551,6 +568,7 @@ pub struct Postmaster {
 impl Drop for Postmaster {
     fn drop(&mut self) {
         if !self.exited && matches!(self.child.try_wait(), Ok(None)) {
+            self.log.stopping.store(true, Ordering::Relaxed);
             tracing::warn!(
                 pid = self.pid.as_raw(),
                 "abandoning a starting PostgreSQL: immediate shutdown"
@@ -576,6 +594,18 @@ impl Postmaster {
     /// (SIGQUIT, safe: the next start replays the WAL) if that takes longer than `grace`, SIGKILL
     /// as a last resort. Takes at most `grace` + 2 s.
     pub async fn stop(mut self, grace: Duration) -> Result<()> {
+        // The sessions the server now ends are ours to end: not errors in the log.
+        self.log.stopping.store(true, Ordering::Relaxed);
+        let stopped = self.stop_escalating(grace).await;
+        if stopped.is_ok()
+            && let Some(guardian) = self.guardian.take()
+        {
+            guardian::release(guardian).await;
+        }
+        stopped
+    }
+
+    async fn stop_escalating(&mut self, grace: Duration) -> Result<()> {
         for (signal, wait) in [
             (Signal::SIGINT, grace),
             (Signal::SIGQUIT, Duration::from_secs(1)),
@@ -601,30 +631,7 @@ impl Postmaster {
 
     /// The server's last lines of output, for error messages.
     fn log_tail(&self) -> String {
-        self.tail
-            .lock()
-            .map(|t| t.iter().cloned().collect::<Vec<_>>().join("\n"))
-            .unwrap_or_default()
-    }
-}
-
-/// Copies the server's output into our log, keeping the last lines for error messages.
-async fn forward_log(stream: impl AsyncRead + Unpin, tail: Arc<Mutex<VecDeque<String>>>) {
-    let mut lines = BufReader::new(stream).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        if line.contains("PANIC:") || line.contains("FATAL:") {
-            tracing::error!(target: "postgres", "{line}");
-        } else if line.contains("ERROR:") || line.contains("WARNING:") {
-            tracing::warn!(target: "postgres", "{line}");
-        } else {
-            tracing::info!(target: "postgres", "{line}");
-        }
-        if let Ok(mut tail) = tail.lock() {
-            if tail.len() == LOG_TAIL {
-                tail.pop_front();
-            }
-            tail.push_back(line);
-        }
+        self.log.tail_text()
     }
 }
 

@@ -3,7 +3,6 @@
 //! the next run continues with what is left. `nexusd embed` runs it with a progress display;
 //! `nexusd serve` runs it in the background for patterns that have no embedding yet.
 
-use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,6 +15,7 @@ use super::{Embedder, Search, mixed_models_message, pattern_text};
 use crate::bootstrap::Readiness;
 use crate::db::Database;
 use crate::kb::search as store;
+use crate::telemetry::progress::Progress as Display;
 
 /// Which patterns a run embeds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,8 +212,8 @@ pub fn spawn_backfill(
     }))
 }
 
-/// `nexusd embed [--reembed] [--batch-size N]` against `pool`: a progress line on a terminal,
-/// a log line every few seconds otherwise; returns the summary line to print.
+/// `nexusd embed [--reembed] [--batch-size N]` against `pool`: progress on stderr (rate and
+/// time left on a terminal, a line per batch otherwise); returns the summary line to print.
 pub async fn command(
     pool: &PgPool,
     embedder: &Embedder,
@@ -225,40 +225,14 @@ pub async fn command(
     } else {
         Scope::Missing
     };
-    let terminal = std::io::stderr().is_terminal();
-    let started = Instant::now();
-    let mut last_report: Option<Instant> = None;
     let model = embedder.model_id();
     let cancel = CancellationToken::new();
-    let report = |p: Progress| {
-        let pct = if p.total == 0 {
-            100.0
-        } else {
-            p.done as f64 * 100.0 / p.total as f64
-        };
-        let secs = started.elapsed().as_secs_f64();
-        let rate = if secs > 0.0 {
-            p.done as f64 / secs
-        } else {
-            0.0
-        };
-        if terminal {
-            eprint!(
-                "\rembedding with {model}: {}/{} ({pct:5.1}%), {rate:.0}/s ",
-                p.done, p.total
-            );
-        } else if p.done == 0
-            || p.done == p.total
-            || last_report.is_none_or(|t| t.elapsed() > Duration::from_secs(5))
-        {
-            last_report = Some(Instant::now());
-            tracing::info!(done = p.done, total = p.total, model = %model, "embedding patterns");
-        }
-    };
-    let result = run(pool, embedder, scope, batch_size, &cancel, report).await;
-    if terminal {
-        eprintln!();
-    }
+    let mut display = Display::new(format!("embedding patterns with {model}"));
+    let result = run(pool, embedder, scope, batch_size, &cancel, |p| {
+        display.update(p.done, p.total)
+    })
+    .await;
+    display.finish();
     let summary = result?;
     let mut line = format!(
         "embedded {} patterns with {} in {:.1} s",

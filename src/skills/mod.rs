@@ -44,6 +44,7 @@ use crate::bootstrap::Readiness;
 use crate::http::body::read_body;
 use crate::http::{MAX_BODY_BYTES, cors, json_response};
 use crate::metrics::SkillOutcome;
+use crate::telemetry::trace::{TraceContext, request_span};
 use context::{API_VERSION, now_rfc3339};
 use error::SkillError;
 use registry::{Registry, Skill, SkillOutput};
@@ -126,6 +127,15 @@ async fn method_not_allowed() -> SkillError {
 
 /// Logs every request: method, path, origin, whether credentials came (never what), status, time.
 async fn log_request(request: Request, next: Next) -> Response {
+    use tracing::Instrument;
+    // What the request logs, this line included, carries its trace (Cloud Run sets the headers).
+    let trace = trace_of(request.headers());
+    log_request_in_span(request, next)
+        .instrument(request_span(trace.as_ref()))
+        .await
+}
+
+async fn log_request_in_span(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_string();
@@ -445,4 +455,10 @@ async fn cancel(State(state): State<AppState>, body: Body) -> Result<Response, S
             "Missing required field: task_id".into(),
         )),
     }
+}
+
+/// The request's trace, from the headers Cloud Run sets.
+fn trace_of(headers: &HeaderMap) -> Option<TraceContext> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    TraceContext::from_headers(header("traceparent"), header("x-cloud-trace-context"))
 }

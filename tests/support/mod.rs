@@ -338,16 +338,32 @@ impl Nexusd {
 
     /// Starts `nexusd <command>` on a free port (`serve` or `proxy`).
     pub fn start(command: &str, vars: &[(&str, &str)]) -> Self {
+        Self::launch(command, vars, false)
+    }
+
+    /// Starts `nexusd serve` with its log file as the journal: `JOURNAL_STREAM` names the file's
+    /// device and inode, as systemd sets it when stderr is the journal.
+    pub fn serve_to_journal(vars: &[(&str, &str)]) -> Self {
+        Self::launch("serve", vars, true)
+    }
+
+    fn launch(command: &str, vars: &[(&str, &str)], journal: bool) -> Self {
+        use std::os::unix::fs::MetadataExt;
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let log =
             std::env::temp_dir().join(format!("nexusd-test-{}-{port}.log", std::process::id()));
         let file = std::fs::File::create(&log).expect("creating the log file");
+        let meta = file.metadata().expect("the log file's metadata");
+        let stream = format!("{}:{}", meta.dev(), meta.ino());
         let metrics_addr = format!("127.0.0.1:{}", free_port());
         let mut all: Vec<(&str, &str)> = vec![
             ("NEXUSD_API_ADDR", addr.as_str()),
             ("NEXUSD_METRICS_ADDR", metrics_addr.as_str()),
         ];
+        if journal {
+            all.push(("JOURNAL_STREAM", stream.as_str()));
+        }
         all.extend_from_slice(vars);
         let child = nexusd_command(&[command], &all)
             .stdout(Stdio::null())
