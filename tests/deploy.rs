@@ -1,4 +1,5 @@
-//! The deployment files (systemd unit, cloud-init user-data, terraform, provisioning scripts),
+//! The deployment files (systemd unit, cloud-init user-data, terraform and its alert policies
+//! against monitoring/alerts.yml, provisioning scripts),
 //! checked by the Python scripts in `tests/deploy/`: one test per check, run with the test
 //! virtualenv's Python (`NEXUSD_TEST_VENV`, default `/opt/nexusd-test-venv`, made by
 //! `scripts/setup-debian --test` with python-hcl2). The tools they drive must be installed:
@@ -127,4 +128,9 @@ fn help_and_readme_list_every_variable() {
         "README.md's configuration table is out of date; between <!-- variables --> and \
          <!-- /variables --> it should read:\n{table}"
     );
+}
+
+#[test]
+fn alert_rules_and_cloud_monitoring_policies_agree() {
+    run_check("check_alert_parity.py", &[]);
 }

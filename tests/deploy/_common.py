@@ -3,8 +3,8 @@
 Each check is a script run by tests/deploy.rs (`cargo test --test deploy`) or by hand:
 `python3 tests/deploy/check_X.py`. It prints one line per assertion and exits 0 when all
 pass, 1 when any fails, 77 when it cannot run here for a reason that is not a failure (only:
-terraform not installed, since it is not a Debian package). Only the standard library and
-python-hcl2 (PyPI, in /opt/nexusd-test-venv) are used.
+terraform not installed, since it is not a Debian package). Only the standard library,
+python-hcl2 and PyYAML (PyPI, in /opt/nexusd-test-venv) are used.
 """
 
 from __future__ import annotations
