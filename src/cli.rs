@@ -153,8 +153,14 @@ unreachable upstream gives a JSON 502, one slower than NEXUSD_PROXY_TIMEOUT seco
 Validate every configuration variable, then check that PostgreSQL is reachable, recent enough,
 has pgvector and pg_stat_statements, and whether migrations are pending, and that the embeddings
 provider answers and matches the stored embeddings. Changes nothing. Prints
-one line per check (ok / warn / FAIL, with the fix) and exits 1 if any check failed.")]
-    Check,
+one line per check (ok / warn / FAIL, with the fix) and exits 1 if any check failed. --json
+prints one object instead: {\"ok\": bool, \"failures\": N, \"checks\": [{\"level\": \"ok\" | \"warn\" |
+\"fail\", \"message\": \"…\"}]}, the same findings in the same order.")]
+    Check {
+        /// Print one JSON object instead of a line per check
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

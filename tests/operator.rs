@@ -417,3 +417,56 @@ async fn progress_is_one_line_per_stage_off_a_terminal_and_redrawn_on_one() {
         "the line is redrawn in place: {screen:?}"
     );
 }
+
+#[tokio::test]
+async fn check_speaks_json_for_scripts() {
+    // Migrations pending are a warning: ok, exit 0, the findings in order, stdout only JSON.
+    let db = shared_db().await;
+    let out = nexusd_command(&["check", "--json"], &[("DATABASE_URL", &db.url())])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let report = json_out(&out);
+    assert_eq!(
+        (&report["ok"], &report["failures"]),
+        (&json!(true), &json!(0)),
+        "{report}"
+    );
+    let checks = report["checks"].as_array().unwrap();
+    assert!(
+        checks[0]["level"] == "ok"
+            && checks[0]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("configuration"),
+        "{report}"
+    );
+    assert!(
+        checks.iter().any(|c| c["level"] == "warn"
+            && c["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("migrations pending")),
+        "{report}"
+    );
+
+    // An invalid configuration: each problem a failed check, exit 1.
+    let out = nexusd_command(&["check", "--json"], &[("POSTGRES_PORT", "port")])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let report = json_out(&out);
+    assert_eq!(
+        (&report["ok"], &report["failures"]),
+        (&json!(false), &json!(1)),
+        "{report}"
+    );
+    assert_eq!(report["checks"][0]["level"], "fail");
+    assert!(
+        report["checks"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("POSTGRES_PORT"),
+        "{report}"
+    );
+}

@@ -122,8 +122,8 @@ fn reexec_with(vars: Vec<(String, String)>) -> std::io::Error {
 async fn run(command: Command, env_file: EnvFile) -> ExitCode {
     let config = match Config::from_env() {
         Ok(config) => Config { env_file, ..config },
-        Err(errors) if matches!(command, Command::Check) => {
-            check::report_invalid(&errors);
+        Err(errors) if matches!(command, Command::Check { .. }) => {
+            check::report_invalid(&errors, matches!(command, Command::Check { json: true }));
             return ExitCode::FAILURE;
         }
         Err(errors) => return configuration_error(&errors),
@@ -182,7 +182,7 @@ async fn execute(command: Command, config: Config) -> Result<()> {
             Box::pin(backup::restore(&config, &id, into.as_deref(), force)).await
         }
         Command::Status { json } => status::run(&config, json).await,
-        Command::Check => check::run(&config).await,
+        Command::Check { json } => check::run(&config, json).await,
     }
 }
 
@@ -190,7 +190,7 @@ async fn execute(command: Command, config: Config) -> Result<()> {
 fn needs_a_database(command: &Command) -> bool {
     !matches!(
         command,
-        Command::Serve | Command::Proxy | Command::Bootstrap | Command::Check
+        Command::Serve | Command::Proxy | Command::Bootstrap | Command::Check { .. }
     )
 }
 
