@@ -174,7 +174,8 @@ The object is kept only if pg_dump succeeded and the dump is complete; a manifes
 checksums and row counts is written last. Then old backups are pruned (see `backup prune`).
 A database without the knowledge-base tables is refused (nothing worth a backup: check
 DATABASE_URL or --env-file). Names are dev-nexus-YYYYmmdd_HHMMSS.sql.gz (UTC), with -2, -3, …
-added when that name is taken. Progress on a terminal (bytes dumped, rate), one line otherwise.
+added when that name is taken. Progress on a terminal (bytes dumped, rate; percent and time
+left against the previous backup's size), one line otherwise.
 A plain backup restores with: gunzip < dev-nexus-….sql.gz | psql DBNAME")]
     Run,
     /// List backups: name, time, size, duration, rows, verification

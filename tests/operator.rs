@@ -356,6 +356,11 @@ async fn progress_is_one_line_per_stage_off_a_terminal_and_redrawn_on_one() {
         stderr.contains(&format!("backup {name}: dump\n")),
         "{stderr}"
     );
+    // The next backup's dump is sized after this one (the time left on a terminal).
+    let again = nexusd(&db, &store, &["backup", "run"], &[]);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    let line = format!("backup {}: dump (about ", backup_name(&again));
+    assert!(stderr.contains(&line), "{stderr}");
 
     let target = format!("{}_progress", db.name);
     let restore = nexusd(&db, &store, &["restore", &name, "--into", &target], &[]);

@@ -250,10 +250,10 @@ impl Backups {
             self.pg_bindir.as_deref(),
             (server_version_num / 10_000) as u32,
         )?;
-        let name = self.free_name(started).await;
+        let (name, estimate) = self.free_name(started).await;
         let stage = progress
             .relabel(format!("backup {name}"))
-            .stage("dump", None);
+            .estimated_stage("dump", estimate);
         let spec = pipeline::DumpSpec {
             tools: tools.clone(),
             connection: self.db.tools.clone(),
@@ -334,7 +334,9 @@ impl Backups {
     /// The name for a backup started at `started` that the store does not hold yet (two backups
     /// within one second get `-2`, `-3`, …). When the store cannot be listed, the plain name:
     /// the store never overwrites an object, so a clash fails the upload rather than lose one.
-    async fn free_name(&self, started: DateTime<Utc>) -> String {
+    /// Also returns the raw size of the newest complete backup: about what this dump will be,
+    /// for the progress's time left.
+    async fn free_name(&self, started: DateTime<Utc>) -> (String, Option<u64>) {
         let listing = match self.store.list().await {
             Ok(listing) => listing,
             Err(e) => {
@@ -343,14 +345,31 @@ impl Backups {
             }
         };
         // An upload in progress (`<name>.<pid>.partial` in a local store) takes its name too.
-        manifest::unique_dump_name(started, self.config.format, |name| {
+        let name = manifest::unique_dump_name(started, self.config.format, |name| {
             listing.objects.iter().any(|o| o.name == name)
                 || listing.partials.iter().any(|p| {
                     p.name
                         .strip_prefix(name)
                         .is_some_and(|r| r.starts_with('.'))
                 })
-        })
+        });
+        let complete = |dump: &str| {
+            let manifest = format!("{dump}{MANIFEST_SUFFIX}");
+            listing.objects.iter().any(|o| o.name == manifest)
+        };
+        let previous = listing
+            .objects
+            .iter()
+            .filter(|o| manifest::is_dump(&o.name) && complete(&o.name))
+            .min_by(|a, b| newest_first((a.created, &a.name), (b.created, &b.name)));
+        let estimate = match previous {
+            Some(o) => self
+                .read_json::<Manifest>(&format!("{}{MANIFEST_SUFFIX}", o.name))
+                .await
+                .map(|m| m.raw_bytes),
+            None => None,
+        };
+        (name, estimate)
     }
 
     /// Every backup in the store, newest first, with its manifest and verification.

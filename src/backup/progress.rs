@@ -58,10 +58,23 @@ impl Progress {
 
     /// Starts a stage of `total` bytes (unknown: `None`); the job adds to its counter.
     pub fn stage(&self, name: &str, total: Option<u64>) -> Stage {
+        self.start(name, total, false)
+    }
+
+    /// Starts a stage whose size is only estimated (a backup's dump: the previous backup's
+    /// size), shown as "about"; the percent stops at 100 and the time left goes when the
+    /// estimate is passed.
+    pub fn estimated_stage(&self, name: &str, estimate: Option<u64>) -> Stage {
+        self.start(name, estimate, true)
+    }
+
+    fn start(&self, name: &str, total: Option<u64>, estimated: bool) -> Stage {
+        let about = if estimated { "about " } else { "" };
         let shared = Arc::new(Shared {
             label: self.label.clone(),
             name: name.to_string(),
             total,
+            about,
             started: Instant::now(),
             done: Arc::new(AtomicU64::new(0)),
             note: Mutex::new(None),
@@ -70,7 +83,7 @@ impl Progress {
             Mode::Off => None,
             Mode::Lines => {
                 let size = total
-                    .map(|t| format!(" ({})", megabytes(t)))
+                    .map(|t| format!(" ({about}{})", megabytes(t)))
                     .unwrap_or_default();
                 eprintln!("{}: {name}{size}", self.label);
                 None
@@ -99,6 +112,8 @@ struct Shared {
     label: String,
     name: String,
     total: Option<u64>,
+    /// `"about "` when `total` is an estimate.
+    about: &'static str,
     started: Instant,
     done: Arc<AtomicU64>,
     note: Mutex<Option<String>>,
@@ -124,8 +139,9 @@ impl Shared {
             Some(total) if total > 0 => {
                 let pct = (done as f64 * 100.0 / total as f64).min(100.0);
                 format!(
-                    "{head} {pct:5.1}% {} of {}",
+                    "{head} {pct:5.1}% {} of {}{}",
                     megabytes(done),
+                    self.about,
                     megabytes(total)
                 )
             }
@@ -214,6 +230,7 @@ mod tests {
             label: "restore x".into(),
             name: "load".into(),
             total,
+            about: "",
             started: Instant::now() - Duration::from_secs(seconds),
             done: Arc::new(AtomicU64::new(done)),
             note: Mutex::new(note.map(str::to_string)),
@@ -235,6 +252,12 @@ mod tests {
         assert!(line.ends_with(", index 3 of 7"), "{line}");
         let line = shared(None, 3_000_000, 2, None).line(false);
         assert_eq!(line, "restore x: load 3.0 MB, 1.5 MB/s");
+        let mut estimated = shared(Some(4_000_000), 1_000_000, 1, None);
+        estimated.about = "about ";
+        assert_eq!(
+            estimated.line(false),
+            "restore x: load  25.0% 1.0 MB of about 4.0 MB, 1.0 MB/s, 0:03 left"
+        );
         let line = shared(None, 3_000_000, 2, None).line(true);
         assert_eq!(line, "restore x: load 3.0 MB in 2.0 s (1.5 MB/s)");
     }
