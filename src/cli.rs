@@ -80,7 +80,9 @@ tables is refused unless --force, which drops its tables, views, sequences and f
 
 Refused while a nexusd serve holds the state directory (its embedded cluster is the configured
 database) or while other sessions are connected to the target database: the message names the
-PIDs; stop serve (systemctl stop nexusd) or restore into another database with --into NAME.
+PIDs; stop serve (systemctl stop nexusd) or restore into another database with --into NAME
+(--ignore-sessions loads under other sessions, but never under a serve holding the state
+directory).
 Afterwards the row counts of every table are compared with the manifest's, which were taken in
 the dump's own snapshot; any difference exits 1. Progress on a terminal (download, check, load
 with percent, rate and ETA; then indexes and constraints), one line per stage otherwise.")]
@@ -93,6 +95,10 @@ with percent, rate and ETA; then indexes and constraints), one line per stage ot
         /// Drop what the target database holds before restoring
         #[arg(long)]
         force: bool,
+        /// Load even while other sessions are connected to the target database (they see it
+        /// half-restored; a running serve is refused all the same)
+        #[arg(long)]
+        ignore_sessions: bool,
     },
 
     /// Load a Dev-Nexus JSON knowledge base (knowledge_base.json) into the database

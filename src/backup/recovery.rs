@@ -243,7 +243,7 @@ impl Backups {
 
     /// Restores backup `id` (a name or `latest`) into `into` (default: the configured
     /// database). Refuses a database that already holds tables unless `force`, which first drops
-    /// them, and one other sessions are connected to — but only once the object has been
+    /// them, and one other sessions are connected to unless `ignore_sessions` — but only once the object has been
     /// downloaded and checked: a backup that differs from its manifest, or is not what pg_dump
     /// writes, leaves the target untouched.
     pub async fn restore(
@@ -251,6 +251,7 @@ impl Backups {
         id: &str,
         into: Option<&str>,
         force: bool,
+        ignore_sessions: bool,
         progress: &Progress,
     ) -> Result<Restored> {
         let (name, manifest) = self.find(id).await?;
@@ -267,7 +268,7 @@ impl Backups {
         let checked = restore::check(&spool, &manifest, &progress)
             .await
             .with_context(|| format!("{name} was not restored and {target} was not touched"))?;
-        let mut conn = self.prepare_target(&target, force).await?;
+        let mut conn = self.prepare_target(&target, force, ignore_sessions).await?;
         let load_target = restore::LoadTarget {
             options: self.db.connect_options().clone().database(&target),
             tools: &tools,
@@ -287,9 +288,15 @@ impl Backups {
         })
     }
 
-    /// Creates `target` if missing; refuses it when other sessions are connected to it, or when
-    /// it holds tables unless `force`, which clears it. Returns a connection to it.
-    async fn prepare_target(&self, target: &str, force: bool) -> Result<PgConnection> {
+    /// Creates `target` if missing; refuses it when it holds tables unless `force` (which clears
+    /// it), and when other sessions are connected to it unless `ignore_sessions`. Returns a
+    /// connection to it.
+    async fn prepare_target(
+        &self,
+        target: &str,
+        force: bool,
+        ignore_sessions: bool,
+    ) -> Result<PgConnection> {
         let mut admin = PgConnection::connect_with(self.db.connect_options())
             .await
             .context("connecting to PostgreSQL")?;
@@ -298,27 +305,31 @@ impl Backups {
                 .bind(target)
                 .fetch_one(&mut admin)
                 .await?;
-        if exists {
-            refuse_if_in_use(&mut admin, target).await?;
-        } else {
+        if !exists {
             sqlx::query(&format!("CREATE DATABASE {}", quote_ident(target)))
                 .execute(&mut admin)
                 .await
                 .with_context(|| format!("creating database {target} (the role needs CREATEDB)"))?;
         }
-        admin.close().await.ok();
         let options = self.db.connect_options().clone().database(target);
         let mut conn = PgConnection::connect_with(&options)
             .await
             .with_context(|| format!("connecting to {target}"))?;
         let objects = restore::user_objects(&mut conn).await?;
+        if objects > 0 && !force {
+            bail!(
+                "database {target} is not empty ({objects} tables, views or sequences): restore into a new \
+                 database with --into NAME, or add --force to drop its contents first"
+            );
+        }
+        if exists && !ignore_sessions {
+            let ours: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+                .fetch_one(&mut conn)
+                .await?;
+            refuse_if_in_use(&mut admin, target, ours).await?;
+        }
+        admin.close().await.ok();
         if objects > 0 {
-            if !force {
-                bail!(
-                    "database {target} is not empty ({objects} tables, views or sequences): restore into a new \
-                     database with --into NAME, or add --force to drop its contents first"
-                );
-            }
             tracing::warn!(database = %target, objects, "--force: dropping the database's tables, views, sequences and functions");
             restore::clear(&mut conn)
                 .await
@@ -339,17 +350,19 @@ fn incomplete(name: &str) -> String {
 /// Fails when sessions other than ours are connected to `database` (a running `nexusd serve`'s
 /// pool, a psql, …): loading under them would show them a half-restored database, and `--force`
 /// would drop tables they use. Sessions that are just closing get [`IN_USE_GRACE`] to go.
-async fn refuse_if_in_use(admin: &mut PgConnection, database: &str) -> Result<()> {
+async fn refuse_if_in_use(admin: &mut PgConnection, database: &str, ours: i32) -> Result<()> {
     let deadline = Instant::now() + IN_USE_GRACE;
     loop {
         let sessions: Vec<(i32, String, String, String)> = sqlx::query_as(
             "SELECT pid, coalesce(nullif(application_name, ''), 'unnamed client'),
                     coalesce(host(client_addr), 'local socket'), coalesce(usename::text, '?')
                FROM pg_stat_activity
-              WHERE datname = $1 AND pid <> pg_backend_pid() AND backend_type = 'client backend'
+              WHERE datname = $1 AND pid <> pg_backend_pid() AND pid <> $2
+                AND backend_type = 'client backend'
               ORDER BY pid",
         )
         .bind(database)
+        .bind(ours)
         .fetch_all(&mut *admin)
         .await
         .context("looking for sessions on the target database")?;
@@ -363,8 +376,8 @@ async fn refuse_if_in_use(admin: &mut PgConnection, database: &str) -> Result<()
                 .collect();
             bail!(
                 "database {database} is in use by {} other session(s): {}; stop what uses it \
-                 (a nexusd serve: systemctl stop nexusd) or restore into another database with \
-                 --into NAME",
+                 (a nexusd serve: systemctl stop nexusd), restore into another database with \
+                 --into NAME, or load anyway with --ignore-sessions",
                 sessions.len(),
                 list.join(", ")
             );

@@ -227,12 +227,24 @@ async fn verify(backups: &Backups, id: Option<&str>) -> Result<()> {
     }
 }
 
-pub async fn restore(config: &Config, id: &str, into: Option<&str>, force: bool) -> Result<()> {
+pub async fn restore(
+    config: &Config,
+    id: &str,
+    into: Option<&str>,
+    force: bool,
+    ignore_sessions: bool,
+) -> Result<()> {
     refuse_under_serve(config, into)?;
     with_database(config, Needs::RunningServer, async |db, _| {
         let backups = open(config, db).await?;
         let r = backups
-            .restore(id, into, force, &Progress::stderr("restore"))
+            .restore(
+                id,
+                into,
+                force,
+                ignore_sessions,
+                &Progress::stderr("restore"),
+            )
             .await?;
         for e in &r.errors {
             println!("  note: the restore reported: {e}");

@@ -178,8 +178,14 @@ async fn execute(command: Command, config: Config) -> Result<()> {
         } => embed::run(&config, reembed, batch_size as usize).await,
         // Boxed: these futures are deep enough to exceed the compiler's layout recursion.
         Command::Backup { action } => Box::pin(backup::run(&config, action)).await,
-        Command::Restore { id, into, force } => {
-            Box::pin(backup::restore(&config, &id, into.as_deref(), force)).await
+        Command::Restore {
+            id,
+            into,
+            force,
+            ignore_sessions,
+        } => {
+            let restore = backup::restore(&config, &id, into.as_deref(), force, ignore_sessions);
+            Box::pin(restore).await
         }
         Command::Status { json } => status::run(&config, json).await,
         Command::Check { json } => check::run(&config, json).await,
