@@ -165,10 +165,13 @@ async fn restore_refuses_a_database_other_sessions_use_and_names_them() {
     let run = nexusd(&db, &store, &["backup", "run"], &[]);
     assert!(run.status.success(), "{}", text(&run));
     let name = backup_name(&run);
+    // A pool of its own, closed: only the session below is connected during the refusal.
+    let changer = db.pool().await;
     sqlx::raw_sql("DELETE FROM lessons_learned")
-        .execute(&db.pool().await)
+        .execute(&changer)
         .await
         .unwrap();
+    changer.close().await;
 
     let mut session = sqlx::PgConnection::connect_with(&db.options())
         .await
@@ -195,7 +198,20 @@ async fn restore_refuses_a_database_other_sessions_use_and_names_them() {
         .await
         .unwrap();
     assert_eq!(lessons, 0, "the refused restore touched the database");
+    // What the operator does: end what uses it (here also the test process's own idle pools).
     session.close().await.unwrap();
+    let mut admin = sqlx::PgConnection::connect_with(&db.options().database("postgres"))
+        .await
+        .unwrap();
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+          WHERE datname = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(&db.name)
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    admin.close().await.unwrap();
 
     let out = nexusd(&db, &store, &["restore", &name, "--force"], &[]);
     assert!(out.status.success(), "{}", text(&out));
