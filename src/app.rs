@@ -216,6 +216,8 @@ struct BackupTask {
     backups: Option<Arc<Backups>>,
     status: StatusHandle,
     schedule: Option<Schedule>,
+    /// Re-reads the store's newest backup and verification (`backup::follow`).
+    follower: Option<JoinHandle<()>>,
 }
 
 impl BackupTask {
@@ -232,7 +234,7 @@ impl BackupTask {
         )
         .await;
         let backups = match opened {
-            Ok(b) => Arc::new(b),
+            Ok(b) => Arc::new(b.expecting_tables(crate::bootstrap::KNOWLEDGE_BASE_TABLES)),
             Err(e) => {
                 let store = config.backup.destination.describe();
                 let why = format!("cannot open the backup store {store}: {e}");
@@ -245,12 +247,16 @@ impl BackupTask {
                     backups: None,
                     status,
                     schedule: None,
+                    follower: None,
                 };
             }
         };
-        // Remember the last good backup across restarts (/health, metrics) without delaying start.
-        let seed = backups.clone();
-        tokio::spawn(async move { seed.load_status().await });
+        // Remember the last good backup across restarts (/health, metrics) without delaying
+        // start, and follow the store: backups and verifications run by hand show too.
+        let follower = tokio::spawn(crate::backup::follow::follow(
+            backups.clone(),
+            config.backup.status_refresh,
+        ));
         let schedule = match crate::backup::schedule::start(backups.clone()).await {
             Ok(schedule) => schedule,
             Err(e) => {
@@ -263,6 +269,7 @@ impl BackupTask {
             backups: Some(backups),
             status,
             schedule,
+            follower: Some(follower),
         }
     }
 
@@ -270,6 +277,9 @@ impl BackupTask {
     /// cleanly.
     async fn stop(self, shutdown: &CancellationToken) {
         shutdown.cancelled().await;
+        if let Some(follower) = &self.follower {
+            follower.abort();
+        }
         if let (Some(schedule), Some(backups)) = (self.schedule, &self.backups) {
             schedule.stop(backups, DRAIN_TIMEOUT).await;
         }

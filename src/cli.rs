@@ -1,6 +1,10 @@
 //! The command line: one binary, one subcommand per job. Configuration comes from the
-//! environment, not from flags, so the systemd unit and a shell agree; `nexusd --help` lists
-//! every variable (the table is made from each capability's list in `config.rs`).
+//! environment, not from flags, so the systemd unit and a shell agree: every command reads the
+//! unit's environment file first (`--env-file`, default `/etc/nexusd/nexusd.env` when it
+//! exists), then the process environment; `nexusd --help` lists every variable (the table is
+//! made from each capability's list in `config.rs`).
+
+use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
@@ -9,9 +13,15 @@ use clap::{Parser, Subcommand};
     name = "nexusd",
     version,
     about = "One daemon for a Dev-Nexus VM: PostgreSQL bootstrap, backups, metrics and the skills API",
-    after_help = "Configuration comes from environment variables: `nexusd --help` lists them all."
+    after_help = "Configuration comes from environment variables and /etc/nexusd/nexusd.env: `nexusd --help` lists them all."
 )]
 pub struct Cli {
+    /// Read variables from this file first, as the systemd unit does (KEY=VALUE lines; the
+    /// process environment wins). Default: /etc/nexusd/nexusd.env when it exists; /dev/null
+    /// reads none
+    #[arg(long, global = true, value_name = "PATH")]
+    pub env_file: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -42,9 +52,26 @@ Cloud Logging; when stderr is the journal (JOURNAL_STREAM), each line starts wit
     #[command(long_about = "\
 Check the server (PostgreSQL 13 or newer), create the vector and pg_stat_statements extensions
 (over NEXUSD_BOOTSTRAP_DATABASE_URL when set) and apply the embedded, versioned migrations of the
-Dev-Nexus knowledge-base schema. Idempotent: a second run changes nothing. With the embedded
-cluster, uses the running one or starts it for the duration of the command.")]
+Dev-Nexus knowledge-base schema. Idempotent: a second run changes nothing. With no database
+configured, uses the embedded cluster under NEXUSD_STATE_DIR: the running one, or starts it for
+the duration of the command, creating it on first use (only serve and bootstrap create one; the
+other commands refuse to run without a database rather than use a new, empty one).")]
     Bootstrap,
+
+    /// Show whether serve runs, the database, migrations, backups and the last errors
+    #[command(long_about = "\
+Report, without changing anything: whether a nexusd serve is running (the state directory's lock,
+or the API answering on NEXUSD_API_ADDR) and its last errors from /health; whether the database
+answers, its version, and the migrations applied against those this nexusd knows; the backup
+store, the newest complete backup and its age, the last verification, incomplete objects; WAL
+archiving (not configured: nexusd takes logical dumps). The embedded cluster is never started.
+Exits 0 when everything is fine, 1 otherwise (each problem is listed). --json prints the same as
+one JSON object (see the README's Backups section).")]
+    Status {
+        /// Print one JSON object instead of text
+        #[arg(long)]
+        json: bool,
+    },
 
     /// Take, list, prune and verify backups
     Backup {
@@ -54,14 +81,21 @@ cluster, uses the running one or starts it for the duration of the command.")]
 
     /// Restore a backup into a database (refuses a non-empty one without --force)
     #[command(long_about = "\
-Stream backup ID from the store (GCS or the local directory), check its SHA-256 and CRC32C against
-its manifest, and load it into a database: the configured one by default, or --into NAME (created
-if missing). A database that already holds tables is refused unless --force, which drops its
-tables, views, sequences and functions first (stop `nexusd serve` before restoring over the live
-database). Afterwards the row counts of every table are compared with the manifest's, which were
-taken in the dump's own snapshot; any difference exits 1. Shows progress on a terminal.")]
+Download backup ID (or `latest`: the newest complete backup) from the store (GCS or the local
+directory), check its SHA-256 and CRC32C against its manifest, and load it into a database: the
+configured one by default, or --into NAME (created if missing). A database that already holds
+tables is refused unless --force, which drops its tables, views, sequences and functions first.
+
+Refused while a nexusd serve holds the state directory (its embedded cluster is the configured
+database) or while other sessions are connected to the target database: the message names the
+PIDs; stop serve (systemctl stop nexusd) or restore into another database with --into NAME
+(--ignore-sessions loads under other sessions, but never under a serve holding the state
+directory).
+Afterwards the row counts of every table are compared with the manifest's, which were taken in
+the dump's own snapshot; any difference exits 1. Progress on a terminal (download, check, load
+with percent, rate and ETA; then indexes and constraints), one line per stage otherwise.")]
     Restore {
-        /// Backup name, as `nexusd backup list` shows it
+        /// Backup name as `nexusd backup list` shows it, or `latest`
         id: String,
         /// Restore into this database instead of the configured one
         #[arg(long)]
@@ -69,6 +103,10 @@ taken in the dump's own snapshot; any difference exits 1. Shows progress on a te
         /// Drop what the target database holds before restoring
         #[arg(long)]
         force: bool,
+        /// Load even while other sessions are connected to the target database (they see it
+        /// half-restored; a running serve is refused all the same)
+        #[arg(long)]
+        ignore_sessions: bool,
     },
 
     /// Load a Dev-Nexus JSON knowledge base (knowledge_base.json) into the database
@@ -129,8 +167,14 @@ unreachable upstream gives a JSON 502, one slower than NEXUSD_PROXY_TIMEOUT seco
 Validate every configuration variable, then check that PostgreSQL is reachable, recent enough,
 has pgvector and pg_stat_statements, and whether migrations are pending, and that the embeddings
 provider answers and matches the stored embeddings. Changes nothing. Prints
-one line per check (ok / warn / FAIL, with the fix) and exits 1 if any check failed.")]
-    Check,
+one line per check (ok / warn / FAIL, with the fix) and exits 1 if any check failed. --json
+prints one object instead: {\"ok\": bool, \"failures\": N, \"checks\": [{\"level\": \"ok\" | \"warn\" |
+\"fail\", \"message\": \"…\"}]}, the same findings in the same order.")]
+    Check {
+        /// Print one JSON object instead of a line per check
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -142,10 +186,25 @@ custom archive), compressing it with gzip on all cores as it streams into the st
 (NEXUSD_BACKUP_BUCKET=gs://bucket/prefix, or NEXUSD_BACKUP_DIR, default $NEXUSD_STATE_DIR/backups).
 The object is kept only if pg_dump succeeded and the dump is complete; a manifest with sizes,
 checksums and row counts is written last. Then old backups are pruned (see `backup prune`).
+A database without the knowledge-base tables is refused (nothing worth a backup: check
+DATABASE_URL or --env-file). Names are dev-nexus-YYYYmmdd_HHMMSS.sql.gz (UTC), with -2, -3, …
+added when that name is taken. Progress on a terminal (bytes dumped, rate; percent and time
+left against the previous backup's size), one line otherwise.
 A plain backup restores with: gunzip < dev-nexus-….sql.gz | psql DBNAME")]
     Run,
     /// List backups: name, time, size, duration, rows, verification
-    List,
+    #[command(long_about = "\
+List the store's backups, newest first: name, time (UTC), compressed size, duration, rows and the
+last verification; an object without a manifest is shown as incomplete (not a backup).
+
+--json prints one object: {\"store\": \"…\", \"backups\": [{\"name\", \"time\" (RFC 3339, UTC),
+\"size_bytes\", \"duration_seconds\", \"rows\", \"complete\", \"verification\": null or {\"ok\",
+\"verified_at\", \"problems\"}}]}; duration_seconds and rows are null for incomplete objects.")]
+    List {
+        /// Print one JSON object instead of a table
+        #[arg(long)]
+        json: bool,
+    },
     /// Apply retention: delete complete backups older than NEXUSD_BACKUP_RETENTION_DAYS, keeping the newest NEXUSD_BACKUP_MIN_KEEP
     #[command(long_about = "\
 Delete complete backups older than NEXUSD_BACKUP_RETENTION_DAYS (30), always keeping the newest
@@ -163,9 +222,11 @@ At most NEXUSD_BACKUP_MAX_DELETIONS (10) backups go per run.")]
 Stream the backup back, check its SHA-256 and CRC32C against the manifest, restore it into a
 scratch database (the role needs CREATEDB), compare every table's row count with the manifest's,
 drop the scratch database, and record the result beside the backup (shown by `backup list`,
-/health, get_backup_status and the metrics). Exits 1 if the backup does not verify.")]
+/health, get_backup_status and the metrics; a running serve picks it up within
+NEXUSD_BACKUP_STATUS_REFRESH seconds). Exits 1 if the backup does not verify. Progress on a
+terminal (download, check, load: percent, rate, ETA), one line per stage otherwise.")]
     Verify {
-        /// Backup name (default: the newest complete backup)
+        /// Backup name, or `latest` (the default: the newest complete backup)
         id: Option<String>,
     },
 }

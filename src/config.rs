@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use crate::backup::BackupConfig;
 use crate::db::DatabaseConfig;
 use crate::embed::EmbeddingConfig;
+use crate::env::file::EnvFile;
 use crate::env::{ConfigErrors, Env, Var, absolute};
 use crate::metrics::MetricsConfig;
 use crate::skills::SkillsConfig;
@@ -30,14 +31,26 @@ pub struct Config {
     pub embedding: EmbeddingConfig,
     pub backup: BackupConfig,
     pub metrics: MetricsConfig,
+    /// The environment file the configuration came from, for messages.
+    pub env_file: EnvFile,
 }
 
 /// Variables read outside any one capability.
 const GENERAL: &[Var] = &[
     Var {
         name: "NEXUSD_STATE_DIR",
-        default: "/var/lib/nexusd (root), else ./.nexusd",
-        meaning: "embedded cluster (pg/, socket in run/) and local backups",
+        default: "/var/lib/nexusd (root), else $XDG_STATE_HOME/nexusd",
+        meaning: "embedded cluster (pg/, socket in run/), local backups, the download spool of verify and restore",
+    },
+    Var {
+        name: "XDG_STATE_HOME",
+        default: "~/.local/state",
+        meaning: "when not root and NEXUSD_STATE_DIR is unset, the state directory is $XDG_STATE_HOME/nexusd (never the current directory)",
+    },
+    Var {
+        name: "HOME",
+        default: "the user's",
+        meaning: "gives ~/.local/state when XDG_STATE_HOME is unset",
     },
     Var {
         name: "NOTIFY_SOCKET",
@@ -157,11 +170,18 @@ impl Config {
     fn read(env: &mut Env<'_>) -> Option<Config> {
         let database = DatabaseConfig::from_env(env);
         let skills = SkillsConfig::from_env(env);
-        let state_dir = env
-            .get("NEXUSD_STATE_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(default_state_dir);
-        let state_dir = absolute(&state_dir);
+        let state_dir = match env.get("NEXUSD_STATE_DIR") {
+            Some(dir) => Some(PathBuf::from(dir)),
+            None => {
+                let uid = nix::unistd::geteuid();
+                let account_home = || {
+                    let user = nix::unistd::User::from_uid(uid).ok().flatten();
+                    user.map(|u| u.dir)
+                };
+                default_state_dir(env, uid.is_root(), account_home)
+            }
+        };
+        let state_dir = absolute(&state_dir.unwrap_or_default());
         let log = LogConfig::from_env(env);
         let embedding = EmbeddingConfig::from_env(env);
         let backup = BackupConfig::from_env(env, &state_dir);
@@ -174,16 +194,41 @@ impl Config {
             embedding,
             backup,
             metrics,
+            env_file: EnvFile::None,
         })
     }
 }
 
-/// `/var/lib/nexusd` for root (the systemd unit's `StateDirectory=`), `./.nexusd` otherwise.
-fn default_state_dir() -> PathBuf {
-    if nix::unistd::geteuid().is_root() {
-        PathBuf::from("/var/lib/nexusd")
-    } else {
-        PathBuf::from(".nexusd")
+/// `/var/lib/nexusd` for root (the systemd unit's `StateDirectory=`); otherwise the XDG state
+/// directory, `$XDG_STATE_HOME/nexusd` or `~/.local/state/nexusd` — never the current directory,
+/// so a command run from elsewhere finds the same embedded cluster. Without `HOME`, the
+/// account's home directory (`account_home`, from the user database) stands in; `None` (with
+/// the error recorded) when nothing says where that is.
+fn default_state_dir(
+    env: &mut Env<'_>,
+    root: bool,
+    account_home: impl FnOnce() -> Option<PathBuf>,
+) -> Option<PathBuf> {
+    if root {
+        return Some(PathBuf::from("/var/lib/nexusd"));
+    }
+    // The XDG specification ignores a relative XDG_STATE_HOME.
+    if let Some(xdg) = env.get("XDG_STATE_HOME").map(PathBuf::from)
+        && xdg.is_absolute()
+    {
+        return Some(xdg.join("nexusd"));
+    }
+    let home = env.get("HOME").map(PathBuf::from).or_else(account_home);
+    match home {
+        Some(home) if home.is_absolute() => Some(home.join(".local/state/nexusd")),
+        _ => {
+            env.error(
+                "NEXUSD_STATE_DIR",
+                "is unset, and neither XDG_STATE_HOME nor HOME says where the default state \
+                 directory is: set NEXUSD_STATE_DIR",
+            );
+            None
+        }
     }
 }
 
@@ -228,6 +273,46 @@ mod tests {
         assert_eq!(config.log.format, LogFormat::Text);
         assert_eq!(config.log.filter, DEFAULT_LOG_FILTER);
         assert!(config.state_dir.is_absolute());
+    }
+
+    #[test]
+    fn the_default_state_directory_is_xdg_never_the_current_directory() {
+        let dir = |vars: &[(&str, &str)], root: bool| {
+            let map: HashMap<String, String> = vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let lookup = |k: &str| map.get(k).cloned();
+            let mut env = Env::new(&lookup);
+            let dir = default_state_dir(&mut env, root, || None);
+            (dir, env.finish(Some(())).is_ok())
+        };
+        assert_eq!(
+            dir(&[("HOME", "/home/op")], true),
+            (Some("/var/lib/nexusd".into()), true)
+        );
+        assert_eq!(
+            dir(&[("HOME", "/home/op")], false),
+            (Some("/home/op/.local/state/nexusd".into()), true)
+        );
+        assert_eq!(
+            dir(
+                &[("HOME", "/home/op"), ("XDG_STATE_HOME", "/srv/state")],
+                false
+            ),
+            (Some("/srv/state/nexusd".into()), true)
+        );
+        assert_eq!(
+            dir(&[("HOME", "/home/op"), ("XDG_STATE_HOME", "rel")], false),
+            (Some("/home/op/.local/state/nexusd".into()), true)
+        );
+        assert_eq!(dir(&[], false), (None, false));
+        let lookup = |_: &str| None;
+        let mut env = Env::new(&lookup);
+        assert_eq!(
+            default_state_dir(&mut env, false, || Some("/home/acct".into())),
+            Some("/home/acct/.local/state/nexusd".into())
+        );
     }
 
     #[test]

@@ -2,7 +2,10 @@
 //! problem, each naming its variable and what was expected, so an operator fixes them all at
 //! once. Each capability parses its own section with it (`backup::BackupConfig::from_env`, …);
 //! `config.rs` composes them. [`Var`] is how a capability documents the variables it reads:
-//! `nexusd --help` and the README's table are made from those lists.
+//! `nexusd --help` and the README's table are made from those lists. [`file`] reads the
+//! environment file (`--env-file`, `/etc/nexusd/nexusd.env`) every command starts from.
+
+pub mod file;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

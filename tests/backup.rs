@@ -123,7 +123,14 @@ async fn round_trip(store: Where) {
     let forced = nexusd(
         &db,
         &store,
-        &["restore", &name, "--into", &restored.name, "--force"],
+        &[
+            "restore",
+            &name,
+            "--into",
+            &restored.name,
+            "--force",
+            "--ignore-sessions",
+        ],
         &[],
     );
     assert!(forced.status.success(), "{}", text(&forced));

@@ -71,6 +71,11 @@ pub const VARIABLES: &[Var] = &[
         default: "60",
         meaning: "seconds one storage request may take before it fails (a hung store never holds a backup)",
     },
+    Var {
+        name: "NEXUSD_BACKUP_STATUS_REFRESH",
+        default: "30",
+        meaning: "seconds between serve's looks at the store (one listing), so a backup or verification run by hand shows in /health, get_backup_status and the metrics",
+    },
 ];
 
 /// Nightly backups: where they go, when, how long they are kept.
@@ -100,6 +105,9 @@ pub struct BackupConfig {
     pub retry_time_limit: std::time::Duration,
     /// `NEXUSD_BACKUP_REQUEST_TIMEOUT` (60): the deadline of one storage request.
     pub request_timeout: std::time::Duration,
+    /// `NEXUSD_BACKUP_STATUS_REFRESH` (30): how often `serve` re-reads the store's newest backup
+    /// and verification.
+    pub status_refresh: std::time::Duration,
 }
 
 /// Where backups are stored.
@@ -221,6 +229,13 @@ impl BackupConfig {
             request_timeout: seconds(env.bounded(
                 "NEXUSD_BACKUP_REQUEST_TIMEOUT",
                 60,
+                1,
+                3600,
+                "a number of seconds, 1 to 3600",
+            )),
+            status_refresh: seconds(env.bounded(
+                "NEXUSD_BACKUP_STATUS_REFRESH",
+                30,
                 1,
                 3600,
                 "a number of seconds, 1 to 3600",

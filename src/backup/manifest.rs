@@ -15,6 +15,8 @@ pub const MANIFEST_SUFFIX: &str = ".manifest.json";
 pub const VERIFY_SUFFIX: &str = ".verify.json";
 /// Backups are named `dev-nexus-YYYYmmdd_HHMMSS` plus this, as the original's cron job did.
 const NAME_PREFIX: &str = "dev-nexus-";
+/// The name `restore` and `backup verify` take for the newest complete backup.
+pub const LATEST: &str = "latest";
 
 /// The object name for a dump taken at `at`.
 pub fn dump_name(at: DateTime<Utc>, format: DumpFormat) -> String {
@@ -23,6 +25,44 @@ pub fn dump_name(at: DateTime<Utc>, format: DumpFormat) -> String {
         at.format("%Y%m%d_%H%M%S"),
         extension(format)
     )
+}
+
+/// The name for a dump taken at `at` that is not `taken` yet: [`dump_name`], or when two backups
+/// start within one second, the same with `-2`, `-3`, … before the extension (still a dump name
+/// to [`is_dump`], so retention, `backup list` and `restore` treat it like any other).
+pub fn unique_dump_name(
+    at: DateTime<Utc>,
+    format: DumpFormat,
+    taken: impl Fn(&str) -> bool,
+) -> String {
+    let name = dump_name(at, format);
+    if !taken(&name) {
+        return name;
+    }
+    let base = format!("{NAME_PREFIX}{}", at.format("%Y%m%d_%H%M%S"));
+    (2u32..)
+        .map(|n| format!("{base}-{n}{}", extension(format)))
+        .find(|name| !taken(name))
+        .unwrap_or(name)
+}
+
+/// Orders dump names by when they were taken: the time stamp, then the `-N` suffix (none
+/// counts as 1), so `…_020005-2` comes after `…_020005` although `-` sorts before `.`.
+pub fn name_order(name: &str) -> (&str, u32) {
+    let stem = name
+        .strip_prefix(NAME_PREFIX)
+        .and_then(|n| {
+            n.strip_suffix(".sql.gz")
+                .or_else(|| n.strip_suffix(".dump.gz"))
+        })
+        .unwrap_or(name);
+    match stem.rsplit_once('-') {
+        Some((stamp, n)) => match n.parse() {
+            Ok(n) => (stamp, n),
+            Err(_) => (stem, 1),
+        },
+        None => (stem, 1),
+    }
 }
 
 pub fn extension(format: DumpFormat) -> &'static str {
@@ -116,5 +156,37 @@ mod tests {
         assert!(is_dump("dev-nexus-20261124_020005.sql.gz"));
         assert!(!is_dump("dev-nexus-20261124_020005.sql.gz.manifest.json"));
         assert!(!is_dump("notes.txt"));
+    }
+
+    #[test]
+    fn two_backups_in_one_second_get_distinct_names_that_still_count() {
+        let at = Utc.with_ymd_and_hms(2026, 11, 24, 2, 0, 5).unwrap();
+        let taken = [
+            "dev-nexus-20261124_020005.sql.gz",
+            "dev-nexus-20261124_020005-2.sql.gz",
+        ];
+        let name = unique_dump_name(at, DumpFormat::Plain, |n| taken.contains(&n));
+        assert_eq!(name, "dev-nexus-20261124_020005-3.sql.gz");
+        assert!(is_dump(&name));
+        assert_eq!(
+            unique_dump_name(at, DumpFormat::Custom, |n| taken.contains(&n)),
+            "dev-nexus-20261124_020005.dump.gz"
+        );
+        let mut names = vec![
+            "dev-nexus-20261124_020005-2.sql.gz",
+            "dev-nexus-20261124_020006.sql.gz",
+            "dev-nexus-20261124_020005-10.sql.gz",
+            "dev-nexus-20261124_020005.sql.gz",
+        ];
+        names.sort_by_key(|n| name_order(n));
+        assert_eq!(
+            names,
+            [
+                "dev-nexus-20261124_020005.sql.gz",
+                "dev-nexus-20261124_020005-2.sql.gz",
+                "dev-nexus-20261124_020005-10.sql.gz",
+                "dev-nexus-20261124_020006.sql.gz",
+            ]
+        );
     }
 }

@@ -1,12 +1,16 @@
 //! Backups: nightly `pg_dump` streamed through gzip into a store (GCS or a local directory),
 //! with a manifest written last, retention that never loses the last good backups, restore and
 //! verified restore. One entry point per job: [`Backups::run`], [`Backups::prune`],
-//! [`Backups::list`], [`Backups::verify`], [`Backups::restore`]; [`schedule`] runs the first and
-//! the fourth on their cron schedules inside `nexusd serve`.
+//! [`Backups::list`], [`Backups::verify`], [`Backups::restore`] (the last two in `recovery.rs`);
+//! [`schedule`] runs the first and the fourth on their cron schedules inside `nexusd serve`, and
+//! [`follow`] keeps serve's view of the store current.
 
 pub(crate) mod config;
+pub(crate) mod follow;
 mod manifest;
 mod pipeline;
+pub(crate) mod progress;
+mod recovery;
 pub(crate) mod restore;
 mod retention;
 pub(crate) mod schedule;
@@ -15,7 +19,9 @@ pub(crate) mod status;
 mod store;
 
 pub use config::{BackupConfig, BackupDestination, DumpFormat, VARIABLES};
-pub use manifest::{Compression, MANIFEST_SUFFIX, Manifest, Verification};
+pub use manifest::{Compression, LATEST, MANIFEST_SUFFIX, Manifest, Verification};
+pub use progress::Progress;
+pub use recovery::Restored;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -25,36 +31,19 @@ use anyhow::{Context, Result, anyhow, bail};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sha2::Digest;
 use sqlx::{Connection, PgConnection};
 use tokio_util::sync::CancellationToken;
 
 use crate::db::Database;
 use crate::db::cluster::quote_ident;
 use crate::db::tools::ClientTools;
-use manifest::VERIFY_SUFFIX;
+use manifest::{VERIFY_SUFFIX, name_order};
 use retention::{Plan, Policy};
-use status::{Attempt, Outcome, StatusHandle, Success, VerifyRecord};
+use status::{Attempt, Outcome, StatusHandle};
 use store::{Store, StoreError};
 
 /// Session advisory lock held during a backup, so two nexusd instances never dump at once.
 pub const BACKUP_LOCK: i64 = 0x6e65_7875_7364_0001;
-/// Session advisory lock held during a verification (advisory locks belong to one database):
-/// while it is held, no other verification of this database runs, so every scratch database of
-/// this database left over is stale.
-const VERIFY_LOCK: i64 = 0x6e65_7875_7364_0002;
-/// Scratch databases of verifications are named with this prefix, then a hash of the source
-/// database's name (so the servers' other databases' verifications are left alone).
-const SCRATCH_PREFIX: &str = "nexusd_verify_";
-
-/// `nexusd_verify_<8 hex digits of the source database's name>_`.
-fn scratch_prefix(database: &str) -> String {
-    let digest = sha2::Sha256::digest(database.as_bytes());
-    format!(
-        "{SCRATCH_PREFIX}{:08x}_",
-        u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]])
-    )
-}
 
 /// Why a backup did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -79,15 +68,6 @@ pub struct Entry {
     pub verification: Option<Verification>,
 }
 
-/// What `restore` did.
-#[derive(Debug, Clone)]
-pub struct Restored {
-    pub name: String,
-    pub database: String,
-    pub mismatches: Vec<String>,
-    pub errors: Vec<String>,
-}
-
 pub struct Backups {
     config: BackupConfig,
     store: Store,
@@ -98,6 +78,11 @@ pub struct Backups {
     status: StatusHandle,
     /// One backup or verification at a time in this process.
     running: tokio::sync::Mutex<()>,
+    /// A backup finding none of these tables (`public.<name>`) fails: the database is not the
+    /// knowledge base (empty: no such check).
+    expected_tables: &'static [&'static str],
+    /// What [`follow`] read last from the store.
+    followed: std::sync::Mutex<follow::Seen>,
 }
 
 impl Backups {
@@ -118,7 +103,16 @@ impl Backups {
             spool_dir,
             status,
             running: tokio::sync::Mutex::new(()),
+            expected_tables: &[],
+            followed: Default::default(),
         })
+    }
+
+    /// Backups of a database holding none of `tables` (in schema `public`) fail instead of
+    /// storing a dump of nothing (a command pointed at the wrong database).
+    pub fn expecting_tables(mut self, tables: &'static [&'static str]) -> Self {
+        self.expected_tables = tables;
+        self
     }
 
     pub fn status(&self) -> &StatusHandle {
@@ -133,8 +127,13 @@ impl Backups {
         &self.config
     }
 
-    /// Takes one backup now (the nightly job's code path). Records the outcome in the status.
-    pub async fn run(&self, cancel: CancellationToken) -> Result<Manifest, BackupError> {
+    /// Takes one backup now (the nightly job's code path), showing `progress`. Records the
+    /// outcome in the status.
+    pub async fn run(
+        &self,
+        cancel: CancellationToken,
+        progress: &Progress,
+    ) -> Result<Manifest, BackupError> {
         let Ok(_running) = self.running.try_lock() else {
             return Err(BackupError::Busy);
         };
@@ -152,7 +151,7 @@ impl Backups {
             })
         };
         // Boxed: the pipeline's future is too deep to nest unboxed in callers'.
-        let result = Box::pin(self.take(started, stop.clone())).await;
+        let result = Box::pin(self.take(started, stop.clone(), progress)).await;
         deadline.abort();
         let result = match result {
             Err(BackupError::Failed(e)) if stop.is_cancelled() && !cancel.is_cancelled() => {
@@ -175,12 +174,7 @@ impl Backups {
                         name: Some(m.name.clone()),
                         error: None,
                     });
-                    s.last_success = Some(Success {
-                        name: m.name.clone(),
-                        finished_at: m.finished_at,
-                        compressed_bytes: m.compressed_bytes,
-                        duration_seconds: m.duration_seconds,
-                    });
+                    s.last_success = Some(follow::success(m));
                 }
                 Err(e) => {
                     let outcome = match e {
@@ -221,9 +215,9 @@ impl Backups {
         &self,
         started: DateTime<Utc>,
         cancel: CancellationToken,
+        progress: &Progress,
     ) -> Result<Manifest, BackupError> {
         let clock = Instant::now();
-        let name = manifest::dump_name(started, self.config.format);
         let mut conn = PgConnection::connect_with(self.db.connect_options())
             .await
             .context("connecting to PostgreSQL for the backup")?;
@@ -251,10 +245,15 @@ impl Backups {
         let tables = count_tables(&mut conn)
             .await
             .context("counting rows for the manifest")?;
+        self.check_tables(&database, &tables)?;
         let tools = ClientTools::locate(
             self.pg_bindir.as_deref(),
             (server_version_num / 10_000) as u32,
         )?;
+        let (name, estimate) = self.free_name(started).await;
+        let stage = progress
+            .relabel(format!("backup {name}"))
+            .estimated_stage("dump", estimate);
         let spec = pipeline::DumpSpec {
             tools: tools.clone(),
             connection: self.db.tools.clone(),
@@ -262,6 +261,7 @@ impl Backups {
             level: self.config.gzip_level,
             snapshot: snapshot.clone(),
             workers: pipeline::default_workers(),
+            dumped: stage.counter(),
         };
         let dumped = pipeline::dump(&self.store, &name, spec, cancel).await;
         // The snapshot and the lock end with the session either way.
@@ -269,8 +269,8 @@ impl Backups {
         conn.close().await.ok();
         let dumped =
             dumped.with_context(|| format!("dumping {database} to {}", self.store.describe()))?;
+        stage.finish();
 
-        let finished = Utc::now();
         let manifest = Manifest {
             manifest_version: 1,
             name: name.clone(),
@@ -291,7 +291,7 @@ impl Backups {
             server_version,
             pg_dump_version: tools.version,
             started_at: started,
-            finished_at: finished,
+            finished_at: Utc::now(),
             duration_seconds: clock.elapsed().as_secs_f64(),
             snapshot,
             tables,
@@ -309,6 +309,67 @@ impl Backups {
             .await
             .map_err(|e| anyhow!("writing the manifest of {name}: {e}"))?;
         Ok(manifest)
+    }
+
+    /// Refuses a database holding none of the knowledge-base tables: a dump of it would be a
+    /// "backup" of nothing (a command pointed at the wrong or a new database).
+    fn check_tables(&self, database: &str, tables: &BTreeMap<String, i64>) -> Result<()> {
+        if self.expected_tables.is_empty()
+            || self
+                .expected_tables
+                .iter()
+                .any(|t| tables.contains_key(&format!("public.{t}")))
+        {
+            return Ok(());
+        }
+        bail!(
+            "database {database} holds none of the knowledge-base tables ({}, …; {} tables in all): \
+             it is not the knowledge base, so nothing was backed up; check DATABASE_URL (or \
+             --env-file), or run `nexusd bootstrap` first on a new database",
+            self.expected_tables[..self.expected_tables.len().min(3)].join(", "),
+            tables.len()
+        )
+    }
+
+    /// The name for a backup started at `started` that the store does not hold yet (two backups
+    /// within one second get `-2`, `-3`, …). When the store cannot be listed, the plain name:
+    /// the store never overwrites an object, so a clash fails the upload rather than lose one.
+    /// Also returns the raw size of the newest complete backup: about what this dump will be,
+    /// for the progress's time left.
+    async fn free_name(&self, started: DateTime<Utc>) -> (String, Option<u64>) {
+        let listing = match self.store.list().await {
+            Ok(listing) => listing,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list the store to choose the backup's name");
+                Default::default()
+            }
+        };
+        // An upload in progress (`<name>.<pid>.partial` in a local store) takes its name too.
+        let name = manifest::unique_dump_name(started, self.config.format, |name| {
+            listing.objects.iter().any(|o| o.name == name)
+                || listing.partials.iter().any(|p| {
+                    p.name
+                        .strip_prefix(name)
+                        .is_some_and(|r| r.starts_with('.'))
+                })
+        });
+        let complete = |dump: &str| {
+            let manifest = format!("{dump}{MANIFEST_SUFFIX}");
+            listing.objects.iter().any(|o| o.name == manifest)
+        };
+        let previous = listing
+            .objects
+            .iter()
+            .filter(|o| manifest::is_dump(&o.name) && complete(&o.name))
+            .min_by(|a, b| newest_first((a.created, &a.name), (b.created, &b.name)));
+        let estimate = match previous {
+            Some(o) => self
+                .read_json::<Manifest>(&format!("{}{MANIFEST_SUFFIX}", o.name))
+                .await
+                .map(|m| m.raw_bytes),
+            None => None,
+        };
+        (name, estimate)
     }
 
     /// Every backup in the store, newest first, with its manifest and verification.
@@ -343,7 +404,7 @@ impl Backups {
                 verification,
             });
         }
-        entries.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| b.name.cmp(&a.name)));
+        entries.sort_by(|a, b| newest_first((a.created, &a.name), (b.created, &b.name)));
         Ok(entries)
     }
 
@@ -432,342 +493,12 @@ impl Backups {
         }
         Ok(plan)
     }
-
-    /// The newest complete backup's name.
-    async fn newest(&self) -> Result<String> {
-        self.list()
-            .await?
-            .into_iter()
-            .find(|e| e.complete)
-            .map(|e| e.name)
-            .ok_or_else(|| anyhow!("there is no complete backup in {}", self.store.describe()))
-    }
-
-    async fn manifest_of(&self, name: &str) -> Result<Manifest> {
-        let bytes = self
-            .store
-            .read_all(&format!("{name}{MANIFEST_SUFFIX}"))
-            .await
-            .map_err(|e| match e {
-                StoreError::NotFound(_) => {
-                    anyhow!("{name} has no manifest: it is not a complete backup")
-                }
-                other => anyhow!("reading the manifest of {name}: {other}"),
-            })?;
-        serde_json::from_slice(&bytes)
-            .with_context(|| format!("the manifest of {name} is unreadable"))
-    }
-
-    fn tools_for(&self, manifest: &Manifest) -> Result<ClientTools> {
-        let major = manifest
-            .server_version
-            .split(|c: char| !c.is_ascii_digit())
-            .next()
-            .and_then(|m| m.parse().ok())
-            .unwrap_or(13);
-        ClientTools::locate(self.pg_bindir.as_deref(), major)
-    }
-
-    /// Restores backup `id` (default: the newest) into a scratch database, checks the object's
-    /// hashes and the restored row counts against the manifest, drops the scratch database and
-    /// records the result beside the backup. An object that differs from its manifest, or is not
-    /// what pg_dump writes, is never loaded: the verification fails with the reason.
-    pub async fn verify(&self, id: Option<&str>) -> Result<Verification> {
-        let Ok(_running) = self.running.try_lock() else {
-            bail!("a backup or verification is already running");
-        };
-        let clock = Instant::now();
-        let name = match id {
-            Some(id) => id.to_string(),
-            None => self.newest().await?,
-        };
-        let manifest = self.manifest_of(&name).await?;
-        let tools = self.tools_for(&manifest)?;
-        let mut admin = PgConnection::connect_with(self.db.connect_options())
-            .await
-            .context("connecting to PostgreSQL")?;
-        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(VERIFY_LOCK)
-            .fetch_one(&mut admin)
-            .await
-            .context("taking the verification lock")?;
-        if !locked {
-            bail!("another nexusd is verifying a backup of this database");
-        }
-        let prefix = scratch_prefix(self.db.tools.database());
-        drop_stale_scratch(&mut admin, &prefix).await;
-        let spool = restore::spool(&self.store, &manifest, &self.spool_dir).await?;
-        let scratch = format!("{prefix}{}", Utc::now().format("%Y%m%d%H%M%S%3f"));
-        let outcome = if !spool.intact() {
-            Err(anyhow!("not loaded: the object differs from its manifest"))
-        } else if let Err(e) = restore::check(&spool, &manifest).await {
-            Err(anyhow!("not loaded: {e:#}"))
-        } else {
-            Ok(self
-                .load_scratch(&mut admin, &scratch, &spool, &manifest, &tools)
-                .await?)
-        };
-        admin.close().await.ok();
-        let (restore_errors, mismatches, loaded) = match outcome {
-            Ok((errors, counts)) => (
-                errors,
-                restore::compare_counts(&manifest.tables, &counts),
-                true,
-            ),
-            Err(e) => (vec![format!("{e:#}")], Vec::new(), false),
-        };
-        let verification = Verification {
-            name: name.clone(),
-            verified_at: Utc::now(),
-            ok: spool.intact() && loaded && mismatches.is_empty(),
-            sha256_ok: spool.sha256_ok,
-            crc32c_ok: spool.crc32c_ok,
-            rows_ok: loaded && mismatches.is_empty(),
-            mismatches,
-            restore_errors,
-            scratch_database: scratch,
-            duration_seconds: clock.elapsed().as_secs_f64(),
-        };
-        self.record_verification(&verification).await?;
-        Ok(verification)
-    }
-
-    /// Loads a checked spool into a new scratch database, counts its rows and drops it.
-    async fn load_scratch(
-        &self,
-        admin: &mut PgConnection,
-        scratch: &str,
-        spool: &restore::Spool,
-        manifest: &Manifest,
-        tools: &ClientTools,
-    ) -> Result<(Vec<String>, BTreeMap<String, i64>)> {
-        sqlx::query(&format!("CREATE DATABASE {}", quote_ident(scratch)))
-            .execute(&mut *admin)
-            .await
-            .with_context(|| {
-                format!("creating the scratch database {scratch} (the role needs CREATEDB)")
-            })?;
-        let options = self.db.connect_options().clone().database(scratch);
-        let outcome = async {
-            let target = restore::LoadTarget {
-                options: options.clone(),
-                tools,
-                connection: self.db.tools.with_database(scratch),
-            };
-            let errors = Box::pin(restore::load(spool, manifest, target, false)).await?;
-            let mut conn = PgConnection::connect_with(&options)
-                .await
-                .context("connecting to the scratch database")?;
-            let counts = restore::count_rows(&mut conn, &manifest.tables).await?;
-            conn.close().await.ok();
-            Ok::<_, anyhow::Error>((errors, counts))
-        }
-        .await;
-        let dropped = sqlx::query(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            quote_ident(scratch)
-        ))
-        .execute(&mut *admin)
-        .await;
-        if let Err(e) = dropped {
-            tracing::error!(database = %scratch, error = %e, "could not drop the scratch database; the next verification drops it");
-        }
-        outcome
-    }
-
-    async fn record_verification(&self, v: &Verification) -> Result<()> {
-        let verify_name = format!("{}{VERIFY_SUFFIX}", v.name);
-        // A newer verification replaces an older one.
-        if let Ok(listing) = self.store.list().await
-            && let Some(old) = listing.objects.iter().find(|o| o.name == verify_name)
-        {
-            self.store.delete(&verify_name, old.generation).await.ok();
-        }
-        let body = serde_json::to_vec_pretty(v)?;
-        self.store
-            .put(&verify_name, Bytes::from(body), "application/json")
-            .await
-            .map_err(|e| anyhow!("recording the verification of {}: {e}", v.name))?;
-        let detail = if v.ok {
-            None
-        } else if !v.sha256_ok || !v.crc32c_ok {
-            Some("the object's checksums differ from the manifest".to_string())
-        } else {
-            Some(v.mismatches.join("; "))
-        };
-        self.status.update(|s| {
-            s.last_verify = Some(VerifyRecord {
-                name: v.name.clone(),
-                verified_at: v.verified_at,
-                ok: v.ok,
-                detail: detail.clone(),
-            });
-            if v.ok {
-                s.last_verify_success_at = Some(v.verified_at);
-            }
-        });
-        if v.ok {
-            tracing::info!(name = %v.name, seconds = v.duration_seconds, "backup verified");
-        } else {
-            tracing::error!(name = %v.name, problem = ?detail, "backup verification FAILED");
-        }
-        Ok(())
-    }
-
-    /// Restores backup `id` into `into` (default: the configured database). Refuses a database
-    /// that already holds tables unless `force`, which first drops them — but only once the
-    /// object has been downloaded and checked: a backup that differs from its manifest, or is not
-    /// what pg_dump writes, leaves the target untouched.
-    pub async fn restore(
-        &self,
-        id: &str,
-        into: Option<&str>,
-        force: bool,
-        progress: bool,
-    ) -> Result<Restored> {
-        let manifest = self.manifest_of(id).await?;
-        let tools = self.tools_for(&manifest)?;
-        let target = into.unwrap_or(self.db.tools.database()).to_string();
-        let spool = restore::spool(&self.store, &manifest, &self.spool_dir).await?;
-        if !spool.intact() {
-            bail!(
-                "{id} differs from its manifest (SHA-256 or CRC32C or size): it was not restored and \
-                 {target} was not touched"
-            );
-        }
-        restore::check(&spool, &manifest)
-            .await
-            .with_context(|| format!("{id} was not restored and {target} was not touched"))?;
-        let mut conn = self.prepare_target(&target, force).await?;
-        let load_target = restore::LoadTarget {
-            options: self.db.connect_options().clone().database(&target),
-            tools: &tools,
-            connection: self.db.tools.with_database(&target),
-        };
-        let errors = Box::pin(restore::load(&spool, &manifest, load_target, progress)).await?;
-        let counts = restore::count_rows(&mut conn, &manifest.tables).await?;
-        conn.close().await.ok();
-        Ok(Restored {
-            name: manifest.name,
-            database: target,
-            mismatches: restore::compare_counts(&manifest.tables, &counts),
-            errors,
-        })
-    }
-
-    /// Creates `target` if missing; refuses it when it holds tables unless `force`, which
-    /// clears it. Returns a connection to it.
-    async fn prepare_target(&self, target: &str, force: bool) -> Result<PgConnection> {
-        let mut admin = PgConnection::connect_with(self.db.connect_options())
-            .await
-            .context("connecting to PostgreSQL")?;
-        let exists: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-                .bind(target)
-                .fetch_one(&mut admin)
-                .await?;
-        if !exists {
-            sqlx::query(&format!("CREATE DATABASE {}", quote_ident(target)))
-                .execute(&mut admin)
-                .await
-                .with_context(|| format!("creating database {target} (the role needs CREATEDB)"))?;
-        }
-        admin.close().await.ok();
-        let options = self.db.connect_options().clone().database(target);
-        let mut conn = PgConnection::connect_with(&options)
-            .await
-            .with_context(|| format!("connecting to {target}"))?;
-        let objects = restore::user_objects(&mut conn).await?;
-        if objects > 0 {
-            if !force {
-                bail!(
-                    "database {target} is not empty ({objects} tables, views or sequences): restore into a new \
-                     database with --into NAME, or add --force to drop its contents first"
-                );
-            }
-            tracing::warn!(database = %target, objects, "--force: dropping the database's tables, views, sequences and functions");
-            restore::clear(&mut conn)
-                .await
-                .context("clearing the target database")?;
-        }
-        Ok(conn)
-    }
-
-    /// Fills the status from the store (newest good backup, newest verification), so a restart
-    /// does not forget them.
-    pub async fn load_status(&self) {
-        match self.list().await {
-            Ok(entries) => {
-                let newest = entries.iter().find_map(|e| e.manifest.as_ref());
-                let verified = entries
-                    .iter()
-                    .filter_map(|e| e.verification.as_ref())
-                    .max_by_key(|v| v.verified_at);
-                let verified_ok = entries
-                    .iter()
-                    .filter_map(|e| e.verification.as_ref())
-                    .filter(|v| v.ok)
-                    .map(|v| v.verified_at)
-                    .max();
-                self.status.update(|s| {
-                    if s.last_success.is_none()
-                        && let Some(m) = newest
-                    {
-                        s.last_success = Some(Success {
-                            name: m.name.clone(),
-                            finished_at: m.finished_at,
-                            compressed_bytes: m.compressed_bytes,
-                            duration_seconds: m.duration_seconds,
-                        });
-                    }
-                    if s.last_verify.is_none()
-                        && let Some(v) = verified
-                    {
-                        s.last_verify = Some(VerifyRecord {
-                            name: v.name.clone(),
-                            verified_at: v.verified_at,
-                            ok: v.ok,
-                            detail: None,
-                        });
-                    }
-                    if s.last_verify_success_at.is_none() {
-                        s.last_verify_success_at = verified_ok;
-                    }
-                });
-            }
-            Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), store = %self.store.describe(), "cannot list backups")
-            }
-        }
-    }
 }
 
-/// Drops the scratch databases earlier verifications of this database left behind (killed
-/// mid-way); the caller holds the verification lock, so none of them is in use.
-async fn drop_stale_scratch(admin: &mut PgConnection, prefix: &str) {
-    let stale: Vec<String> = sqlx::query_scalar(
-        "SELECT datname::text FROM pg_database WHERE starts_with(datname, $1) ORDER BY 1",
-    )
-    .bind(prefix)
-    .fetch_all(&mut *admin)
-    .await
-    .unwrap_or_default();
-    for name in stale {
-        let dropped = sqlx::query(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            quote_ident(&name)
-        ))
-        .execute(&mut *admin)
-        .await;
-        match dropped {
-            Ok(_) => {
-                tracing::info!(database = %name, "dropped the scratch database of an interrupted verification")
-            }
-            Err(e) => {
-                tracing::warn!(database = %name, error = %e, "cannot drop a stale scratch database")
-            }
-        }
-    }
+/// Orders backups newest first: by the store's creation time, then by name (time stamp, then
+/// the `-N` of backups taken within one second).
+fn newest_first(a: (DateTime<Utc>, &str), b: (DateTime<Utc>, &str)) -> std::cmp::Ordering {
+    (b.0, name_order(b.1)).cmp(&(a.0, name_order(a.1)))
 }
 
 /// Row counts of every table pg_dump will dump (user tables, not those of extensions).

@@ -18,6 +18,7 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -53,6 +54,8 @@ pub struct DumpSpec {
     pub level: u32,
     pub snapshot: String,
     pub workers: usize,
+    /// Raw bytes read from pg_dump so far, for progress.
+    pub dumped: Arc<AtomicU64>,
 }
 
 /// A finished dump.
@@ -423,7 +426,7 @@ fn produce(spec: DumpSpec, members: mpsc::Sender<Member>, stop: &Stop) -> Result
     };
     let stderr_reader = std::thread::spawn(move || read_stderr(stderr));
     let (work_tx, workers) = start_workers(spec.workers, spec.level, members);
-    let read = read_blocks(stdout, &work_tx);
+    let read = read_blocks(stdout, &work_tx, &spec.dumped);
     drop(work_tx);
     let status = pg_dump.reap(read.is_err());
     watcher.abort();
@@ -491,7 +494,11 @@ struct Output {
 }
 
 /// Reads pg_dump's stdout into [`BLOCK_BYTES`] blocks and queues them for compression.
-fn read_blocks(mut stdout: std::process::ChildStdout, work: &WorkQueue) -> Result<Output> {
+fn read_blocks(
+    mut stdout: std::process::ChildStdout,
+    work: &WorkQueue,
+    dumped: &AtomicU64,
+) -> Result<Output> {
     let mut read = Output {
         raw_bytes: 0,
         blocks: 0,
@@ -503,6 +510,7 @@ fn read_blocks(mut stdout: std::process::ChildStdout, work: &WorkQueue) -> Resul
             fill(&mut stdout, &mut block).map_err(|e| anyhow!("reading pg_dump's output: {e}"))?;
         block.truncate(filled);
         read.raw_bytes += filled as u64;
+        dumped.fetch_add(filled as u64, Ordering::Relaxed);
         read.tail
             .extend_from_slice(&block[filled.saturating_sub(256)..]);
         if read.tail.len() > 256 {

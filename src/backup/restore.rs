@@ -14,13 +14,12 @@
 //! recorded in the dump's snapshot.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use flate2::read::MultiGzDecoder;
@@ -30,6 +29,7 @@ use sqlx::{Connection, PgConnection};
 use tokio::sync::mpsc;
 
 use super::manifest::Manifest;
+use super::progress::{Progress, Stage};
 use super::sql_dump::{Item, Splitter};
 use super::store::Store;
 use crate::db::cluster::quote_ident;
@@ -63,7 +63,12 @@ impl Drop for Spool {
 
 /// Downloads `manifest.name` into `dir` and checks it against the manifest. More bytes than the
 /// manifest announces end the download at once (the object was replaced or altered).
-pub async fn spool(store: &Store, manifest: &Manifest, dir: &Path) -> Result<Spool> {
+pub async fn spool(
+    store: &Store,
+    manifest: &Manifest,
+    dir: &Path,
+    progress: &Progress,
+) -> Result<Spool> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     remove_orphans(dir);
     let free = free_space(dir)?;
@@ -91,10 +96,12 @@ pub async fn spool(store: &Store, manifest: &Manifest, dir: &Path) -> Result<Spo
         .mode(0o600)
         .open(&spool.path)
         .with_context(|| format!("creating {}", spool.path.display()))?;
+    let stage = progress.stage("download", Some(manifest.compressed_bytes));
     let mut reader = store.read(&manifest.name).await?;
     let (mut sha, mut crc) = (Sha256::new(), 0u32);
     while let Some(chunk) = reader.next_chunk().await? {
         spool.bytes += chunk.len() as u64;
+        stage.add(chunk.len() as u64);
         if spool.bytes > manifest.compressed_bytes {
             bail!(
                 "{} is larger than its manifest says ({} bytes): it was replaced or altered",
@@ -108,6 +115,7 @@ pub async fn spool(store: &Store, manifest: &Manifest, dir: &Path) -> Result<Spo
             .with_context(|| format!("writing {}", spool.path.display()))?;
     }
     file.sync_all().ok();
+    stage.finish();
     spool.sha256_ok = format!("{:x}", sha.finalize()) == manifest.sha256;
     spool.crc32c_ok = crc == manifest.crc32c && spool.bytes == manifest.compressed_bytes;
     Ok(spool)
@@ -140,24 +148,57 @@ fn free_space(dir: &Path) -> Result<u64> {
     Ok(stat.blocks_available() as u64 * stat.fragment_size() as u64)
 }
 
+/// What [`check`] learnt of a dump: how many of its statements build indexes and constraints
+/// after the data (the slow end of a restore, shown as its own phase).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Checked {
+    pub post_data: usize,
+}
+
 /// Decompresses the whole spooled object (each gzip member checks its own CRC) and, for a plain
 /// dump, reads it as SQL; fails on the first problem, before anything is loaded.
-pub async fn check(spool: &Spool, manifest: &Manifest) -> Result<()> {
+pub async fn check(spool: &Spool, manifest: &Manifest, progress: &Progress) -> Result<Checked> {
+    let stage = progress.stage("check", Some(spool.bytes));
+    let read = stage.counter();
     let path = spool.path.clone();
     let plain = manifest.format != "custom";
-    tokio::task::spawn_blocking(move || -> Result<()> {
+    let checked = tokio::task::spawn_blocking(move || -> Result<Checked> {
         let file = std::fs::File::open(&path)?;
-        let mut decoder = BufReader::new(MultiGzDecoder::new(file));
+        let mut decoder = BufReader::new(MultiGzDecoder::new(Counted { inner: file, read }));
+        let mut checked = Checked::default();
         if plain {
-            split(&mut decoder, |_| true)
+            split(&mut decoder, |item| {
+                if let Item::Sql(sql) = &item
+                    && is_post_data(sql)
+                {
+                    checked.post_data += 1;
+                }
+                true
+            })?;
         } else {
             std::io::copy(&mut decoder, &mut std::io::sink())
-                .map(drop)
-                .map_err(|e| anyhow!("decompressing: {e}"))
+                .map_err(|e| anyhow!("decompressing: {e}"))?;
         }
+        Ok(checked)
     })
     .await
-    .map_err(|e| anyhow!("the checking thread failed: {e}"))?
+    .map_err(|e| anyhow!("the checking thread failed: {e}"))??;
+    stage.finish();
+    Ok(checked)
+}
+
+/// Whether a statement of a plain dump builds an index or a constraint (pg_dump writes them after
+/// all the data).
+fn is_post_data(sql: &str) -> bool {
+    let code = sql
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with("--"))
+        .unwrap_or_default()
+        .to_ascii_uppercase();
+    code.starts_with("CREATE INDEX")
+        || code.starts_with("CREATE UNIQUE INDEX")
+        || (code.starts_with("ALTER TABLE") && sql.to_ascii_uppercase().contains("ADD CONSTRAINT"))
 }
 
 /// Reads a decompressed plain dump line by line and hands its items to `emit` (which returns
@@ -201,33 +242,17 @@ pub async fn load(
     spool: &Spool,
     manifest: &Manifest,
     target: LoadTarget<'_>,
-    show_progress: bool,
+    progress: &Progress,
+    checked: &Checked,
 ) -> Result<Vec<String>> {
-    let read = Arc::new(AtomicU64::new(0));
-    let progress = (show_progress && std::io::stderr().is_terminal()).then(|| {
-        let read = read.clone();
-        let (name, total) = (manifest.name.clone(), spool.bytes.max(1));
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                let done = read.load(Ordering::Relaxed);
-                let pct = done as f64 * 100.0 / total as f64;
-                eprint!(
-                    "\rrestoring {name}: {pct:5.1}% ({:.1} of {:.1} MB)",
-                    done as f64 / 1e6,
-                    total as f64 / 1e6
-                );
-            }
-        })
-    });
+    let stage = progress.stage("load", Some(spool.bytes));
     let errors = if manifest.format == "custom" {
-        load_archive(spool, &target, read).await
+        load_archive(spool, &target, stage.counter()).await
     } else {
-        load_sql(spool, &target, read).await
+        load_sql(spool, &target, &stage, checked.post_data).await
     };
-    if let Some(p) = progress {
-        p.abort();
-        eprintln!();
+    if errors.is_ok() {
+        stage.finish();
     }
     errors
 }
@@ -255,13 +280,15 @@ fn open_decompressed(spool: &Spool, read: Arc<AtomicU64>) -> Result<impl BufRead
     })))
 }
 
-/// A plain dump, statement by statement over one connection; COPY data in batches.
+/// A plain dump, statement by statement over one connection; COPY data in batches. The
+/// `post_data` index and constraint statements at the end show as a phase of their own.
 async fn load_sql(
     spool: &Spool,
     target: &LoadTarget<'_>,
-    read: Arc<AtomicU64>,
+    stage: &Stage,
+    post_data: usize,
 ) -> Result<Vec<String>> {
-    let mut source = open_decompressed(spool, read)?;
+    let mut source = open_decompressed(spool, stage.counter())?;
     let (tx, mut items) = mpsc::channel::<Item>(16);
     let reader = tokio::task::spawn_blocking(move || {
         let mut batch = Vec::new();
@@ -286,9 +313,17 @@ async fn load_sql(
         .await
         .context("connecting to the target database")?;
     let mut errors = Vec::new();
+    let mut built = 0;
     while let Some(item) = items.recv().await {
         match item {
             Item::Sql(sql) => {
+                if post_data > 0 && is_post_data(&sql) {
+                    built += 1;
+                    if built == 1 {
+                        stage.phase(format!("indexes and constraints ({post_data} statements)"));
+                    }
+                    stage.note(format!("index or constraint {built} of {post_data}"));
+                }
                 if let Err(e) = sqlx::Executor::execute(&mut conn, sqlx::raw_sql(&sql)).await {
                     note(&mut errors, &e);
                 }
@@ -520,6 +555,21 @@ pub async fn clear(conn: &mut PgConnection) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn index_and_constraint_statements_are_post_data() {
+        assert!(is_post_data(
+            "--\n-- Name: patterns_pkey; Type: CONSTRAINT\n--\n\nALTER TABLE ONLY public.patterns\n    ADD CONSTRAINT patterns_pkey PRIMARY KEY (id);"
+        ));
+        assert!(is_post_data(
+            "CREATE INDEX idx_patterns_name ON public.patterns USING btree (name);"
+        ));
+        assert!(is_post_data("create unique index u on t (a);"));
+        assert!(!is_post_data(
+            "-- CREATE INDEX in a comment\nCREATE TABLE public.t (a int);"
+        ));
+        assert!(!is_post_data("ALTER TABLE public.t OWNER TO devnexus;"));
+    }
 
     #[test]
     fn count_differences_are_named() {

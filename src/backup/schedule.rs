@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
 
-use super::{BackupError, Backups};
+use super::{BackupError, Backups, Progress};
 
 /// The running scheduler and the token that aborts a backup in flight.
 pub struct Schedule {
@@ -36,7 +36,7 @@ pub async fn start(backups: Arc<Backups>) -> Result<Option<Schedule>> {
             let b = b.clone();
             let token = token.clone();
             Box::pin(async move {
-                match b.run(token.child_token()).await {
+                match b.run(token.child_token(), &Progress::off()).await {
                     Ok(_) => {
                         if let Err(e) = b.prune(false).await {
                             tracing::error!(error = %format!("{e:#}"), "pruning after the backup failed");
@@ -61,7 +61,7 @@ pub async fn start(backups: Arc<Backups>) -> Result<Option<Schedule>> {
         let job = Job::new_async(cron.as_str(), move |id, mut scheduler| {
             let b = b.clone();
             Box::pin(async move {
-                if let Err(e) = b.verify(None).await {
+                if let Err(e) = b.verify(None, &Progress::off()).await {
                     tracing::error!(error = %format!("{e:#}"), "the scheduled backup verification could not run");
                 }
                 if let Ok(next) = scheduler.next_tick_for_job(id).await {

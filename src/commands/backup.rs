@@ -2,16 +2,20 @@
 //! happened. Each exits non-zero (through its error) when the job did not do its work.
 
 use anyhow::{Result, anyhow, bail};
+use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::{Needs, with_database};
 use crate::backup::status::StatusHandle;
-use crate::backup::{BackupError, Backups, Entry};
+use crate::backup::{BackupError, Backups, Entry, Progress};
 use crate::cli::BackupAction;
 use crate::config::Config;
+use crate::db::DatabaseTarget;
+use crate::db::cluster::EMBEDDED_DATABASE;
+use crate::db::target::state_lock_holder;
 
-async fn open(config: &Config, db: &crate::db::Database) -> Result<Backups> {
-    Backups::open(
+pub(super) async fn open(config: &Config, db: &crate::db::Database) -> Result<Backups> {
+    let backups = Backups::open(
         &config.backup,
         db.clone(),
         config.database.pg_bindir.clone(),
@@ -24,19 +28,21 @@ async fn open(config: &Config, db: &crate::db::Database) -> Result<Backups> {
             "opening the backup store {}: {e}",
             config.backup.destination.describe()
         )
-    })
+    })?;
+    Ok(backups.expecting_tables(crate::bootstrap::KNOWLEDGE_BASE_TABLES))
 }
 
 pub async fn run(config: &Config, action: BackupAction) -> Result<()> {
     let needs = match action {
-        BackupAction::List | BackupAction::Prune { .. } => Needs::AddressOnly,
+        BackupAction::List { .. } | BackupAction::Prune { .. } => Needs::AddressOnly,
         BackupAction::Run | BackupAction::Verify { .. } => Needs::RunningServer,
     };
     with_database(config, needs, async |db, _| {
         let backups = open(config, db).await?;
         match action {
             BackupAction::Run => take(&backups).await,
-            BackupAction::List => list(&backups).await,
+            BackupAction::List { json: false } => list(&backups).await,
+            BackupAction::List { json: true } => list_json(&backups).await,
             BackupAction::Prune { dry_run } => prune(&backups, dry_run).await,
             BackupAction::Verify { id } => verify(&backups, id.as_deref()).await,
         }
@@ -49,7 +55,7 @@ async fn take(backups: &Backups) -> Result<()> {
     let on_signal = cancel.clone();
     // Ctrl-C or SIGTERM abandons the upload cleanly instead of leaving half an object.
     crate::signals::cancel_on_signals(on_signal)?;
-    let manifest = match backups.run(cancel).await {
+    let manifest = match backups.run(cancel, &Progress::stderr("backup")).await {
         Ok(m) => m,
         Err(BackupError::Busy) => {
             bail!("another backup is running (this or another nexusd holds the backup lock)")
@@ -131,6 +137,42 @@ async fn list(backups: &Backups) -> Result<()> {
     Ok(())
 }
 
+/// `backup list --json`: one object, `{"store", "backups": [...]}`, newest first. The shape is
+/// documented in `backup list --help` and the README; keep it stable.
+async fn list_json(backups: &Backups) -> Result<()> {
+    let entries = backups.list().await?;
+    let listed: Vec<Value> = entries.iter().map(entry_json).collect();
+    let out = json!({"store": backups.store().describe(), "backups": listed});
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+/// One backup of `backup list --json` (also the newest backup of `status --json`).
+pub(super) fn entry_json(e: &Entry) -> Value {
+    let verification = e.verification.as_ref().map(|v| {
+        let mut problems = v.mismatches.clone();
+        if !v.sha256_ok {
+            problems.push("the object's SHA-256 differs from the manifest's".into());
+        }
+        if !v.crc32c_ok {
+            problems.push("the object's CRC32C or size differs from the manifest's".into());
+        }
+        if !v.ok {
+            problems.extend(v.restore_errors.iter().cloned());
+        }
+        json!({"ok": v.ok, "verified_at": v.verified_at, "problems": problems})
+    });
+    json!({
+        "name": e.name,
+        "time": e.manifest.as_ref().map_or(e.created, |m| m.finished_at),
+        "size_bytes": e.size,
+        "duration_seconds": e.manifest.as_ref().map(|m| m.duration_seconds),
+        "rows": e.manifest.as_ref().map(|m| m.tables.values().sum::<i64>()),
+        "complete": e.complete,
+        "verification": verification,
+    })
+}
+
 async fn prune(backups: &Backups, dry_run: bool) -> Result<()> {
     let plan = backups.prune(dry_run).await?;
     if let Some(why) = plan.refused {
@@ -157,7 +199,7 @@ async fn prune(backups: &Backups, dry_run: bool) -> Result<()> {
 }
 
 async fn verify(backups: &Backups, id: Option<&str>) -> Result<()> {
-    let v = backups.verify(id).await?;
+    let v = backups.verify(id, &Progress::stderr("verify")).await?;
     if v.ok {
         println!(
             "verified {}: SHA-256 and CRC32C match the manifest, every table's row count matches ({:.1} s)",
@@ -185,10 +227,25 @@ async fn verify(backups: &Backups, id: Option<&str>) -> Result<()> {
     }
 }
 
-pub async fn restore(config: &Config, id: &str, into: Option<&str>, force: bool) -> Result<()> {
+pub async fn restore(
+    config: &Config,
+    id: &str,
+    into: Option<&str>,
+    force: bool,
+    ignore_sessions: bool,
+) -> Result<()> {
+    refuse_under_serve(config, into)?;
     with_database(config, Needs::RunningServer, async |db, _| {
         let backups = open(config, db).await?;
-        let r = backups.restore(id, into, force, true).await?;
+        let r = backups
+            .restore(
+                id,
+                into,
+                force,
+                ignore_sessions,
+                &Progress::stderr("restore"),
+            )
+            .await?;
         for e in &r.errors {
             println!("  note: the restore reported: {e}");
         }
@@ -209,4 +266,24 @@ pub async fn restore(config: &Config, id: &str, into: Option<&str>, force: bool)
         Ok(())
     })
     .await
+}
+
+/// Restoring the embedded cluster's database while a `nexusd serve` holds the state directory
+/// would load it under the daemon (and `--force` drop its tables): refused, naming the daemon's
+/// PID. Another database of the cluster (`--into`) is fine.
+fn refuse_under_serve(config: &Config, into: Option<&str>) -> Result<()> {
+    if !matches!(config.database.target, DatabaseTarget::Embedded)
+        || into.is_some_and(|db| db != EMBEDDED_DATABASE)
+    {
+        return Ok(());
+    }
+    match state_lock_holder(&config.state_dir) {
+        Some(holder) => bail!(
+            "{holder} holds {} and serves the database {EMBEDDED_DATABASE} restore would replace: \
+             stop it first (systemctl stop nexusd, or end that process), or restore into another \
+             database with --into NAME",
+            config.state_dir.display()
+        ),
+        None => Ok(()),
+    }
 }

@@ -7,7 +7,7 @@ use crate::bootstrap::StatementsStatus;
 use crate::config::Config;
 
 pub async fn run(config: &Config) -> Result<()> {
-    let report = with_database(config, Needs::CurrentSchema, async |_, report| {
+    let report = with_database(config, Needs::Bootstrap, async |_, report| {
         report.ok_or_else(|| anyhow!("bootstrap did not run"))
     })
     .await?;

@@ -14,34 +14,65 @@ use crate::env::ConfigErrors;
 #[error("{0} checks failed")]
 pub struct ChecksFailed(usize);
 
-/// Prints every configuration problem as a failed check.
-pub fn report_invalid(errors: &ConfigErrors) {
-    let mut report = Report::default();
+/// Prints every configuration problem as a failed check (`json`: as `check --json` does).
+pub fn report_invalid(errors: &ConfigErrors, json: bool) {
+    let mut report = Report::new(json);
     for e in &errors.0 {
         report.fail(e);
     }
+    report.print_json();
 }
 use crate::db::cluster::{self, Cluster, ClusterSpec};
 use crate::embed::{Embedder, mixed_models_message};
 
-/// Collects findings and prints them as they come.
+/// Collects findings: printed as they come, or kept for one JSON object at the end (`--json`).
 #[derive(Default)]
 struct Report {
     failures: usize,
+    /// `Some` with `--json`: the findings so far, as `(level, message)`.
+    json: Option<Vec<(&'static str, String)>>,
 }
 
 impl Report {
+    fn new(json: bool) -> Self {
+        Report {
+            failures: 0,
+            json: json.then(Vec::new),
+        }
+    }
+    fn finding(&mut self, level: &'static str, what: impl Display) {
+        match &mut self.json {
+            Some(findings) => findings.push((level, what.to_string())),
+            None => println!("{:<6}{what}", if level == "fail" { "FAIL" } else { level }),
+        }
+    }
     fn ok(&mut self, what: impl Display) {
-        println!("ok    {what}");
+        self.finding("ok", what);
     }
     fn warn(&mut self, what: impl Display) {
-        println!("warn  {what}");
+        self.finding("warn", what);
     }
     fn fail(&mut self, what: impl Display) {
         self.failures += 1;
-        println!("FAIL  {what}");
+        self.finding("fail", what);
+    }
+    /// With `--json`, prints `{"ok", "failures", "checks": [{"level", "message"}]}`.
+    fn print_json(&self) {
+        if let Some(findings) = &self.json {
+            let checks: Vec<serde_json::Value> = findings
+                .iter()
+                .map(|(level, message)| serde_json::json!({"level": level, "message": message}))
+                .collect();
+            let out = serde_json::json!({
+                "ok": self.failures == 0,
+                "failures": self.failures,
+                "checks": checks,
+            });
+            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        }
     }
     fn outcome(&self) -> anyhow::Result<()> {
+        self.print_json();
         match self.failures {
             0 => Ok(()),
             n => Err(ChecksFailed(n).into()),
@@ -50,8 +81,8 @@ impl Report {
 }
 
 /// Runs every check; fails with [`ChecksFailed`] when one did (warnings allowed).
-pub async fn run(config: &Config) -> anyhow::Result<()> {
-    let mut report = Report::default();
+pub async fn run(config: &Config, json: bool) -> anyhow::Result<()> {
+    let mut report = Report::new(json);
     let (options, display) = match &config.database.target {
         DatabaseTarget::External(url) => {
             report.ok(format!(

@@ -1,28 +1,37 @@
-//! The command bodies behind `nexusd <command>`: read the configuration, start logging, run the
-//! command, and turn its outcome into an exit code (2 for a configuration error, 1 for any other
-//! failure, with a one-line reason on stderr). `serve` and `proxy` hand over to their capability;
-//! the one-off commands (`bootstrap`, `import-json`, `embed`, `backup …`, `restore`, `check`)
-//! live here, each in its own file.
+//! The command bodies behind `nexusd <command>`: read the environment file and the
+//! configuration, start logging, run the command, and turn its outcome into an exit code (2 for
+//! a configuration error, 1 for any other failure, with a one-line reason on stderr). `serve`
+//! and `proxy` hand over to their capability; the one-off commands (`bootstrap`, `import-json`,
+//! `embed`, `backup …`, `restore`, `status`, `check`) live here, each in its own file.
+//!
+//! Every command resolves its configuration as the systemd unit does — the environment file,
+//! then the environment — and only `serve` and `bootstrap` may create an embedded cluster: any
+//! other command without a configured database and without an existing embedded cluster stops
+//! with one line saying where it looked, rather than work on a new, empty database.
 
 mod backup;
 mod bootstrap;
 mod check;
 mod embed;
 mod import;
+mod status;
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Result, bail};
 use clap::{CommandFactory, FromArgMatches};
 use tokio_util::sync::CancellationToken;
 
+use crate::backup::BackupDestination;
 use crate::bootstrap::BootstrapReport;
-use crate::cli::{Cli, Command};
+use crate::cli::{BackupAction, Cli, Command};
 use crate::config::Config;
-use crate::db::Database;
 use crate::db::cluster::StateLock;
-use crate::db::target::{STOP_GRACE, Target, start_embedded};
+use crate::db::target::{STOP_GRACE, Target, embedded_exists, start_embedded};
+use crate::db::{Database, DatabaseTarget};
 use crate::env::ConfigErrors;
+use crate::env::file::EnvFile;
 use crate::signals::cancel_on_signals;
 
 /// Width of the configuration table in `--help`.
@@ -30,7 +39,12 @@ const HELP_WIDTH: usize = 100;
 
 /// Parses the command line, runs the command, and returns its exit code.
 pub fn main() -> ExitCode {
-    let command = parse_command_line();
+    let cli = parse_command_line();
+    let env_file = match apply_env_file(cli.env_file.as_deref()) {
+        Ok(file) => file,
+        Err(code) => return code,
+    };
+    let command = cli.command;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -41,7 +55,7 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = runtime.block_on(run(command));
+    let code = runtime.block_on(run(command, env_file));
     // Let background tasks (log forwarders, timers) go without waiting for them.
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     code
@@ -49,21 +63,67 @@ pub fn main() -> ExitCode {
 
 /// The command line, with the configuration table (made from every capability's list of
 /// variables) in `--help`.
-fn parse_command_line() -> Command {
+fn parse_command_line() -> Cli {
     let matches = Cli::command()
         .after_long_help(crate::config::help_table(HELP_WIDTH))
         .get_matches();
     match Cli::from_arg_matches(&matches) {
-        Ok(cli) => cli.command,
+        Ok(cli) => cli,
         Err(e) => e.exit(),
     }
 }
 
-async fn run(command: Command) -> ExitCode {
+/// Reads the environment file (`--env-file`, else `/etc/nexusd/nexusd.env` when it exists).
+/// When it sets variables the environment lacks, nexusd runs itself again (exec: same PID,
+/// arguments and standard streams) with them added — the environment file then is the process's
+/// environment, as under systemd's `EnvironmentFile=`, so the libraries nexusd uses (Google's
+/// credentials lookup, …) see them too; the environment keeps precedence. Runs before any
+/// thread is started.
+fn apply_env_file(explicit: Option<&Path>) -> Result<EnvFile, ExitCode> {
+    let (file, parsed) = crate::env::file::load(explicit).map_err(|e| {
+        eprintln!("nexusd: configuration error: {e}");
+        ExitCode::from(2)
+    })?;
+    let missing: Vec<(String, String)> = parsed
+        .vars
+        .into_iter()
+        .filter(|(key, _)| std::env::var_os(key).is_none())
+        .collect();
+    if missing.is_empty() {
+        // Warned once: in the process that goes on (after an exec, the file is read again).
+        for warning in &parsed.warnings {
+            eprintln!("nexusd: warning: environment file: {warning}");
+        }
+        return Ok(file);
+    }
+    let error = reexec_with(missing);
+    eprintln!(
+        "nexusd: cannot apply the environment file ({file}): starting nexusd again with its variables failed: {error}"
+    );
+    Err(ExitCode::FAILURE)
+}
+
+/// Replaces this process with nexusd itself, the same arguments, and `vars` added to the
+/// environment. Returns only on failure.
+fn reexec_with(vars: Vec<(String, String)>) -> std::io::Error {
+    use std::os::unix::process::CommandExt;
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => return e,
+    };
+    let mut args = std::env::args_os();
+    let mut again = std::process::Command::new(exe);
+    if let Some(arg0) = args.next() {
+        again.arg0(arg0);
+    }
+    again.args(args).envs(vars).exec()
+}
+
+async fn run(command: Command, env_file: EnvFile) -> ExitCode {
     let config = match Config::from_env() {
-        Ok(config) => config,
-        Err(errors) if matches!(command, Command::Check) => {
-            check::report_invalid(&errors);
+        Ok(config) => Config { env_file, ..config },
+        Err(errors) if matches!(command, Command::Check { .. }) => {
+            check::report_invalid(&errors, matches!(command, Command::Check { json: true }));
             return ExitCode::FAILURE;
         }
         Err(errors) => return configuration_error(&errors),
@@ -72,7 +132,11 @@ async fn run(command: Command) -> ExitCode {
     match execute(command, config).await {
         Ok(()) => ExitCode::SUCCESS,
         // `check` has printed every finding already.
-        Err(e) if e.is::<check::ChecksFailed>() => ExitCode::FAILURE,
+        Err(e) if e.is::<check::ChecksFailed>() || e.is::<status::NotFine>() => ExitCode::FAILURE,
+        Err(e) if e.is::<NoDatabase>() => {
+            eprintln!("nexusd: {e}");
+            ExitCode::from(2)
+        }
         Err(e) => match e.downcast_ref::<ConfigErrors>() {
             Some(errors) => configuration_error(errors),
             None => {
@@ -90,6 +154,9 @@ fn configuration_error(errors: &ConfigErrors) -> ExitCode {
 }
 
 async fn execute(command: Command, config: Config) -> Result<()> {
+    if needs_a_database(&command) {
+        require_database(&config, &command)?;
+    }
     match command {
         Command::Serve => {
             let shutdown = CancellationToken::new();
@@ -111,11 +178,68 @@ async fn execute(command: Command, config: Config) -> Result<()> {
         } => embed::run(&config, reembed, batch_size as usize).await,
         // Boxed: these futures are deep enough to exceed the compiler's layout recursion.
         Command::Backup { action } => Box::pin(backup::run(&config, action)).await,
-        Command::Restore { id, into, force } => {
-            Box::pin(backup::restore(&config, &id, into.as_deref(), force)).await
+        Command::Restore {
+            id,
+            into,
+            force,
+            ignore_sessions,
+        } => {
+            let restore = backup::restore(&config, &id, into.as_deref(), force, ignore_sessions);
+            Box::pin(restore).await
         }
-        Command::Check => check::run(&config).await,
+        Command::Status { json } => status::run(&config, json).await,
+        Command::Check { json } => check::run(&config, json).await,
     }
+}
+
+/// The commands that work on the knowledge base without being allowed to create it.
+fn needs_a_database(command: &Command) -> bool {
+    !matches!(
+        command,
+        Command::Serve | Command::Proxy | Command::Bootstrap | Command::Check { .. }
+    )
+}
+
+/// Why a command will not run: no database is configured and there is no embedded cluster.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "no database configured (DATABASE_URL or POSTGRES_*) and no embedded cluster in {state_dir} \
+     (NEXUSD_STATE_DIR); {env_file}: set DATABASE_URL, pass --env-file with the daemon's \
+     environment file, or run `nexusd bootstrap` to create an embedded cluster there"
+)]
+pub struct NoDatabase {
+    state_dir: String,
+    env_file: EnvFile,
+}
+
+/// Fails with [`NoDatabase`] when nothing is configured and no embedded cluster exists, before
+/// anything is created. Listing and pruning backups need only the store: they go on when one is
+/// configured or the default local store exists.
+fn require_database(config: &Config, command: &Command) -> Result<(), NoDatabase> {
+    if !matches!(config.database.target, DatabaseTarget::Embedded)
+        || embedded_exists(&config.state_dir)
+    {
+        return Ok(());
+    }
+    let store_only = matches!(
+        command,
+        Command::Backup {
+            action: BackupAction::List { .. } | BackupAction::Prune { .. }
+        }
+    );
+    let store_there = match &config.backup.destination {
+        BackupDestination::Local { dir } => {
+            *dir != config.state_dir.join("backups") || dir.is_dir()
+        }
+        BackupDestination::Gcs { .. } => true,
+    };
+    if store_only && store_there {
+        return Ok(());
+    }
+    Err(NoDatabase {
+        state_dir: config.state_dir.display().to_string(),
+        env_file: config.env_file.clone(),
+    })
 }
 
 /// What a one-off command needs from the database.
@@ -125,14 +249,16 @@ enum Needs {
     AddressOnly,
     /// A running server, as it is (backups and restores must not migrate what they copy).
     RunningServer,
-    /// A running server with the schema bootstrapped (`bootstrap`, `import-json`, `embed`).
+    /// A running server with the schema bootstrapped (`import-json`, `embed`).
     CurrentSchema,
+    /// The same, creating the embedded cluster if there is none yet (`bootstrap` only).
+    Bootstrap,
 }
 
 /// Runs `work` for a one-off command against the configured database. With the embedded
 /// cluster, uses the running one (a `nexusd serve` may own it) or starts it just for the command
-/// and stops it afterwards. `work` gets the bootstrap report when `needs` is
-/// [`Needs::CurrentSchema`].
+/// and stops it afterwards (only [`Needs::Bootstrap`] creates it). `work` gets the bootstrap
+/// report when the schema is bootstrapped first.
 async fn with_database<T>(
     config: &Config,
     needs: Needs,
@@ -152,10 +278,10 @@ async fn with_database<T>(
                 config.state_dir.display()
             ),
         };
-        own = Some(start_embedded(cluster).await?);
+        own = Some(start_embedded(cluster, needs == Needs::Bootstrap).await?);
     }
     let result = async {
-        let report = if needs == Needs::CurrentSchema {
+        let report = if matches!(needs, Needs::CurrentSchema | Needs::Bootstrap) {
             Some(
                 crate::bootstrap::run(
                     &target.options,
