@@ -24,6 +24,9 @@ pub enum EnvFile {
     Read(PathBuf),
     /// The default file does not exist.
     NotFound(PathBuf),
+    /// The default file is the unit's `EnvironmentFile=`, which systemd already applied as root;
+    /// the service's own user may not read it (the provisioning writes it 0600).
+    AppliedBySystemd(PathBuf),
 }
 
 impl fmt::Display for EnvFile {
@@ -32,6 +35,13 @@ impl fmt::Display for EnvFile {
             EnvFile::None => f.write_str("no environment file read"),
             EnvFile::Read(path) => write!(f, "read {}", path.display()),
             EnvFile::NotFound(path) => write!(f, "{} does not exist", path.display()),
+            EnvFile::AppliedBySystemd(path) => {
+                write!(
+                    f,
+                    "{} applied by systemd (EnvironmentFile=)",
+                    path.display()
+                )
+            }
         }
     }
 }
@@ -46,6 +56,13 @@ pub struct Parsed {
 /// Reads the environment file: `explicit` (which must exist), else the default one when it
 /// exists. An unreadable file is an error naming it and the fix.
 pub fn load(explicit: Option<&Path>) -> Result<(EnvFile, Parsed), String> {
+    load_as(explicit, std::env::var_os("INVOCATION_ID").is_some())
+}
+
+/// [`load`], told whether systemd started this process (it sets `INVOCATION_ID` for every unit
+/// it runs): then the default file that cannot be read is the unit's `EnvironmentFile=`, already
+/// in the environment, and not an error — the service runs as a user that cannot read it.
+fn load_as(explicit: Option<&Path>, under_systemd: bool) -> Result<(EnvFile, Parsed), String> {
     let path = match explicit {
         Some(path) => path.to_path_buf(),
         None => {
@@ -58,12 +75,27 @@ pub fn load(explicit: Option<&Path>) -> Result<(EnvFile, Parsed), String> {
     };
     match std::fs::read(&path) {
         Ok(bytes) => Ok((EnvFile::Read(path), parse(&String::from_utf8_lossy(&bytes)))),
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(format!(
+        Err(e) => unreadable(path, &e, explicit.is_none() && under_systemd),
+    }
+}
+
+/// What an unreadable environment file means. `unit_file`: it is the default file and systemd
+/// started nexusd, so the file is the unit's `EnvironmentFile=` and already applied.
+fn unreadable(
+    path: PathBuf,
+    e: &std::io::Error,
+    unit_file: bool,
+) -> Result<(EnvFile, Parsed), String> {
+    match e.kind() {
+        std::io::ErrorKind::PermissionDenied if unit_file => {
+            Ok((EnvFile::AppliedBySystemd(path), Parsed::default()))
+        }
+        std::io::ErrorKind::PermissionDenied => Err(format!(
             "cannot read the environment file {} (permission denied): run the command with sudo \
              (as the service does), or pass --env-file PATH (--env-file /dev/null reads none)",
             path.display()
         )),
-        Err(e) => Err(format!(
+        _ => Err(format!(
             "cannot read the environment file {}: {e}; pass --env-file PATH (--env-file \
              /dev/null reads none)",
             path.display()
@@ -201,6 +233,24 @@ mod tests {
 
     fn vars(text: &str) -> Vec<(String, String)> {
         parse(text).vars
+    }
+
+    /// The service runs as `nexusd`, which cannot read the root-only file systemd already
+    /// applied: that must not stop it. By hand, the same refusal is an error naming the fix.
+    #[test]
+    fn an_unreadable_unit_file_is_skipped_only_under_systemd() {
+        let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let path = PathBuf::from(DEFAULT_ENV_FILE);
+        let (file, parsed) = unreadable(path.clone(), &denied, true).expect("skipped");
+        assert_eq!(file, EnvFile::AppliedBySystemd(path.clone()));
+        assert!(parsed.vars.is_empty());
+        let by_hand = unreadable(path.clone(), &denied, false).expect_err("refused");
+        assert!(
+            by_hand.contains("permission denied") && by_hand.contains("sudo"),
+            "{by_hand}"
+        );
+        let missing = std::io::Error::from(std::io::ErrorKind::NotFound);
+        assert!(unreadable(path, &missing, true).is_err());
     }
 
     fn pair(k: &str, v: &str) -> (String, String) {
