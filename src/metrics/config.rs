@@ -1,7 +1,10 @@
 //! The `/metrics` listener and what it exports.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 
+use super::queries::{self, CustomQuery};
 use crate::env::{Env, Var};
 
 /// The variables read here, as `nexusd --help` lists them.
@@ -20,6 +23,16 @@ pub const VARIABLES: &[Var] = &[
         name: "NEXUSD_METRICS_STATEMENTS_QUERY_TEXT",
         default: "false",
         meaning: "also export pg_stat_statements_query_id{queryid,query} (text cut to 120 characters; texts can hold literals)",
+    },
+    Var {
+        name: "NEXUSD_METRICS_QUERIES",
+        default: "(none)",
+        meaning: "custom queries file in postgres_exporter's queries.yaml format (docs/metrics-custom-queries.md); checked at start",
+    },
+    Var {
+        name: "NEXUSD_METRICS_DATABASES",
+        default: "auto",
+        meaning: "databases whose table statistics are also exported (datname label): auto (every one that allows connections), a comma list, or none",
     },
 ];
 
@@ -40,6 +53,21 @@ pub struct MetricsConfig {
     /// `NEXUSD_METRICS_STATEMENTS_QUERY_TEXT`: also export `pg_stat_statements_query_id` with
     /// the statement text (cut to 120 characters). Off by default: texts can hold literals.
     pub statements_query_text: bool,
+    /// `NEXUSD_METRICS_QUERIES`: the custom queries, read and checked at start.
+    pub(crate) queries: Arc<Vec<CustomQuery>>,
+    /// `NEXUSD_METRICS_DATABASES`: which other databases' table statistics are collected.
+    pub(crate) databases: DatabaseSelection,
+}
+
+/// `NEXUSD_METRICS_DATABASES`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseSelection {
+    /// Every database that allows connections and that the role may connect to.
+    Auto,
+    /// These databases (by name).
+    List(Vec<String>),
+    /// nexusd's own database only.
+    None,
 }
 
 impl MetricsConfig {
@@ -71,5 +99,34 @@ fn metrics_config(env: &mut Env<'_>) -> MetricsConfig {
         addr,
         statements_limit,
         statements_query_text,
+        queries: Arc::new(custom_queries(env)),
+        databases: databases(env),
+    }
+}
+
+/// The custom queries; a file that cannot be read or checked is a configuration error naming
+/// the file and the query.
+fn custom_queries(env: &mut Env<'_>) -> Vec<CustomQuery> {
+    let Some(path) = env.get("NEXUSD_METRICS_QUERIES") else {
+        return Vec::new();
+    };
+    match queries::load(&PathBuf::from(path)) {
+        Ok(queries) => queries,
+        Err(e) => {
+            env.error("NEXUSD_METRICS_QUERIES", e);
+            Vec::new()
+        }
+    }
+}
+
+fn databases(env: &mut Env<'_>) -> DatabaseSelection {
+    let Some(list) = env.list("NEXUSD_METRICS_DATABASES") else {
+        return DatabaseSelection::Auto;
+    };
+    match list.as_slice() {
+        [one] if one.eq_ignore_ascii_case("auto") => DatabaseSelection::Auto,
+        [one] if one.eq_ignore_ascii_case("none") => DatabaseSelection::None,
+        [] => DatabaseSelection::Auto,
+        _ => DatabaseSelection::List(list),
     }
 }

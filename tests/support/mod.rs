@@ -9,6 +9,7 @@
 pub mod backups;
 pub mod fault_proxy;
 pub mod latency_proxy;
+pub mod scrape;
 
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
