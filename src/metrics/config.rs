@@ -130,3 +130,65 @@ fn databases(env: &mut Env<'_>) -> DatabaseSelection {
         _ => DatabaseSelection::List(list),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(vars: &[(&str, &str)]) -> (MetricsConfig, Vec<String>) {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let lookup = move |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        let mut env = Env::new(&lookup);
+        let config = metrics_config(&mut env);
+        let errors = match env.finish(Some(())) {
+            Ok(()) => Vec::new(),
+            Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
+        };
+        (config, errors)
+    }
+
+    #[test]
+    fn databases_are_auto_a_list_or_none() {
+        assert_eq!(read(&[]).0.databases, DatabaseSelection::Auto);
+        let auto = read(&[("NEXUSD_METRICS_DATABASES", " AUTO ")]).0;
+        assert_eq!(auto.databases, DatabaseSelection::Auto);
+        let none = read(&[("NEXUSD_METRICS_DATABASES", "none")]).0;
+        assert_eq!(none.databases, DatabaseSelection::None);
+        let list = read(&[("NEXUSD_METRICS_DATABASES", "app, reports,")]).0;
+        assert_eq!(
+            list.databases,
+            DatabaseSelection::List(vec!["app".into(), "reports".into()])
+        );
+    }
+
+    #[test]
+    fn a_queries_file_is_read_at_start_and_its_errors_name_it() {
+        let (config, errors) = read(&[]);
+        assert!(config.queries.is_empty() && errors.is_empty());
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("queries.yaml");
+        std::fs::write(
+            &file,
+            "q:\n  query: SELECT 1 AS v\n  metrics:\n    - v: {usage: GAUGE}\n",
+        )
+        .unwrap();
+        let path = file.to_str().unwrap();
+        let (config, errors) = read(&[("NEXUSD_METRICS_QUERIES", path)]);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(config.queries.len(), 1);
+        std::fs::write(
+            &file,
+            "q:\n  query: SELECT 1 AS v\n  metrics:\n    - v: {usage: HISTOGRAM}\n",
+        )
+        .unwrap();
+        let (_, errors) = read(&[("NEXUSD_METRICS_QUERIES", path)]);
+        assert_eq!(errors.len(), 1);
+        assert!(
+            errors[0].starts_with(&format!("NEXUSD_METRICS_QUERIES: {path}: query \"q\"")),
+            "{errors:?}"
+        );
+    }
+}
