@@ -12,6 +12,7 @@ mod exposition;
 mod host;
 mod own;
 mod postgres;
+mod queries;
 
 pub use config::{MetricsConfig, VARIABLES};
 pub use own::{SkillOutcome, SkillStats};

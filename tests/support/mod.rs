@@ -10,6 +10,7 @@ pub mod backups;
 pub mod fault_proxy;
 pub mod latency_proxy;
 pub mod prometheus;
+pub mod scrape;
 
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;

@@ -6,8 +6,12 @@
 //! `VACUUM FULL` cannot hold a scrape), is used by one scrape at a time, and is dropped and
 //! reopened after a connection error or a scrape that ran out of time. When PostgreSQL cannot be
 //! reached the scrape still answers: `pg_up 0` plus the exporter's self metrics. Each collector
-//! reports `pg_scrape_collector_{duration_seconds,success}{collector}`. Per-table statistics
-//! cover the knowledge-base tables only, so tables users add cannot multiply the series.
+//! reports `pg_scrape_collector_{duration_seconds,success}{collector}` — the built-in ones, each
+//! custom query (`query:<prefix>`, [`custom`]) and each other database (`tables:<datname>`,
+//! [`databases`]) — so a failed collector says so while `pg_up` stays 1; a collector still
+//! running when the budget ends, and those never reached, report 0. Per-table statistics of
+//! nexusd's own database cover the knowledge-base tables only, so tables users add cannot
+//! multiply the series.
 //!
 //! When the role may (a superuser, or one granted `SET` on the parameter), the session sets
 //! `pg_stat_statements.track = none`, so the exporter's own queries never enter
@@ -16,24 +20,28 @@
 //! This file owns the session, the scrape loop and the list of collectors; the collectors live
 //! beside it, grouped by what they read: [`server`] (version, settings), [`database`]
 //! (databases, activity, locks), [`wal`] (checkpoints, archiving, WAL, replication), [`tables`]
-//! (the knowledge-base tables and vector indexes) and [`statements`] (pg_stat_statements).
+//! (table statistics and vector indexes), [`statements`] (pg_stat_statements), [`custom`]
+//! (`NEXUSD_METRICS_QUERIES`) and [`databases`] (the other databases).
 
+mod custom;
 mod database;
+mod databases;
 mod server;
 mod statements;
 mod tables;
 mod wal;
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sqlx::postgres::{PgConnectOptions, PgRow};
 use sqlx::{Connection, PgConnection, Row};
 
-use super::config::MetricsConfig;
+use super::config::{DatabaseSelection, MetricsConfig};
 use super::exposition::{Exposition, Kind};
+use super::queries::CustomQuery;
 use crate::db::is_connection_error;
 
 /// Per statement; a scrape as a whole is bounded by the caller's budget.
@@ -46,25 +54,50 @@ struct Session {
     conn: PgConnection,
     /// `server_version_num`.
     version: i32,
+    /// `current_database()`: the per-database collection leaves it to the session.
+    database: String,
 }
 
 pub(super) struct PgCollector {
     statements_limit: u32,
     statements_query_text: bool,
+    queries: Arc<Vec<CustomQuery>>,
+    databases: DatabaseSelection,
     session: tokio::sync::Mutex<Option<Session>>,
     /// queryid → text cut to 120 characters, for the opt-in `pg_stat_statements_query_id`.
     texts: Mutex<HashMap<i64, String>>,
     scrapes: AtomicU64,
     /// Whether the "own queries are tracked" notice was logged already.
     told_tracked: AtomicBool,
+    /// Whether the session could set `pg_stat_statements.track = none` (per-database
+    /// connections then set it at startup).
+    untracked: AtomicBool,
     /// Collectors whose last run failed (their errors are logged when they start failing).
-    failing: Mutex<HashMap<&'static str, String>>,
+    failing: Mutex<HashMap<String, String>>,
+    /// Custom query results kept for their `cache_seconds`.
+    cached: Mutex<custom::CustomCache>,
 }
 
-/// What a scrape of PostgreSQL left behind, for the self metrics.
-struct Outcome {
-    up: bool,
+/// How one scrape of PostgreSQL is going; read back even when the budget cut it short.
+struct Scrape {
+    deadline: Instant,
+    /// A session was open for this scrape.
+    connected: bool,
+    /// The server answered a query of this scrape (an error included).
+    answered: bool,
+    /// The session's connection was lost.
+    lost: bool,
+    /// A collector failed.
     error: bool,
+    /// The collector running, and since when.
+    current: Option<(String, Instant)>,
+    reported: HashSet<String>,
+}
+
+impl Scrape {
+    fn begin(&mut self, collector: &str) {
+        self.current = Some((collector.to_string(), Instant::now()));
+    }
 }
 
 impl PgCollector {
@@ -72,11 +105,15 @@ impl PgCollector {
         PgCollector {
             statements_limit: config.statements_limit,
             statements_query_text: config.statements_query_text,
+            queries: config.queries.clone(),
+            databases: config.databases.clone(),
             session: tokio::sync::Mutex::new(None),
             texts: Mutex::new(HashMap::new()),
             scrapes: AtomicU64::new(0),
             told_tracked: AtomicBool::new(false),
+            untracked: AtomicBool::new(false),
             failing: Mutex::new(HashMap::new()),
+            cached: Mutex::new(HashMap::new()),
         }
     }
 
@@ -90,26 +127,31 @@ impl PgCollector {
     ) {
         let started = Instant::now();
         let scrapes = self.scrapes.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut slot = self.session.lock().await;
-        let result = tokio::time::timeout(budget, self.collect_with(options, &mut slot, out)).await;
-        let outcome = match result {
-            Ok(outcome) => outcome,
-            Err(_) => {
-                // The scrape ran out of time mid-query: the connection's state is unknown, so
-                // it is closed (dropped) and reopened next time.
-                *slot = None;
-                tracing::warn!(
-                    ?budget,
-                    "PostgreSQL metrics scrape ran out of time; partial results served"
-                );
-                Outcome {
-                    up: false,
-                    error: true,
-                }
-            }
+        let mut scrape = Scrape {
+            deadline: started + budget,
+            connected: false,
+            answered: false,
+            lost: false,
+            error: false,
+            current: None,
+            reported: HashSet::new(),
         };
+        let mut slot = self.session.lock().await;
+        let work = self.collect_with(options, &mut slot, out, &mut scrape);
+        if tokio::time::timeout(budget, work).await.is_err() {
+            // The scrape ran out of time mid-query: the connection's state is unknown, so
+            // it is closed (dropped) and reopened next time.
+            *slot = None;
+            tracing::warn!(
+                ?budget,
+                collector = scrape.current.as_ref().map(|(name, _)| name.as_str()),
+                "PostgreSQL metrics scrape ran out of time; partial results served"
+            );
+            self.report_unfinished(out, &mut scrape);
+        }
         drop(slot);
-        write_up(out, outcome.up);
+        // Up: the server answered in this scrape and the session was not lost.
+        write_up(out, scrape.connected && scrape.answered && !scrape.lost);
         out.single(
             "pg_exporter_last_scrape_duration_seconds",
             "Duration of the last scrape of metrics from PostgreSQL.",
@@ -120,7 +162,7 @@ impl PgCollector {
             "pg_exporter_last_scrape_error",
             "Whether the last scrape of metrics from PostgreSQL resulted in an error (1 for error, 0 for success).",
             Kind::Gauge,
-            f64::from(u8::from(outcome.error)),
+            f64::from(u8::from(scrape.error)),
         );
         out.single(
             "pg_exporter_scrapes_total",
@@ -135,66 +177,148 @@ impl PgCollector {
         options: &PgConnectOptions,
         slot: &mut Option<Session>,
         out: &mut Exposition,
-    ) -> Outcome {
+        scrape: &mut Scrape,
+    ) {
         if slot.is_none() {
             match self.connect(options).await {
                 Ok(session) => *slot = Some(session),
                 Err(e) => {
-                    self.note_failure("connection", &e);
-                    return Outcome {
-                        up: false,
-                        error: true,
-                    };
+                    self.note_failure("connection", &e.to_string());
+                    scrape.error = true;
+                    return;
                 }
             }
+            scrape.answered = true;
         }
         let Some(session) = slot.as_mut() else {
-            return Outcome {
-                up: false,
-                error: true,
-            };
+            scrape.error = true;
+            return;
         };
+        scrape.connected = true;
         self.note_success("connection");
 
-        let mut error = false;
-        let mut lost = false;
         for collector in Collector::ALL {
             let name = collector.name();
+            scrape.begin(name);
             let started = Instant::now();
             let result = self.run(collector, session, out).await;
-            let success = match &result {
-                Ok(()) => {
-                    self.note_success(name);
-                    true
+            // An extension that is not installed is a configuration, not an error.
+            let result = match result {
+                Err(e) if collector.optional() && is_missing_object(&e) => {
+                    self.note_failure(name, &e.to_string());
+                    self.write_collector(out, scrape, name, started, false);
+                    scrape.answered = true;
+                    continue;
                 }
-                Err(e) => {
-                    lost = is_connection_error(e);
-                    // An extension that is not installed is a configuration, not an error.
-                    if !(collector.optional() && is_missing_object(e)) {
-                        error = true;
-                    }
-                    self.note_failure(name, e);
-                    false
-                }
+                other => other,
             };
-            out.gauge(
-                "pg_scrape_collector_duration_seconds",
-                "postgres_exporter: Duration of a collector scrape.",
-            )
-            .sample(&[("collector", name)], started.elapsed().as_secs_f64());
-            out.gauge(
-                "pg_scrape_collector_success",
-                "postgres_exporter: Whether a collector succeeded.",
-            )
-            .sample(&[("collector", name)], f64::from(u8::from(success)));
-            if lost {
+            self.report_sql(out, scrape, name, started, result);
+            if scrape.lost {
                 break;
             }
         }
-        if lost {
+        for query in self.queries.iter() {
+            if scrape.lost {
+                break;
+            }
+            let name = query.collector();
+            scrape.begin(&name);
+            let started = Instant::now();
+            let deadline = scrape.deadline;
+            let result = self
+                .custom_query(query, &mut session.conn, out, deadline)
+                .await;
+            self.report_sql(out, scrape, &name, started, result);
+        }
+        if !scrape.lost {
+            self.other_databases(session, options, out, scrape).await;
+        }
+        if scrape.lost {
             *slot = None;
         }
-        Outcome { up: !lost, error }
+    }
+
+    /// Reports a collector that ran on the session: a lost connection ends the scrape.
+    fn report_sql(
+        &self,
+        out: &mut Exposition,
+        scrape: &mut Scrape,
+        name: &str,
+        started: Instant,
+        result: Result<(), sqlx::Error>,
+    ) {
+        let lost = result.as_ref().is_err_and(is_connection_error);
+        let result = result.map_err(|e| match e {
+            // A custom query's own failure (custom.rs): its message alone.
+            sqlx::Error::Decode(inner) => inner.to_string(),
+            e => e.to_string(),
+        });
+        self.report(out, scrape, name, started, result, lost);
+    }
+
+    /// Writes a collector's `pg_scrape_collector_*` samples and records its outcome.
+    fn report(
+        &self,
+        out: &mut Exposition,
+        scrape: &mut Scrape,
+        name: &str,
+        started: Instant,
+        result: Result<(), String>,
+        lost: bool,
+    ) {
+        match &result {
+            Ok(()) => self.note_success(name),
+            Err(e) => {
+                self.note_failure(name, e);
+                scrape.error = true;
+            }
+        }
+        scrape.lost |= lost;
+        scrape.answered |= !lost;
+        self.write_collector(out, scrape, name, started, result.is_ok());
+    }
+
+    fn write_collector(
+        &self,
+        out: &mut Exposition,
+        scrape: &mut Scrape,
+        name: &str,
+        started: Instant,
+        success: bool,
+    ) {
+        scrape.current = None;
+        scrape.reported.insert(name.to_string());
+        out.gauge(
+            "pg_scrape_collector_duration_seconds",
+            "postgres_exporter: Duration of a collector scrape.",
+        )
+        .sample(&[("collector", name)], started.elapsed().as_secs_f64());
+        out.gauge(
+            "pg_scrape_collector_success",
+            "postgres_exporter: Whether a collector succeeded.",
+        )
+        .sample(&[("collector", name)], f64::from(u8::from(success)));
+    }
+
+    /// After the budget ran out: the collector in flight and those never reached report 0.
+    fn report_unfinished(&self, out: &mut Exposition, scrape: &mut Scrape) {
+        scrape.error = true;
+        if !scrape.connected {
+            return;
+        }
+        let now = Instant::now();
+        let mut names: Vec<(String, Instant)> = scrape.current.take().into_iter().collect();
+        let rest = Collector::ALL
+            .iter()
+            .map(|c| c.name().to_string())
+            .chain(self.queries.iter().map(|q| q.collector()));
+        names.extend(rest.map(|name| (name, now)));
+        for (name, started) in names {
+            if !scrape.reported.contains(&name) {
+                self.note_failure(&name, "the scrape's budget ran out");
+                self.write_collector(out, scrape, &name, started, false);
+            }
+        }
     }
 
     async fn connect(&self, options: &PgConnectOptions) -> Result<Session, sqlx::Error> {
@@ -210,12 +334,15 @@ impl PgCollector {
                     format!("no connection within {CONNECT_TIMEOUT:?}"),
                 ))
             })??;
-        let version: i32 = sqlx::query_scalar("SELECT current_setting('server_version_num')::int")
-            .fetch_one(&mut conn)
-            .await?;
+        let (version, database): (i32, String) = sqlx::query_as(
+            "SELECT current_setting('server_version_num')::int, current_database()::text",
+        )
+        .fetch_one(&mut conn)
+        .await?;
         let untracked = sqlx::query("SET pg_stat_statements.track = 'none'")
             .execute(&mut conn)
             .await;
+        self.untracked.store(untracked.is_ok(), Ordering::Relaxed);
         if let Err(e) = untracked
             && !self.told_tracked.swap(true, Ordering::Relaxed)
         {
@@ -226,21 +353,24 @@ impl PgCollector {
                  they will appear there"
             );
         }
-        Ok(Session { conn, version })
+        Ok(Session {
+            conn,
+            version,
+            database,
+        })
     }
 
-    fn note_failure(&self, collector: &'static str, error: &sqlx::Error) {
-        let message = error.to_string();
+    fn note_failure(&self, collector: &str, message: &str) {
         let Ok(mut failing) = self.failing.lock() else {
             return;
         };
-        if failing.get(collector) != Some(&message) {
+        if failing.get(collector).map(String::as_str) != Some(message) {
             tracing::warn!(collector, error = %message, "PostgreSQL metrics collector failed");
-            failing.insert(collector, message);
+            failing.insert(collector.to_string(), message.to_string());
         }
     }
 
-    fn note_success(&self, collector: &'static str) {
+    fn note_success(&self, collector: &str) {
         if let Ok(mut failing) = self.failing.lock()
             && failing.remove(collector).is_some()
         {
@@ -270,8 +400,12 @@ impl PgCollector {
             Collector::Replication => wal::replication(conn, out).await,
             Collector::ReplicationSlot => wal::replication_slots(conn, out).await,
             Collector::StatReplication => wal::stat_replication(conn, out).await,
-            Collector::StatUserTables => tables::stat_user_tables(conn, out).await,
-            Collector::StatioUserTables => tables::statio_user_tables(conn, out).await,
+            Collector::StatUserTables => {
+                tables::stat_user_tables(conn, tables::Tables::KnowledgeBase, out).await
+            }
+            Collector::StatioUserTables => {
+                tables::statio_user_tables(conn, tables::Tables::KnowledgeBase, out).await
+            }
             Collector::VectorIndex => tables::vector_indexes(conn, out).await,
             Collector::StatStatements => self.stat_statements(conn, version, out).await,
         }

@@ -1,6 +1,7 @@
-//! The knowledge-base tables (`pg_stat_user_tables_*`, `pg_statio_user_tables_*`; tables users
-//! add are left out so they cannot multiply the series) and the vector indexes
-//! (`nexusd_pg_vector_index_size_bytes`).
+//! Table statistics (`pg_stat_user_tables_*`, `pg_statio_user_tables_*`) and the vector indexes
+//! (`nexusd_pg_vector_index_size_bytes`). In nexusd's own database only the knowledge-base
+//! tables are read (tables users add there cannot multiply the series); in the other databases
+//! of `NEXUSD_METRICS_DATABASES` (`databases.rs`) every user table is, as postgres_exporter does.
 
 use sqlx::PgConnection;
 
@@ -9,8 +10,18 @@ use crate::bootstrap::KNOWLEDGE_BASE_TABLES;
 use crate::metrics::exposition::Exposition;
 use crate::metrics::exposition::Kind::{self, Counter, Gauge};
 
+/// Which tables of a database are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Tables {
+    /// The knowledge-base tables (nexusd's own database).
+    KnowledgeBase,
+    /// Every user table (the other databases).
+    All,
+}
+
 pub(super) async fn stat_user_tables(
     conn: &mut PgConnection,
+    tables: Tables,
     out: &mut Exposition,
 ) -> Result<(), sqlx::Error> {
     let rows = sqlx::query(
@@ -26,9 +37,11 @@ pub(super) async fn stat_user_tables(
                 vacuum_count::float8, autovacuum_count::float8, analyze_count::float8, \
                 autoanalyze_count::float8, pg_indexes_size(relid)::float8, \
                 pg_table_size(relid)::float8 \
-           FROM pg_stat_user_tables WHERE schemaname = 'public' AND relname = ANY($1)",
+           FROM pg_stat_user_tables \
+          WHERE $2 OR (schemaname = 'public' AND relname = ANY($1))",
     )
     .bind(KNOWLEDGE_BASE_TABLES)
+    .bind(tables == Tables::All)
     .fetch_all(&mut *conn)
     .await?;
     emit(
@@ -131,6 +144,7 @@ const STAT_USER_TABLES: &[Column] = &[
 
 pub(super) async fn statio_user_tables(
     conn: &mut PgConnection,
+    tables: Tables,
     out: &mut Exposition,
 ) -> Result<(), sqlx::Error> {
     let rows = sqlx::query(
@@ -139,9 +153,11 @@ pub(super) async fn statio_user_tables(
                 COALESCE(idx_blks_read, 0)::float8, COALESCE(idx_blks_hit, 0)::float8, \
                 COALESCE(toast_blks_read, 0)::float8, COALESCE(toast_blks_hit, 0)::float8, \
                 COALESCE(tidx_blks_read, 0)::float8, COALESCE(tidx_blks_hit, 0)::float8 \
-           FROM pg_statio_user_tables WHERE schemaname = 'public' AND relname = ANY($1)",
+           FROM pg_statio_user_tables \
+          WHERE $2 OR (schemaname = 'public' AND relname = ANY($1))",
     )
     .bind(KNOWLEDGE_BASE_TABLES)
+    .bind(tables == Tables::All)
     .fetch_all(&mut *conn)
     .await?;
     emit(
