@@ -58,6 +58,11 @@ const GENERAL: &[Var] = &[
         meaning: "Type=notify: READY, STATUS, STOPPING and watchdog pings go there",
     },
     Var {
+        name: "INVOCATION_ID",
+        default: "set by systemd",
+        meaning: "started by systemd: the unit's EnvironmentFile= is already applied, so an /etc/nexusd/nexusd.env the service's user cannot read is skipped",
+    },
+    Var {
         name: "PATH",
         default: "the system's",
         meaning: "also searched for PostgreSQL programs (after pg_config --bindir and /usr/lib/postgresql/*/bin)",
