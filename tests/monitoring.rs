@@ -156,6 +156,8 @@ async fn call_skills(nexusd: &Nexusd) {
 #[tokio::test]
 async fn every_dashboard_panel_has_data_from_a_real_prometheus() {
     let db = shared_db().await;
+    // A backup needs the knowledge base's tables.
+    db.bootstrap().await;
     let store = Where::local();
     for step in [&["backup", "run"][..], &["backup", "verify"]] {
         let out = nexusd(&db, &store, step, &[]);
