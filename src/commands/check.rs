@@ -21,6 +21,7 @@ pub fn report_invalid(errors: &ConfigErrors) {
         report.fail(e);
     }
 }
+use super::probes::{self, Finding};
 use crate::db::cluster::{self, Cluster, ClusterSpec};
 use crate::embed::{Embedder, mixed_models_message};
 
@@ -40,6 +41,13 @@ impl Report {
     fn fail(&mut self, what: impl Display) {
         self.failures += 1;
         println!("FAIL  {what}");
+    }
+    fn finding(&mut self, finding: Finding) {
+        match finding {
+            Finding::Ok(what) => self.ok(what),
+            Finding::Warn(what) => self.warn(what),
+            Finding::Fail(what) => self.fail(what),
+        }
     }
     fn outcome(&self) -> anyhow::Result<()> {
         match self.failures {
@@ -68,13 +76,29 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
                     cluster.connect_options(cluster::EMBEDDED_DATABASE),
                     format!("embedded cluster in {}", config.state_dir.display()),
                 ),
-                None => return report.outcome(),
+                None => {
+                    check_outside_the_database(config, &mut report).await;
+                    return report.outcome();
+                }
             }
         }
     };
     let model = check_embedder(config, &mut report).await;
     check_database(&options, &display, config, model.as_deref(), &mut report).await;
+    check_outside_the_database(config, &mut report).await;
     report.outcome()
+}
+
+/// The backup store (a real write, read and delete) and the environment's `NEXUSD_*` names.
+async fn check_outside_the_database(config: &Config, report: &mut Report) {
+    let finding = probes::backup_store(&config.backup).await;
+    report.finding(finding);
+    let names: Vec<String> = std::env::vars_os()
+        .filter_map(|(name, _)| name.into_string().ok())
+        .collect();
+    for finding in probes::unknown_variables(names.iter().map(String::as_str)) {
+        report.finding(finding);
+    }
 }
 
 /// The configured embeddings provider; for openai, whether the endpoint embeds a probe text.
@@ -261,7 +285,21 @@ async fn check_database(
     } else {
         report.warn("pg_stat_statements is not installed on the server (postgresql-contrib): statement metrics are off");
     }
-    match bootstrap::applied_versions(&conn).await {
+    check_migrations(&conn, report).await;
+    if let Some(model) = embedding_model {
+        check_stored_embeddings(&conn, config, model, report).await;
+    }
+    if let Ok(mut one) = conn.acquire().await {
+        for finding in probes::restore_rights(&mut one).await {
+            report.finding(finding);
+        }
+    }
+    conn.close().await;
+}
+
+/// Whether the schema is current, behind (pending migrations) or ahead of this nexusd.
+async fn check_migrations(conn: &sqlx::PgPool, report: &mut Report) {
+    match bootstrap::applied_versions(conn).await {
         Ok(applied) => {
             let latest = bootstrap::latest_known_migration();
             let current = applied.iter().copied().max().unwrap_or(0);
@@ -284,8 +322,4 @@ async fn check_database(
         }
         Err(e) => report.fail(e),
     }
-    if let Some(model) = embedding_model {
-        check_stored_embeddings(&conn, config, model, report).await;
-    }
-    conn.close().await;
 }

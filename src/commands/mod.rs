@@ -9,6 +9,7 @@ mod bootstrap;
 mod check;
 mod embed;
 mod import;
+mod probes;
 
 use std::process::ExitCode;
 
