@@ -356,6 +356,80 @@ async fn operators_choose_what_is_protected() {
     );
 }
 
+/// `POST /a2a/execute` of `skill` with an optional `Authorization`: status and `WWW-Authenticate`.
+async fn challenge_of(nexusd: &Nexusd, skill: &str, authorization: Option<&str>) -> (u16, String) {
+    let mut request = http()
+        .post(format!("{}/a2a/execute", nexusd.api))
+        .json(&json!({"skill_id": skill, "input": lesson("a/b")}));
+    if let Some(value) = authorization {
+        request = request.header("Authorization", value);
+    }
+    let response = request.send().await.expect("POST /a2a/execute");
+    let challenge = response
+        .headers()
+        .get("www-authenticate")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    (response.status().as_u16(), challenge)
+}
+
+/// Every 401 names the scheme to use (RFC 6750); the operator is warned at start when writes
+/// are open to anyone or closed to everyone, and not when credentials are configured.
+#[tokio::test]
+async fn a_401_names_the_bearer_scheme_and_open_writes_are_warned_about_at_start() {
+    let db = shared_db().await;
+    let nexusd = Nexusd::ready(&db.url(), &[("NEXUSD_API_TOKENS", API_TOKEN)]).await;
+    assert_eq!(
+        challenge_of(&nexusd, "add_lesson_learned", None).await,
+        (401, "Bearer realm=\"nexusd\"".to_string())
+    );
+    assert_eq!(
+        challenge_of(
+            &nexusd,
+            "add_lesson_learned",
+            Some("Bearer wrong-token-0123456789")
+        )
+        .await,
+        (
+            401,
+            "Bearer realm=\"nexusd\", error=\"invalid_token\"".to_string()
+        )
+    );
+    let (status, challenge) = challenge_of(
+        &nexusd,
+        "add_lesson_learned",
+        Some(&format!("Bearer {API_TOKEN}")),
+    )
+    .await;
+    assert_eq!((status, challenge.as_str()), (200, ""));
+    assert!(
+        !nexusd.log_text().contains("REQUIRE_AUTH_FOR_WRITE"),
+        "{}",
+        nexusd.log_text()
+    );
+    drop(nexusd);
+
+    let open = Nexusd::ready(&db.url(), &[("REQUIRE_AUTH_FOR_WRITE", "false")]).await;
+    let log = open.log_text();
+    assert!(
+        log.contains("WARN")
+            && log.contains(
+                "REQUIRE_AUTH_FOR_WRITE is false: anyone who reaches the API may call every skill"
+            ),
+        "{log}"
+    );
+    drop(open);
+
+    let closed = Nexusd::ready(&db.url(), &[]).await;
+    let log = closed.log_text();
+    assert!(
+        log.contains("no credential is configured")
+            && log.contains("nobody can call the protected skills"),
+        "{log}"
+    );
+}
+
 fn cors_headers(response: &reqwest::Response) -> [Option<String>; 5] {
     let get = |name: &str| {
         response

@@ -690,3 +690,93 @@ async fn shutdown_aborts_a_backup_in_flight_and_leaves_nothing() {
         "the aborted backup left files"
     );
 }
+
+/// `nexusd check`'s output, exit status first.
+fn check(db_url: &str, store: Option<&Where>, extra: &[(&str, &str)]) -> (bool, String) {
+    let owned = store.map(Where::vars).unwrap_or_default();
+    let mut vars: Vec<(&str, &str)> = vec![("DATABASE_URL", db_url)];
+    vars.extend(owned.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    vars.extend_from_slice(extra);
+    let output = nexusd_command(&["check"], &vars).output().unwrap();
+    (output.status.success(), text(&output))
+}
+
+/// `check` tries the store as a backup will (write, read back, delete: nothing is left), fails
+/// when it cannot, names the credential sources when Google's fail, says whether the role may
+/// create verify's scratch database, and names misspelt `NEXUSD_*` variables.
+#[tokio::test]
+async fn check_probes_the_store_the_rights_and_the_variable_names() {
+    let gcs = shared_gcs();
+    let db = shared_db().await;
+    for store in [Where::gcs(gcs).await, Where::local()] {
+        let (ok, out) = check(
+            &db.url(),
+            Some(&store),
+            &[("NEXUSD_BACKUP_BUKET", "gs://typo")],
+        );
+        assert!(ok, "{out}");
+        let probed = out.lines().any(|l| {
+            l.starts_with("ok    backup store")
+                && l.ends_with("a probe object was written, read back and deleted")
+        });
+        assert!(probed, "{out}");
+        assert_eq!(store.objects(gcs).await, Vec::<String>::new(), "{out}");
+        assert!(
+            out.contains("warn  NEXUSD_BACKUP_BUKET is not a variable nexusd reads, so it is ignored (did you mean NEXUSD_BACKUP_BUCKET?)"),
+            "{out}"
+        );
+        assert!(out.contains("ok    role postgres is a superuser"), "{out}");
+    }
+
+    // A store that cannot be written fails the check.
+    let file = temp_root("nexusd-check-").join("a-file");
+    std::fs::write(&file, b"").unwrap();
+    let broken = Where::Local(file.join("backups"));
+    let (ok, out) = check(&db.url(), Some(&broken), &[]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("FAIL  backup store"), "{out}");
+
+    // Google's credentials: every source tried is named.
+    let (ok, out) = check(
+        &db.url(),
+        None,
+        &[
+            ("NEXUSD_BACKUP_BUCKET", "gs://no-such-bucket/nexusd"),
+            ("GOOGLE_APPLICATION_CREDENTIALS", "/nonexistent/key.json"),
+        ],
+    );
+    assert!(!ok, "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("FAIL  backup store gs://no-such-bucket"))
+        .unwrap_or_else(|| panic!("{out}"));
+    for source in [
+        "GOOGLE_APPLICATION_CREDENTIALS (set to /nonexistent/key.json)",
+        "Application Default Credentials file",
+        "metadata server",
+    ] {
+        assert!(line.contains(source), "{line}");
+    }
+
+    // A role without CREATEDB is warned about; with it, not.
+    let role = db.app_role("").await;
+    let app_url = db.url().replace("postgres@", &format!("{role}@"));
+    let store = Where::local();
+    let (_, out) = check(&app_url, Some(&store), &[]);
+    assert!(
+        out.contains(&format!(
+            "warn  role {role} lacks CREATEDB: the weekly backup verify"
+        )),
+        "{out}"
+    );
+    let admin = db.pool().await;
+    sqlx::query(&format!("ALTER ROLE {role} CREATEDB"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let (_, out) = check(&app_url, Some(&store), &[]);
+    assert!(
+        out.contains(&format!("ok    role {role} has CREATEDB")),
+        "{out}"
+    );
+}

@@ -134,3 +134,70 @@ fn help_and_readme_list_every_variable() {
 fn alert_rules_and_cloud_monitoring_policies_agree() {
     run_check("check_alert_parity.py", &[]);
 }
+
+fn repo_file(path: &str) -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// The release binary carries no debug info or symbols (it was 112 MB with them) and is built
+/// for size; the operator documentation exists and covers every Terraform variable and output.
+#[test]
+fn release_profile_is_stripped_and_the_operator_docs_cover_terraform() {
+    let cargo = repo_file("Cargo.toml");
+    let release = cargo
+        .split_once("[profile.release]\n")
+        .map(|(_, rest)| rest.split("\n[").next().unwrap_or_default())
+        .unwrap_or_default();
+    for setting in [
+        "debug = false",
+        "strip = true",
+        "lto = \"fat\"",
+        "codegen-units = 1",
+    ] {
+        assert!(
+            release.lines().any(|l| l.trim() == setting),
+            "[profile.release] lacks {setting}:\n{release}"
+        );
+    }
+
+    let readme = repo_file("terraform/README.md");
+    let mut missing = Vec::new();
+    for (file, kind) in [
+        ("terraform/variables.tf", "variable"),
+        ("terraform/outputs.tf", "output"),
+    ] {
+        for line in repo_file(file).lines() {
+            let name = line
+                .strip_prefix(&format!("{kind} \""))
+                .and_then(|rest| rest.split_once('"'))
+                .map(|(name, _)| name);
+            if let Some(name) = name
+                && !readme.contains(&format!("| `{name}` |"))
+            {
+                missing.push(format!("{kind} {name}"));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "terraform/README.md lacks {missing:?}");
+    for section in ["## Create first", "## Example", "## Inputs", "## Outputs"] {
+        assert!(
+            readme.contains(section),
+            "terraform/README.md lacks {section}"
+        );
+    }
+
+    let operations = repo_file("docs/operations.md");
+    for section in [
+        "## Commands on the VM",
+        "## Restore runbook",
+        "## Moving from the original Python deployment",
+        "`sudo nexusd backup list`",
+    ] {
+        assert!(
+            operations.contains(section),
+            "docs/operations.md lacks {section}"
+        );
+    }
+    assert!(!operations.contains("systemd-run"));
+}

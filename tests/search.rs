@@ -644,6 +644,89 @@ async fn similar_patterns_by_pattern_and_by_text() {
     assert!(pairs[0].2 > 0.999);
 }
 
+/// The original Dev-Nexus called a component's purpose `description`: analyses written for it
+/// keep what they say (query_patterns answers it as `description`, as the original did), and
+/// `purpose` wins when both are given.
+#[tokio::test]
+async fn a_component_description_is_kept_as_its_purpose() {
+    let db = shared_db().await;
+    let nexusd = nexusd(&db, &[]).await;
+    record(
+        &nexusd,
+        json!({"repository": "acme/legacy", "patterns": [{"name": "Legacy pattern"}],
+        "reusable_components": [
+            {"name": "OldClient", "description": "HTTP client from the Python analyses"},
+            {"name": "Both", "purpose": "the purpose", "description": "the description"},
+        ]}),
+    )
+    .await;
+    let found = nexusd
+        .ok("query_patterns", json!({"patterns": ["legacy pattern"]}))
+        .await;
+    let components = &found["matches"][0]["reusable_components"];
+    let purpose = |name: &str| {
+        components
+            .as_array()
+            .and_then(|all| all.iter().find(|c| c["name"] == name))
+            .map(|c| c["description"].clone())
+    };
+    assert_eq!(
+        purpose("OldClient"),
+        Some(json!("HTTP client from the Python analyses")),
+        "{found}"
+    );
+    assert_eq!(purpose("Both"), Some(json!("the purpose")), "{found}");
+}
+
+/// With the builtin embedder the default threshold is the builtin one (0.1), so a short query
+/// finds the pattern it is about; an empty answer says how near the nearest pattern came.
+#[tokio::test]
+async fn the_default_threshold_fits_the_embedder_and_an_empty_answer_gives_the_best_score() {
+    let db = shared_db().await;
+    let nexusd = nexusd(&db, &[]).await;
+    record_catalogue(&nexusd).await;
+
+    let found = nexusd
+        .ok("find_similar_patterns", json!({"text": "rate limiting"}))
+        .await;
+    assert_eq!(
+        names(&found["similar_patterns"])[0],
+        "Token bucket rate limiter",
+        "{found}"
+    );
+    assert_eq!(found["query"]["min_similarity"], 0.1, "{found}");
+    assert!(found.get("best_similarity").is_none(), "{found}");
+
+    let (_, card) = nexusd.get("/.well-known/agent.json").await.unwrap();
+    let entry = card["skills"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "find_similar_patterns")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        entry["input_schema"]["properties"]["min_similarity"]["default"],
+        0.1
+    );
+
+    let strict = nexusd
+        .ok(
+            "find_similar_patterns",
+            json!({"text": "rate limiting", "min_similarity": 0.95}),
+        )
+        .await;
+    assert_eq!(strict["similar_patterns"], json!([]), "{strict}");
+    let best = strict["best_similarity"].as_f64().unwrap_or(-1.0);
+    assert!(best > 0.1 && best < 0.95, "{strict}");
+    let message = strict["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("\"Token bucket rate limiter\"")
+            && message.contains("min_similarity 0.95"),
+        "{message}"
+    );
+}
+
 /// Loads `n` patterns with random unit vectors straight into the table.
 async fn random_patterns(pool: &PgPool, n: i32) {
     sqlx::raw_sql(&format!(

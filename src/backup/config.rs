@@ -22,6 +22,18 @@ pub const VARIABLES: &[Var] = &[
         meaning: "storage endpoint override (emulators; no credentials sent)",
     },
     Var {
+        name: "GOOGLE_APPLICATION_CREDENTIALS",
+        default: "unset",
+        meaning: "a service account key file for the backup bucket; unset: the Application \
+                  Default Credentials file in $HOME/.config/gcloud, then the metadata server (the \
+                  VM's service account). nexusd check names each source it tried",
+    },
+    Var {
+        name: "HOME",
+        default: "the user's",
+        meaning: "where the Application Default Credentials file is looked for",
+    },
+    Var {
         name: "NEXUSD_BACKUP_SCHEDULE",
         default: "0 0 2 * * *",
         meaning: "seconds-first cron, UTC; off disables nightly backups",

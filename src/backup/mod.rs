@@ -16,7 +16,7 @@ mod retention;
 pub(crate) mod schedule;
 mod sql_dump;
 pub(crate) mod status;
-mod store;
+pub(crate) mod store;
 
 pub use config::{BackupConfig, BackupDestination, DumpFormat, VARIABLES};
 pub use manifest::{Compression, LATEST, MANIFEST_SUFFIX, Manifest, Verification};

@@ -4,9 +4,12 @@
 use std::fmt::Display;
 use std::path::Path;
 
+use super::probes::{self, Finding};
 use crate::bootstrap::{self, MIN_SERVER_VERSION_NUM, ServerFacts, StatementsStatus};
 use crate::config::Config;
 use crate::db::DatabaseTarget;
+use crate::db::cluster::{self, Cluster, ClusterSpec};
+use crate::embed::{Embedder, mixed_models_message};
 use crate::env::ConfigErrors;
 
 /// Some check failed (each was printed with its fix).
@@ -22,8 +25,6 @@ pub fn report_invalid(errors: &ConfigErrors, json: bool) {
     }
     report.print_json();
 }
-use crate::db::cluster::{self, Cluster, ClusterSpec};
-use crate::embed::{Embedder, mixed_models_message};
 
 /// Collects findings: printed as they come, or kept for one JSON object at the end (`--json`).
 #[derive(Default)]
@@ -71,6 +72,13 @@ impl Report {
             println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
         }
     }
+    fn record(&mut self, finding: Finding) {
+        match finding {
+            Finding::Ok(what) => self.ok(what),
+            Finding::Warn(what) => self.warn(what),
+            Finding::Fail(what) => self.fail(what),
+        }
+    }
     fn outcome(&self) -> anyhow::Result<()> {
         self.print_json();
         match self.failures {
@@ -99,13 +107,29 @@ pub async fn run(config: &Config, json: bool) -> anyhow::Result<()> {
                     cluster.connect_options(cluster::EMBEDDED_DATABASE),
                     format!("embedded cluster in {}", config.state_dir.display()),
                 ),
-                None => return report.outcome(),
+                None => {
+                    check_outside_the_database(config, &mut report).await;
+                    return report.outcome();
+                }
             }
         }
     };
     let model = check_embedder(config, &mut report).await;
     check_database(&options, &display, config, model.as_deref(), &mut report).await;
+    check_outside_the_database(config, &mut report).await;
     report.outcome()
+}
+
+/// The backup store (a real write, read and delete) and the environment's `NEXUSD_*` names.
+async fn check_outside_the_database(config: &Config, report: &mut Report) {
+    let finding = probes::backup_store(&config.backup).await;
+    report.record(finding);
+    let names: Vec<String> = std::env::vars_os()
+        .filter_map(|(name, _)| name.into_string().ok())
+        .collect();
+    for finding in probes::unknown_variables(names.iter().map(String::as_str)) {
+        report.record(finding);
+    }
 }
 
 /// The configured embeddings provider; for openai, whether the endpoint embeds a probe text.
@@ -292,7 +316,21 @@ async fn check_database(
     } else {
         report.warn("pg_stat_statements is not installed on the server (postgresql-contrib): statement metrics are off");
     }
-    match bootstrap::applied_versions(&conn).await {
+    check_migrations(&conn, report).await;
+    if let Some(model) = embedding_model {
+        check_stored_embeddings(&conn, config, model, report).await;
+    }
+    if let Ok(mut one) = conn.acquire().await {
+        for finding in probes::restore_rights(&mut one).await {
+            report.record(finding);
+        }
+    }
+    conn.close().await;
+}
+
+/// Whether the schema is current, behind (pending migrations) or ahead of this nexusd.
+async fn check_migrations(conn: &sqlx::PgPool, report: &mut Report) {
+    match bootstrap::applied_versions(conn).await {
         Ok(applied) => {
             let latest = bootstrap::latest_known_migration();
             let current = applied.iter().copied().max().unwrap_or(0);
@@ -315,8 +353,4 @@ async fn check_database(
         }
         Err(e) => report.fail(e),
     }
-    if let Some(model) = embedding_model {
-        check_stored_embeddings(&conn, config, model, report).await;
-    }
-    conn.close().await;
 }

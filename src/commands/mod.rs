@@ -14,6 +14,7 @@ mod bootstrap;
 mod check;
 mod embed;
 mod import;
+mod probes;
 mod status;
 
 use std::path::Path;

@@ -22,7 +22,7 @@ pub const VARIABLES: &[Var] = &[
     Var {
         name: "REQUIRE_AUTH_FOR_WRITE",
         default: "true",
-        meaning: "the protected skills need a bearer token",
+        meaning: PROTECTION,
     },
     Var {
         name: "NEXUSD_API_TOKENS",
@@ -45,6 +45,13 @@ pub const VARIABLES: &[Var] = &[
         meaning: "where ID-token signing keys come from (cached as its Cache-Control says)",
     },
 ];
+
+/// `REQUIRE_AUTH_FOR_WRITE`'s meaning in `--help` and the README. The list is the skills the
+/// registry declares protected (a test in `skills/mod.rs` holds them together).
+const PROTECTION: &str = "true: these skills need a bearer token: record_analysis, \
+    add_lesson_learned, update_dependency_info, add_deployment_info, add_runtime_issue, \
+    scan_repository_components; every other skill (add_repository included) is public unless \
+    NEXUSD_PROTECTED_SKILLS names it. false: every skill is public";
 
 /// Who may call the protected (write) skills.
 #[derive(Clone)]
@@ -99,6 +106,33 @@ impl AuthConfig {
     }
 }
 
+impl AuthConfig {
+    /// Whether any credential could pass: an API token, or ID tokens (an audience and at least
+    /// one allowed account).
+    pub fn accepts_any_credential(&self) -> bool {
+        !self.api_tokens.is_empty()
+            || (self.audience.is_some() && !self.allowed_accounts.is_empty())
+    }
+
+    /// What an operator should know at start about who may call the protected skills.
+    pub fn warning(&self) -> Option<&'static str> {
+        if !self.required {
+            Some(
+                "REQUIRE_AUTH_FOR_WRITE is false: anyone who reaches the API may call every skill, \
+                 writes included, without credentials",
+            )
+        } else if !self.accepts_any_credential() {
+            Some(
+                "no credential is configured (NEXUSD_API_TOKENS is empty, and Google ID tokens need \
+                 both NEXUSD_AUTH_AUDIENCE and ALLOWED_SERVICE_ACCOUNTS): nobody can call the \
+                 protected skills; set one of them, or REQUIRE_AUTH_FOR_WRITE=false to open them",
+            )
+        } else {
+            None
+        }
+    }
+}
+
 const GOOGLE_ISSUERS: [&str; 2] = ["accounts.google.com", "https://accounts.google.com"];
 /// Clock skew tolerated on `exp` and `nbf`.
 const LEEWAY_SECS: u64 = 60;
@@ -136,6 +170,23 @@ pub enum AuthFailure {
     Keys(String),
 }
 
+impl AuthFailure {
+    /// The `WWW-Authenticate` challenge of a 401 for this failure (RFC 6750, section 3): no
+    /// error code when the request carried no bearer token, `invalid_token` when its token was
+    /// refused (why is logged, not told).
+    pub fn challenge(&self) -> &'static str {
+        match self {
+            AuthFailure::Missing | AuthFailure::NotBearer => BEARER_CHALLENGE,
+            _ => INVALID_TOKEN_CHALLENGE,
+        }
+    }
+}
+
+/// The challenge of a 401 to a request without a bearer token.
+pub const BEARER_CHALLENGE: &str = "Bearer realm=\"nexusd\"";
+/// The challenge of a 401 to a request whose bearer token was refused.
+pub const INVALID_TOKEN_CHALLENGE: &str = "Bearer realm=\"nexusd\", error=\"invalid_token\"";
+
 #[derive(Debug, Deserialize)]
 struct GoogleClaims {
     email: Option<String>,
@@ -151,7 +202,11 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
+    /// Warns at start when the protected skills are open to anyone, or closed to everyone.
     pub fn new(config: &AuthConfig) -> Self {
+        if let Some(warning) = config.warning() {
+            tracing::warn!("{warning}");
+        }
         Authenticator {
             token_hashes: config
                 .api_tokens

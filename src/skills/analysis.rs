@@ -116,6 +116,11 @@ fn component_schema() -> Value {
         "properties": {
             "name": {"type": "string", "description": "Component name, unique within the repository", "minLength": 1, "maxLength": 500},
             "purpose": text("What it is for", 20000),
+            "description": text(
+                "The original Dev-Nexus name of purpose, accepted as an alias: stored as the purpose \
+                 when purpose is not given",
+                20000,
+            ),
             "location": text("Path in the repository", 2000),
             "component_type": {"type": "string", "maxLength": 50},
             "language": {"type": "string", "maxLength": 50},
@@ -180,6 +185,8 @@ enum Alternatives {
 struct ComponentInput {
     name: String,
     purpose: Option<String>,
+    /// The original's name for `purpose` (its `ReusableComponent.description`).
+    description: Option<String>,
     location: Option<String>,
     component_type: Option<String>,
     language: Option<String>,
@@ -343,7 +350,11 @@ fn analysis_record(p: &Prepared, now: DateTime<Utc>) -> Analysis<'_> {
             .iter()
             .map(|c| ComponentFacts {
                 name: &c.name,
-                purpose: c.input.purpose.as_deref(),
+                purpose: c
+                    .input
+                    .purpose
+                    .as_deref()
+                    .or(c.input.description.as_deref()),
                 location: c.input.location.as_deref(),
                 component_type: c.input.component_type.as_deref(),
                 language: c.input.language.as_deref(),

@@ -10,7 +10,8 @@
 
 use std::time::Duration;
 
-use axum::http::StatusCode;
+use axum::http::header::WWW_AUTHENTICATE;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
@@ -36,8 +37,12 @@ pub enum SkillError {
     /// The body could not be read as a request (not JSON, not an object, a field missing or of
     /// the wrong type): 400 with the reason.
     BadRequest(String),
-    /// A protected skill called without valid credentials: 401.
-    Unauthorized { skill: &'static str },
+    /// A protected skill called without valid credentials: 401, with `challenge` as its
+    /// `WWW-Authenticate` header.
+    Unauthorized {
+        skill: &'static str,
+        challenge: &'static str,
+    },
     /// No skill has this id: 200 with `success: false` and the ids there are.
     UnknownSkill {
         id: String,
@@ -172,7 +177,7 @@ impl SkillError {
             SkillError::BadRequest(message)
             | SkillError::Invalid(message)
             | SkillError::Internal { message, .. } => (message, Map::new()),
-            SkillError::Unauthorized { skill } => (
+            SkillError::Unauthorized { skill, .. } => (
                 "Authentication required".to_string(),
                 object(json!({
                     "message": format!("Skill '{skill}' requires A2A authentication"),
@@ -209,7 +214,17 @@ fn object(value: Value) -> Map<String, Value> {
 impl IntoResponse for SkillError {
     fn into_response(self) -> Response {
         let status = self.status();
-        json_response(status, self.into_body(Map::new()))
+        let challenge = match &self {
+            SkillError::Unauthorized { challenge, .. } => Some(*challenge),
+            _ => None,
+        };
+        let mut response = json_response(status, self.into_body(Map::new()));
+        if let Some(challenge) = challenge {
+            response
+                .headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        }
+        response
     }
 }
 

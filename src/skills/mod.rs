@@ -202,6 +202,8 @@ async fn agent_card(State(state): State<AppState>) -> Response {
         )
     };
     let external = &state.ctx.config.external;
+    let mut skills = state.skills.card_entries();
+    search::document_default(&mut skills, state.ctx.search.embedder.as_ref());
     json_response(
         StatusCode::OK,
         json!({
@@ -212,7 +214,7 @@ async fn agent_card(State(state): State<AppState>) -> Response {
             "version": API_VERSION,
             "url": agent_url(&state),
             "capabilities": {"streaming": false, "multimodal": false, "authentication": "optional"},
-            "skills": state.skills.card_entries(),
+            "skills": skills,
             "metadata": {
                 "repository": "patelmm79/dev-nexus",
                 "documentation": "https://github.com/patelmm79/dev-nexus#readme",
@@ -281,7 +283,10 @@ async fn execute(State(state): State<AppState>, headers: HeaderMap, body: Body) 
         && let Err(failure) = &verified
     {
         tracing::warn!(skill = skill.id, reason = %failure, "authentication failed");
-        let error = SkillError::Unauthorized { skill: skill.id };
+        let error = SkillError::Unauthorized {
+            skill: skill.id,
+            challenge: failure.challenge(),
+        };
         state
             .skill_stats
             .observe(skill.id, error.outcome(), started.elapsed());
@@ -461,4 +466,45 @@ async fn cancel(State(state): State<AppState>, body: Body) -> Result<Response, S
 fn trace_of(headers: &HeaderMap) -> Option<TraceContext> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     TraceContext::from_headers(header("traceparent"), header("x-cloud-trace-context"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::env::Env;
+
+    /// Every skill, as a server with a GitHub token registers them, with the default settings.
+    fn all_skills() -> Registry {
+        let lookup = |name: &str| (name == "GITHUB_TOKEN").then(|| "ghp_test".to_string());
+        let mut env = Env::new(&lookup);
+        let config = SkillsConfig::from_env(&mut env).expect("the default skills configuration");
+        registry(&config).expect("the registry")
+    }
+
+    /// `--help` and the README say which skills `REQUIRE_AUTH_FOR_WRITE` protects: exactly the
+    /// ones the registry declares.
+    #[test]
+    fn the_help_text_lists_the_protected_skills() {
+        let meaning = crate::http::auth::VARIABLES
+            .iter()
+            .find(|v| v.name == "REQUIRE_AUTH_FOR_WRITE")
+            .map(|v| v.meaning)
+            .unwrap_or_default();
+        let listed: Vec<&str> = meaning
+            .split_once("bearer token: ")
+            .and_then(|(_, rest)| rest.split_once(';'))
+            .map(|(list, _)| list.split(", ").collect())
+            .unwrap_or_default();
+        let skills = all_skills();
+        let declared: Vec<&str> = skills
+            .iter()
+            .filter(|s| skills.is_protected(s))
+            .map(|s| s.id)
+            .collect();
+        let (mut listed, mut declared) = (listed, declared);
+        listed.sort();
+        declared.sort();
+        assert_eq!(listed, declared, "{meaning}");
+        assert!(!declared.contains(&"add_repository"));
+    }
 }

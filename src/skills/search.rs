@@ -16,7 +16,7 @@ use sqlx::{Connection, PgConnection, Postgres, Transaction};
 use super::context::SkillContext;
 use super::error::SkillError;
 use super::registry::{Skill, SkillOutput, example, handler, output, parse, repository_schema};
-use crate::embed::{Embedder, mixed_models_message, pattern_text};
+use crate::embed::{Embedder, default_min_similarity, mixed_models_message, pattern_text};
 use crate::kb::search::{self as store, Found};
 
 /// RRF's damping constant: a document's fused score is Σ 1/(K + rank) over the lists it is in.
@@ -27,6 +27,13 @@ const RRF_K: f64 = 60.0;
 const MAX_TERM_ROWS: f64 = 500.0;
 /// The most rows a query of only common words (then all required) may be expected to match.
 const MAX_AND_ROWS: f64 = 2000.0;
+
+/// `min_similarity`'s description; its default depends on the embedder (the agent card adds
+/// this server's as `default`, see [`document_default`]).
+const MIN_SIMILARITY_DESCRIPTION: &str = "Least cosine similarity to include. Default: 0.5 with \
+    openai embeddings, 0.1 with the builtin embedder (whose scores for related texts are lower); \
+    the answer's query.min_similarity is the one applied. An empty answer gives the best \
+    similarity seen (best_similarity).";
 
 pub fn find_similar_patterns() -> Skill {
     Skill {
@@ -43,7 +50,7 @@ pub fn find_similar_patterns() -> Skill {
                 "pattern_id": {"type": "integer", "description": "Id of a recorded pattern (as similar_patterns and record_analysis report them)", "minimum": 1, "maximum": 2147483647},
                 "text": {"type": "string", "description": "A description of what to look for", "minLength": 1, "maxLength": 10000},
                 "limit": {"type": "integer", "description": "Most patterns to return", "minimum": 1, "maximum": 100, "default": 10},
-                "min_similarity": {"type": "number", "description": "Least cosine similarity to include", "minimum": 0, "maximum": 1, "default": 0.5},
+                "min_similarity": {"type": "number", "description": MIN_SIMILARITY_DESCRIPTION, "minimum": 0, "maximum": 1},
                 "exclude_repository": repository_schema("Leave out this repository's patterns"),
             },
             "oneOf": [{"required": ["pattern_id"]}, {"required": ["text"]}],
@@ -147,13 +154,15 @@ async fn run_find_similar(
 ) -> Result<SkillOutput, SkillError> {
     let q: SimilarInput = parse(input)?;
     let limit = q.limit.unwrap_or(10);
-    let min_similarity = q.min_similarity.unwrap_or(0.5);
     let Query {
         vector,
         model,
         mut tx,
         source,
     } = similarity_query(&ctx, &q).await?;
+    let min_similarity = q
+        .min_similarity
+        .unwrap_or_else(|| default_min_similarity(&model));
 
     ensure_one_model(&mut tx, &model).await?;
     // One more than asked for: the pattern itself comes back first and is dropped.
@@ -164,18 +173,22 @@ async fn run_find_similar(
         q.exclude_repository.is_some(),
     )
     .await?;
+    // The threshold is applied here rather than in SQL, so an empty answer can say how near
+    // the nearest pattern came.
     let mut found = store::nearest(
         &mut tx,
         &vector,
         fetch,
         q.exclude_repository.as_deref(),
-        min_similarity,
+        -1.0,
     )
     .await?;
     tx.commit().await?;
     if let Some(id) = q.pattern_id {
         found.retain(|f| f.pattern_id != id);
     }
+    let nearest = found.first().map(|f| (f.similarity, f.pattern.clone()));
+    found.retain(|f| f.similarity.is_some_and(|s| s >= min_similarity));
     found.truncate(limit as usize);
 
     let similar: Vec<Value> = found.into_iter().map(similar_json).collect();
@@ -189,7 +202,49 @@ async fn run_find_similar(
     if let Some(source) = source {
         out.insert("source_pattern".into(), source);
     }
+    if count == 0 {
+        let best = nearest.as_ref().and_then(|(s, _)| *s).map(round);
+        out.insert("best_similarity".into(), json!(best));
+        out.insert(
+            "message".into(),
+            json!(empty_message(nearest, min_similarity)),
+        );
+    }
     Ok(out)
+}
+
+/// Why a similarity search found nothing: how near the nearest pattern came, or that there is
+/// nothing to compare with.
+fn empty_message(nearest: Option<(Option<f64>, String)>, min_similarity: f64) -> String {
+    match nearest {
+        Some((Some(best), pattern)) => format!(
+            "No pattern reached min_similarity {min_similarity}; the nearest, {pattern:?}, scored {}: \
+             lower min_similarity to see it",
+            round(best)
+        ),
+        _ => {
+            "No other pattern has an embedding to compare with (nexusd embed computes missing ones)"
+                .to_string()
+        }
+    }
+}
+
+/// The agent card's entry of `find_similar_patterns` with this server's default `min_similarity`
+/// (it depends on the configured embedder).
+pub fn document_default(entries: &mut [Value], embedder: Option<&Embedder>) {
+    let Some(embedder) = embedder else {
+        return;
+    };
+    let default = default_min_similarity(&embedder.model_id());
+    for entry in entries.iter_mut() {
+        if entry["id"] == "find_similar_patterns"
+            && let Some(property) = entry
+                .pointer_mut("/input_schema/properties/min_similarity")
+                .and_then(Value::as_object_mut)
+        {
+            property.insert("default".into(), json!(default));
+        }
+    }
 }
 
 fn similar_json(f: Found) -> Value {

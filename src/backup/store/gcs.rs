@@ -3,7 +3,8 @@
 //! and checks on the last chunk, and streamed, CRC-checked reads. The crate offers list and
 //! delete only over gRPC, which emulators do not speak, so those two use the JSON API with the
 //! same credentials. Credentials: Application Default Credentials (on the VM, the metadata
-//! server); none with `NEXUSD_GCS_ENDPOINT` (emulators).
+//! server); none with `NEXUSD_GCS_ENDPOINT` (emulators). A credential failure names every
+//! source tried ([`credential_sources`]).
 //!
 //! No request can hang a backup: every request has its own deadline (`NEXUSD_BACKUP_REQUEST_TIMEOUT`).
 //! Reads and writes of small objects are bounded as a whole; a streamed upload fails when the
@@ -69,8 +70,38 @@ fn gcs_error(context: &str, name: &str, e: google_cloud_storage::Error) -> Store
     match e.http_status_code() {
         Some(412) => StoreError::AlreadyExists(name.to_string()),
         Some(404) => StoreError::NotFound(name.to_string()),
+        _ if e.is_authentication() => StoreError::Other(format!(
+            "{context} {name}: {}; {}",
+            error_chain(&e),
+            credential_sources()
+        )),
         _ => StoreError::Other(format!("{context} {name}: {}", error_chain(&e))),
     }
+}
+
+/// Where Application Default Credentials were looked for, in the order the auth crate tries
+/// them, and what was found: an operator whose credentials fail learns which source was used
+/// and which were not there.
+fn credential_sources() -> String {
+    let from_env = match std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS") {
+        Some(path) => format!("set to {}", std::path::Path::new(&path).display()),
+        None => "not set".to_string(),
+    };
+    let file = match std::env::var_os("HOME") {
+        Some(home) => {
+            let path = std::path::Path::new(&home)
+                .join(".config/gcloud/application_default_credentials.json");
+            let found = if path.exists() { "found" } else { "not found" };
+            format!("{} ({found})", path.display())
+        }
+        None => "in $HOME/.config/gcloud (HOME not set)".to_string(),
+    };
+    format!(
+        "credential sources tried, in order: GOOGLE_APPLICATION_CREDENTIALS ({from_env}), the \
+         Application Default Credentials file {file} (gcloud auth application-default login), \
+         then the metadata server (metadata.google.internal: the VM's service account, only on \
+         Google Cloud)"
+    )
 }
 
 impl GcsStore {
@@ -85,7 +116,12 @@ impl GcsStore {
             Some(_) => google_cloud_auth::credentials::anonymous::Builder::new().build(),
             None => google_cloud_auth::credentials::Builder::default()
                 .build()
-                .map_err(|e| other("Google credentials (Application Default Credentials)", e))?,
+                .map_err(|e| {
+                    other(
+                        "Google credentials (Application Default Credentials)",
+                        format!("{e}; {}", credential_sources()),
+                    )
+                })?,
         };
         let mut builder = Storage::builder()
             .with_credentials(credentials.clone())
@@ -268,8 +304,12 @@ impl GcsStore {
             .credentials
             .headers(http::Extensions::new())
             .await
-            .map_err(|e| other("Google credentials", e))?
-        {
+            .map_err(|e| {
+                other(
+                    "Google credentials",
+                    format!("{e}; {}", credential_sources()),
+                )
+            })? {
             CacheableResource::New { data, .. } => {
                 let mut headers = reqwest::header::HeaderMap::new();
                 for (k, v) in &data {
