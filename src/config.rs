@@ -50,7 +50,7 @@ const GENERAL: &[Var] = &[
     Var {
         name: "HOME",
         default: "the user's",
-        meaning: "gives ~/.local/state when XDG_STATE_HOME is unset",
+        meaning: "gives ~/.local/state when XDG_STATE_HOME is unset, and where the Application Default Credentials file (~/.config/gcloud) is looked for",
     },
     Var {
         name: "NOTIFY_SOCKET",

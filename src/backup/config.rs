@@ -29,11 +29,6 @@ pub const VARIABLES: &[Var] = &[
                   VM's service account). nexusd check names each source it tried",
     },
     Var {
-        name: "HOME",
-        default: "the user's",
-        meaning: "where the Application Default Credentials file is looked for",
-    },
-    Var {
         name: "NEXUSD_BACKUP_SCHEDULE",
         default: "0 0 2 * * *",
         meaning: "seconds-first cron, UTC; off disables nightly backups",
