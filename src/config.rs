@@ -350,6 +350,29 @@ mod tests {
     }
 
     #[test]
+    fn host_collectors_and_textfile_directory() {
+        let config = parse(&[]).unwrap();
+        assert!(config.metrics.host_collectors.contains(&"netstat"));
+        assert!(!config.metrics.host_collectors.contains(&"processes"));
+        assert!(config.metrics.textfile_dir.is_none());
+        let config = parse(&[
+            ("NEXUSD_METRICS_COLLECTORS", "+processes,-netstat"),
+            ("NEXUSD_METRICS_TEXTFILE_DIR", "/var/lib/nexusd/textfiles"),
+        ])
+        .unwrap();
+        assert!(config.metrics.host_collectors.contains(&"processes"));
+        assert!(!config.metrics.host_collectors.contains(&"netstat"));
+        assert_eq!(
+            config.metrics.textfile_dir.as_deref(),
+            Some(std::path::Path::new("/var/lib/nexusd/textfiles"))
+        );
+        assert_eq!(
+            error_vars(&[("NEXUSD_METRICS_COLLECTORS", "+processes,-netstatt")]),
+            ["NEXUSD_METRICS_COLLECTORS"]
+        );
+    }
+
+    #[test]
     fn database_url_is_used_and_password_never_shown() {
         let config = parse(&[(
             "DATABASE_URL",

@@ -34,6 +34,16 @@ pub const VARIABLES: &[Var] = &[
         default: "auto",
         meaning: "databases whose table statistics are also exported (datname label): auto (every one that allows connections), a comma list, or none",
     },
+    Var {
+        name: "NEXUSD_METRICS_COLLECTORS",
+        default: "node_exporter's defaults",
+        meaning: "host collectors to add or remove, e.g. +processes,-netstat (node_exporter's names; those it runs by default run unless removed)",
+    },
+    Var {
+        name: "NEXUSD_METRICS_TEXTFILE_DIR",
+        default: "(none)",
+        meaning: "directory whose *.prom files (Prometheus text format) are merged into /metrics, as node_exporter's textfile collector does",
+    },
 ];
 
 pub const DEFAULT_METRICS_ADDR: &str = "0.0.0.0:9187";
@@ -53,6 +63,11 @@ pub struct MetricsConfig {
     /// `NEXUSD_METRICS_STATEMENTS_QUERY_TEXT`: also export `pg_stat_statements_query_id` with
     /// the statement text (cut to 120 characters). Off by default: texts can hold literals.
     pub statements_query_text: bool,
+    /// `NEXUSD_METRICS_COLLECTORS` applied to node_exporter's defaults: the host collectors that
+    /// run, by node_exporter's names.
+    pub host_collectors: Vec<&'static str>,
+    /// `NEXUSD_METRICS_TEXTFILE_DIR`: where `*.prom` files are read from at each scrape.
+    pub textfile_dir: Option<PathBuf>,
     /// `NEXUSD_METRICS_QUERIES`: the custom queries, read and checked at start.
     pub(crate) queries: Arc<Vec<CustomQuery>>,
     /// `NEXUSD_METRICS_DATABASES`: which other databases' table statistics are collected.
@@ -95,10 +110,23 @@ fn metrics_config(env: &mut Env<'_>) -> MetricsConfig {
     let statements_query_text = env
         .bool("NEXUSD_METRICS_STATEMENTS_QUERY_TEXT")
         .unwrap_or(false);
+    let host_collectors =
+        match super::host::select_collectors(env.get("NEXUSD_METRICS_COLLECTORS").as_deref()) {
+            Ok(collectors) => collectors,
+            Err(message) => {
+                env.error("NEXUSD_METRICS_COLLECTORS", message);
+                Vec::new()
+            }
+        };
+    let textfile_dir = env
+        .get("NEXUSD_METRICS_TEXTFILE_DIR")
+        .map(|d| crate::env::absolute(std::path::Path::new(&d)));
     MetricsConfig {
         addr,
         statements_limit,
         statements_query_text,
+        host_collectors,
+        textfile_dir,
         queries: Arc::new(custom_queries(env)),
         databases: databases(env),
     }

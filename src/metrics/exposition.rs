@@ -19,6 +19,7 @@ pub(super) enum Kind {
     Gauge,
     Untyped,
     Histogram,
+    Summary,
 }
 
 impl Kind {
@@ -28,6 +29,7 @@ impl Kind {
             Kind::Gauge => "gauge",
             Kind::Untyped => "untyped",
             Kind::Histogram => "histogram",
+            Kind::Summary => "summary",
         }
     }
 }
@@ -75,7 +77,9 @@ impl Family {
         self.sample_with_suffix("_count", labels, count as f64);
     }
 
-    fn sample_with_suffix(
+    /// Adds a sample of `name` + `suffix` (`_bucket`, `_sum`, `_count` of a histogram or summary
+    /// read from elsewhere, e.g. a textfile); a repeated label set is dropped (returns false).
+    pub(super) fn sample_with_suffix(
         &mut self,
         suffix: &'static str,
         labels: &[(&str, &str)],
@@ -153,6 +157,29 @@ impl Exposition {
             }
         };
         &mut self.families[index]
+    }
+
+    /// The family `name` if it holds samples (what a scrape would show of it).
+    pub(super) fn existing(&mut self, name: &str) -> Option<&mut Family> {
+        let &i = self.index.get(name)?;
+        Some(&mut self.families[i]).filter(|f| !f.is_empty())
+    }
+
+    /// The family `name` with exactly this help and type: created, or an empty one taken over;
+    /// `None` when a family of that name already holds samples under another help or type.
+    pub(super) fn family_exactly(
+        &mut self,
+        name: &str,
+        help: &str,
+        kind: Kind,
+    ) -> Option<&mut Family> {
+        let family = self.family(name, help, kind);
+        if family.is_empty() {
+            family.help.clear();
+            family.help.push_str(help);
+            family.kind = kind;
+        }
+        Some(family).filter(|f| f.help == help && f.kind == kind)
     }
 
     pub(super) fn gauge(&mut self, name: &str, help: &str) -> &mut Family {

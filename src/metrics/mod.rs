@@ -73,7 +73,7 @@ impl Metrics {
             skills,
             db,
             backups,
-            host: host::HostCollector::new(),
+            host: host::HostCollector::new(config),
             pg: postgres::PgCollector::new(config),
             last: tokio::sync::Mutex::new(None),
         }
@@ -106,21 +106,23 @@ impl Metrics {
         let me = self.clone();
         let host = tokio::task::spawn_blocking(move || {
             let mut out = Exposition::new();
-            me.host.collect(&mut out);
-            out
+            let textfiles = me.host.collect(&mut out);
+            (out, textfiles)
         });
         let mut out = Exposition::new();
         self.write_own(&mut out);
         self.pg
             .collect(self.db.connect_options(), &mut out, budget)
             .await;
-        let mut text = out.render();
-        let mut series = out.series();
-        let mut host = host.await.unwrap_or_else(|e| {
+        let (mut host, textfiles) = host.await.unwrap_or_else(|e| {
             tracing::error!(error = %e, "the host metrics collector failed unexpectedly");
-            Exposition::new()
+            (Exposition::new(), Vec::new())
         });
         self.host.collect_filesystems(&mut host).await;
+        // Last, so a textfile family is checked against everything nexusd exposes.
+        host::textfile::merge(textfiles, &mut out, &mut host);
+        let mut text = out.render();
+        let mut series = out.series();
         text.push_str(&host.render());
         series += host.series();
         tracing::debug!(
