@@ -8,11 +8,11 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use support::scrape::promtool_problems;
 use support::{Nexusd, http, nexusd_command, shared_db, temp_root};
 
 /// One sample line: name, labels, value.
@@ -107,39 +107,6 @@ async fn full_scrape(nexusd: &Nexusd) -> String {
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-}
-
-/// The lints promtool raises on node_exporter's own output (kept: dashboards query the names).
-const ANCHOR_LINTS: [&str; 4] = [
-    r#"counter metrics should have "_total" suffix"#,
-    "metric names should be written in 'snake_case' not 'camelCase'",
-    r#"non-histogram and non-summary metrics should not have "_count" suffix"#,
-    // node_entropy_{available,pool_size}_bits
-    r#"use base unit "bytes" instead of "bits""#,
-];
-
-fn promtool_problems(text: &str) -> Vec<String> {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus; scripts/setup-debian installs it)");
-    let mut stdin = child.stdin.take().expect("stdin");
-    stdin.write_all(text.as_bytes()).expect("feeding promtool");
-    drop(stdin);
-    let output = child.wait_with_output().expect("promtool ran");
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    all.lines()
-        .filter(|l| !l.trim().is_empty())
-        .filter(|l| !ANCHOR_LINTS.iter().any(|lint| l.ends_with(lint)))
-        .map(str::to_string)
-        .collect()
 }
 
 /// Families present on every Linux host, as node_exporter's default collectors name them.

@@ -8,12 +8,12 @@
 mod support;
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use sqlx::Executor;
+use support::scrape::promtool_problems;
 use support::{Nexusd, TestCluster, free_port, http, shared_db, temp_root};
 
 /// One sample: name, labels, value.
@@ -159,43 +159,6 @@ async fn scrape_until(nexusd: &Nexusd, what: &str, check: impl Fn(&Scrape) -> bo
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-}
-
-/// The lints promtool raises on postgres_exporter's and node_exporter's own output; nexusd
-/// keeps those names because dashboards query them.
-const ANCHOR_LINTS: [&str; 4] = [
-    r#"counter metrics should have "_total" suffix"#,
-    "metric names should be written in 'snake_case' not 'camelCase'",
-    r#"non-histogram and non-summary metrics should not have "_count" suffix"#,
-    // node_entropy_{available,pool_size}_bits
-    r#"use base unit "bytes" instead of "bits""#,
-];
-
-fn promtool_problems(text: &str) -> Vec<String> {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus; scripts/setup-debian installs it)");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("feeding promtool");
-    let output = child.wait_with_output().expect("promtool ran");
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    all.lines()
-        .filter(|l| !l.trim().is_empty())
-        .filter(|l| !ANCHOR_LINTS.iter().any(|lint| l.ends_with(lint)))
-        .map(str::to_string)
-        .collect()
 }
 
 /// Every series appears once and every `# TYPE` has samples.
