@@ -363,8 +363,26 @@ log_min_duration_statement = 1000
 log_line_prefix = '%m [%p] %q%u@%d '
 log_timezone = 'UTC'
 timezone = 'UTC'
+
+# Continuous WAL archiving through nexusd into the backup bucket (docs/pitr.md): at most
+# 60 s of writes are lost. The archiver runs as postgres and reads only wal.env.
+wal_level = replica
+archive_mode = on
+archive_timeout = 60s
+archive_command = '/usr/local/bin/nexusd --env-file /etc/nexusd/wal.env wal-push %p'
 EOF
   install_if_changed "$tmp" "$pgconf/conf.d/50-nexusd.conf" 0644 postgres:postgres
+
+  # What wal-push needs (where the archive is), without the secrets of nexusd.env.
+  install -d -m 0755 /etc/nexusd
+  tmp=$(mktemp)
+  {
+    echo "# Written by nexusd-provision: the archive_command's settings (no secrets)."
+    if [ -f "$NEXUSD_SETTINGS" ]; then
+      grep -E '^(NEXUSD_BACKUP_|NEXUSD_GCS_|NEXUSD_WAL_|NEXUSD_LOG)' "$NEXUSD_SETTINGS" || true
+    fi
+  } > "$tmp"
+  install_if_changed "$tmp" /etc/nexusd/wal.env 0640 root:postgres
 
   tmp=$(mktemp)
   hba() { printf '%-7s %-15s %-15s %-23s %s\n' "$@"; }

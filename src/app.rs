@@ -139,7 +139,9 @@ struct DatabaseTask {
 
 impl DatabaseTask {
     async fn start(config: &Arc<Config>, shutdown: &CancellationToken) -> Result<Self> {
-        let target = Target::resolve(&config.database, &config.state_dir)?;
+        let (settings, dirs) =
+            crate::backup::wal::embedded_archiving(&config.backup, &config.state_dir);
+        let target = Target::resolve_with(&config.database, &config.state_dir, settings, dirs)?;
         let cluster_stop = CancellationToken::new();
         let mut state_lock = None;
         let mut supervisor = None;

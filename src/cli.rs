@@ -162,6 +162,40 @@ unreachable upstream gives a JSON 502, one slower than NEXUSD_PROXY_TIMEOUT seco
 504. Listens on NEXUSD_API_ADDR, or 0.0.0.0:$PORT on Cloud Run. Needs no database.")]
     Proxy,
 
+    /// Archive one WAL file into the store (PostgreSQL's archive_command)
+    #[command(
+        name = "wal-push",
+        long_about = "\
+Archive one file PostgreSQL hands to archive_command (%p: a WAL segment, a .history, .backup or
+.partial file) into the store's wal/ part as <name>.gz. Exits 0 only once the compressed file is
+durably stored (local: written, fsynced, linked, directory fsynced; GCS: created with a \"does not
+exist\" precondition and its size and CRC32C checked); any failure exits 1 and PostgreSQL retries.
+A name archived already succeeds when the content is the same and fails (logged with both
+SHA-256, and recorded in the store as a conflict) when it differs. Before the first push the
+archive is marked with the cluster's system identifier; an archive of another cluster is refused.
+Gives up after NEXUSD_WAL_PUSH_TIMEOUT seconds. The embedded cluster calls it by itself; see
+docs/pitr.md for a server of your own (`nexusd check` prints the settings)."
+    )]
+    WalPush {
+        /// The file to archive (%p), relative to the data directory
+        path: PathBuf,
+    },
+
+    /// Fetch one archived WAL file (PostgreSQL's restore_command)
+    #[command(
+        name = "wal-fetch",
+        long_about = "\
+Fetch archived WAL file NAME (%f) from the store's wal/ part into PATH (%p), decompressed. Exits
+1 when the archive does not hold it (recovery then ends there), 126 when the store cannot be read
+(recovery stops rather than end early at the wrong point)."
+    )]
+    WalFetch {
+        /// The file's name (%f)
+        name: String,
+        /// Where to write it (%p)
+        path: PathBuf,
+    },
+
     /// Validate the configuration and check PostgreSQL; print what is wrong and how to fix it
     #[command(long_about = "\
 Validate every configuration variable, then check that PostgreSQL is reachable, recent enough,

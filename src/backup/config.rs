@@ -83,6 +83,11 @@ pub const VARIABLES: &[Var] = &[
         default: "30",
         meaning: "seconds between serve's looks at the store (one listing), so a backup or verification run by hand shows in /health, get_backup_status and the metrics",
     },
+    Var {
+        name: "NEXUSD_WAL_PUSH_TIMEOUT",
+        default: "120",
+        meaning: "seconds one WAL file may take to archive (nexusd wal-push, PostgreSQL's archive_command) or fetch (wal-fetch) before it fails and PostgreSQL retries",
+    },
 ];
 
 /// Nightly backups: where they go, when, how long they are kept.
@@ -115,6 +120,8 @@ pub struct BackupConfig {
     /// `NEXUSD_BACKUP_STATUS_REFRESH` (30): how often `serve` re-reads the store's newest backup
     /// and verification.
     pub status_refresh: std::time::Duration,
+    /// `NEXUSD_WAL_PUSH_TIMEOUT` (120): the deadline of one `wal-push` or `wal-fetch`.
+    pub wal_push_timeout: std::time::Duration,
 }
 
 /// Where backups are stored.
@@ -243,6 +250,13 @@ impl BackupConfig {
             status_refresh: seconds(env.bounded(
                 "NEXUSD_BACKUP_STATUS_REFRESH",
                 30,
+                1,
+                3600,
+                "a number of seconds, 1 to 3600",
+            )),
+            wal_push_timeout: seconds(env.bounded(
+                "NEXUSD_WAL_PUSH_TIMEOUT",
+                120,
                 1,
                 3600,
                 "a number of seconds, 1 to 3600",

@@ -17,6 +17,7 @@ pub(crate) mod schedule;
 mod sql_dump;
 pub(crate) mod status;
 pub(crate) mod store;
+pub mod wal;
 
 pub use config::{BackupConfig, BackupDestination, DumpFormat, VARIABLES};
 pub use manifest::{Compression, LATEST, MANIFEST_SUFFIX, Manifest, Verification};

@@ -317,6 +317,7 @@ async fn check_database(
         report.warn("pg_stat_statements is not installed on the server (postgresql-contrib): statement metrics are off");
     }
     check_migrations(&conn, report).await;
+    check_archiving(&conn, config, report).await;
     if let Some(model) = embedding_model {
         check_stored_embeddings(&conn, config, model, report).await;
     }
@@ -326,6 +327,70 @@ async fn check_database(
         }
     }
     conn.close().await;
+}
+
+/// Whether WAL is archived through nexusd (point-in-time recovery, docs/pitr.md): the settings,
+/// and pg_stat_archiver's last success and failure. When it is not, the exact settings to use.
+async fn check_archiving(conn: &sqlx::PgPool, config: &Config, report: &mut Report) {
+    type Row = (
+        String,
+        String,
+        String,
+        i64,
+        i64,
+        Option<String>,
+        Option<String>,
+    );
+    let row: Result<Row, _> = sqlx::query_as(
+        "SELECT current_setting('archive_mode'), current_setting('wal_level'),
+                current_setting('archive_command'), archived_count, failed_count,
+                to_char(last_archived_time AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') || ' UTC',
+                CASE WHEN last_failed_time > coalesce(last_archived_time, '-infinity')
+                     THEN last_failed_wal END
+           FROM pg_stat_archiver",
+    )
+    .fetch_one(conn)
+    .await;
+    let (mode, level, command, archived, failed, last, failing) = match row {
+        Ok(row) => row,
+        Err(e) => {
+            report.warn(format!("WAL archiving: cannot read the settings: {e}"));
+            return;
+        }
+    };
+    let on = mode != "off" && level != "minimal" && command.contains("wal-push");
+    if !on {
+        let exe = std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "/usr/local/bin/nexusd".into());
+        let env_file = match &config.env_file {
+            crate::env::file::EnvFile::Read(p) | crate::env::file::EnvFile::AppliedBySystemd(p) => {
+                format!(" --env-file {}", p.display())
+            }
+            _ => String::new(),
+        };
+        report.warn(format!(
+            "WAL archiving is off (archive_mode = {mode}, wal_level = {level}, archive_command = \
+             {command:?}): point-in-time recovery needs, in postgresql.conf (then restart \
+             PostgreSQL): wal_level = replica, archive_mode = on, archive_timeout = 60s, \
+             archive_command = '{exe}{env_file} wal-push %p' (the environment file must be \
+             readable by the server's user; see docs/pitr.md)"
+        ));
+        return;
+    }
+    match failing {
+        Some(wal) => report.fail(format!(
+            "WAL archiving fails: {wal} was not archived ({failed} failures, {archived} archived; \
+             the server's log says why); PostgreSQL keeps the WAL until it is"
+        )),
+        None => report.ok(format!(
+            "WAL archived through nexusd to {} ({archived} files, last {})",
+            crate::backup::wal::archive_config(&config.backup)
+                .destination
+                .describe(),
+            last.unwrap_or_else(|| "none yet".into())
+        )),
+    }
 }
 
 /// Whether the schema is current, behind (pending migrations) or ahead of this nexusd.

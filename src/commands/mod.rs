@@ -16,6 +16,7 @@ mod embed;
 mod import;
 mod probes;
 mod status;
+mod wal;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -41,11 +42,20 @@ const HELP_WIDTH: usize = 100;
 /// Parses the command line, runs the command, and returns its exit code.
 pub fn main() -> ExitCode {
     let cli = parse_command_line();
-    let env_file = match apply_env_file(cli.env_file.as_deref()) {
+    let env_file = apply_env_file(cli.env_file.as_deref());
+    // PostgreSQL's archive and restore commands: exit codes of their own, even for a bad
+    // environment file.
+    let command = match (cli.command, env_file.is_ok()) {
+        (Command::WalPush { path }, true) => return wal::push(path),
+        (Command::WalFetch { name, path }, true) => return wal::fetch(name, path),
+        (Command::WalPush { .. }, false) => return ExitCode::FAILURE,
+        (Command::WalFetch { .. }, false) => return ExitCode::from(126),
+        (command, _) => command,
+    };
+    let env_file = match env_file {
         Ok(file) => file,
         Err(code) => return code,
     };
-    let command = cli.command;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -190,6 +200,9 @@ async fn execute(command: Command, config: Config) -> Result<()> {
         }
         Command::Status { json } => status::run(&config, json).await,
         Command::Check { json } => check::run(&config, json).await,
+        Command::WalPush { .. } | Command::WalFetch { .. } => {
+            bail!("wal-push and wal-fetch run before the configuration is read")
+        }
     }
 }
 
@@ -265,7 +278,9 @@ async fn with_database<T>(
     needs: Needs,
     work: impl AsyncFnOnce(&Database, Option<BootstrapReport>) -> Result<T>,
 ) -> Result<T> {
-    let target = Target::resolve(&config.database, &config.state_dir)?;
+    let (settings, dirs) =
+        crate::backup::wal::embedded_archiving(&config.backup, &config.state_dir);
+    let target = Target::resolve_with(&config.database, &config.state_dir, settings, dirs)?;
     let mut own = None;
     let mut _lock = None;
     if let Some(cluster) = &target.cluster

@@ -212,6 +212,8 @@ pub struct Cluster {
     spec: ClusterSpec,
     bins: PgBinaries,
     run_as: Option<RunAs>,
+    /// Directories the server's user must write (the local WAL archive), prepared at each start.
+    shared_dirs: Vec<PathBuf>,
 }
 
 impl Cluster {
@@ -235,7 +237,37 @@ impl Cluster {
             spec,
             bins,
             run_as: run_as()?,
+            shared_dirs: Vec::new(),
         })
+    }
+
+    /// Adds server settings (written to `nexusd.conf` at every start) and directories the
+    /// server's own user must be able to write.
+    pub fn with_settings(mut self, settings: Vec<(String, String)>, dirs: Vec<PathBuf>) -> Self {
+        self.spec.settings.extend(settings);
+        self.shared_dirs.extend(dirs);
+        self
+    }
+
+    /// Creates each shared directory for the server's user (when it is not nexusd's own) and
+    /// lets that user through its parent (traverse only: `o+x`, nothing readable).
+    fn prepare_shared_dirs(&self) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        for dir in &self.shared_dirs {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            let Some(user) = &self.run_as else { continue };
+            chown(dir, Some(user.uid), Some(user.gid))
+                .with_context(|| format!("giving {} to user {}", dir.display(), user.name))?;
+            if let Some(parent) = dir.parent() {
+                let mode = std::fs::metadata(parent)
+                    .with_context(|| format!("reading {}", parent.display()))?
+                    .permissions()
+                    .mode();
+                std::fs::set_permissions(parent, std::fs::Permissions::from_mode(mode | 0o011))
+                    .with_context(|| format!("opening {} to {}", parent.display(), user.name))?;
+            }
+        }
+        Ok(())
     }
 
     pub fn binaries(&self) -> &PgBinaries {
@@ -348,6 +380,7 @@ impl Cluster {
     /// Starts `postgres` as a child with its guardian; routine lines are logged at `routine`.
     fn spawn_logging(&self, routine: Level) -> Result<Postmaster> {
         self.write_settings()?;
+        self.prepare_shared_dirs()?;
         self.private_dir(&self.spec.socket_dir)?;
         let mut cmd = self.command(self.bins.program("postgres"));
         cmd.arg("-D")

@@ -31,6 +31,17 @@ impl Target {
     /// The configured server, or the embedded cluster under `state_dir` (its binaries found,
     /// nothing started).
     pub fn resolve(config: &DatabaseConfig, state_dir: &Path) -> Result<Target> {
+        Target::resolve_with(config, state_dir, Vec::new(), Vec::new())
+    }
+
+    /// [`Target::resolve`], the embedded cluster getting `settings` too and the directories
+    /// `dirs` prepared for its user (WAL archiving: src/backup/wal.rs).
+    pub fn resolve_with(
+        config: &DatabaseConfig,
+        state_dir: &Path,
+        settings: Vec<(String, String)>,
+        dirs: Vec<PathBuf>,
+    ) -> Result<Target> {
         match &config.target {
             DatabaseTarget::External(url) => Ok(Target {
                 options: url.options.clone(),
@@ -40,9 +51,11 @@ impl Target {
             }),
             DatabaseTarget::Embedded => {
                 let spec = ClusterSpec::embedded(state_dir);
-                let cluster = Cluster::new(spec, config.pg_bindir.as_deref()).context(
-                    "preparing the embedded PostgreSQL cluster (no DATABASE_URL or POSTGRES_* set)",
-                )?;
+                let cluster = Cluster::new(spec, config.pg_bindir.as_deref())
+                    .context(
+                        "preparing the embedded PostgreSQL cluster (no DATABASE_URL or POSTGRES_* set)",
+                    )?
+                    .with_settings(settings, dirs);
                 Ok(Target {
                     options: cluster.connect_options(cluster::EMBEDDED_DATABASE),
                     password: None,

@@ -40,7 +40,12 @@ fn check_name(name: &str) -> Result<(), StoreError> {
 impl LocalStore {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| io("creating", dir, e))?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        // Private to its owner; a traverse bit given to the embedded cluster's user (so its
+        // archiver reaches the `wal` directory inside, see src/db/cluster.rs) is kept.
+        let kept = std::fs::metadata(dir)
+            .map(|m| m.permissions().mode() & 0o011)
+            .unwrap_or(0);
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700 | kept))
             .map_err(|e| io("restricting", dir, e))?;
         Ok(LocalStore {
             dir: dir.to_path_buf(),

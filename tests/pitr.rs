@@ -1,0 +1,322 @@
+//! WAL archiving (`nexusd wal-push`, `nexusd wal-fetch`) against the local store, the GCS
+//! emulator behind a fault proxy, and the embedded cluster archiving by itself.
+
+mod support;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, PgConnection};
+use support::backups::{Where, text};
+use support::fault_proxy::{Fault, FaultProxy, Rule};
+use support::{Nexusd, nexusd_command, shared_gcs, spawn_guardian, temp_root};
+
+const SEGMENT: &str = "000000010000000000000001";
+
+/// A data directory as PostgreSQL runs `archive_command` in: `global/pg_control` starting with
+/// the system identifier, and one WAL file of `content`.
+fn data_dir(system_identifier: u64, content: &[u8]) -> PathBuf {
+    let dir = temp_root("nexusd-pitr-data-").join("pg");
+    std::fs::create_dir_all(dir.join("global")).unwrap();
+    std::fs::create_dir_all(dir.join("pg_wal")).unwrap();
+    let mut control = system_identifier.to_ne_bytes().to_vec();
+    control.resize(8192, 0);
+    std::fs::write(dir.join("global/pg_control"), control).unwrap();
+    std::fs::write(dir.join("pg_wal").join(SEGMENT), content).unwrap();
+    dir
+}
+
+fn segment_bytes(seed: u8) -> Vec<u8> {
+    (0..256 * 1024u32)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+fn wal(data: &Path, store: &Where, args: &[&str], extra: &[(&str, &str)]) -> Command {
+    let state = data.parent().unwrap().join("state");
+    let state = state.to_str().unwrap().to_string();
+    let owned = store.vars();
+    let mut vars: Vec<(&str, &str)> = vec![("NEXUSD_STATE_DIR", state.as_str())];
+    vars.extend(owned.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    vars.extend_from_slice(extra);
+    let mut all = vec!["--env-file", "/dev/null"];
+    all.extend_from_slice(args);
+    let mut cmd = nexusd_command(&all, &vars);
+    cmd.current_dir(data);
+    cmd
+}
+
+fn run(mut cmd: Command) -> Output {
+    cmd.output().expect("running nexusd")
+}
+
+fn gunzip(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(bytes)
+        .read_to_end(&mut out)
+        .unwrap();
+    out
+}
+
+#[tokio::test]
+async fn wal_push_stores_once_accepts_an_identical_repeat_and_refuses_a_different_one() {
+    let content = segment_bytes(1);
+    let data = data_dir(7_123_456_789, &content);
+    let store = Where::local();
+    let Where::Local(dir) = &store else {
+        unreachable!()
+    };
+    let path = format!("pg_wal/{SEGMENT}");
+    let pushed = run(wal(&data, &store, &["wal-push", &path], &[]));
+    assert_eq!(pushed.status.code(), Some(0), "{}", text(&pushed));
+    let stored = std::fs::read(dir.join("wal").join(format!("{SEGMENT}.gz"))).unwrap();
+    assert_eq!(
+        gunzip(&stored),
+        content,
+        "the archive holds the segment, gzipped"
+    );
+    let marker = std::fs::read_to_string(dir.join("wal/archive.json")).unwrap();
+    assert!(marker.contains("7123456789"), "{marker}");
+
+    // The same segment again (PostgreSQL retrying after a crash): success, nothing changed.
+    let again = run(wal(&data, &store, &["wal-push", &path], &[]));
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+
+    // Other content under the same name: refused, both checksums named, the conflict recorded.
+    std::fs::write(data.join(&path), segment_bytes(2)).unwrap();
+    let clash = run(wal(&data, &store, &["wal-push", &path], &[]));
+    assert_eq!(clash.status.code(), Some(1), "{}", text(&clash));
+    let message = text(&clash);
+    use sha2::Digest;
+    for bytes in [&content, &segment_bytes(2)] {
+        let sha = format!("{:x}", sha2::Sha256::digest(bytes));
+        assert!(message.contains(&sha), "{message}");
+    }
+    let records = std::fs::read_dir(dir.join("wal"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".conflict.json"))
+        .count();
+    assert_eq!(records, 1);
+    assert_eq!(
+        gunzip(&std::fs::read(dir.join("wal").join(format!("{SEGMENT}.gz"))).unwrap()),
+        content,
+        "the archived segment is never overwritten"
+    );
+
+    // wal-fetch gives the archived content back; a name never archived is "missing" (1).
+    let target = data.join("pg_wal/RECOVERYXLOG");
+    let fetched = run(wal(
+        &data,
+        &store,
+        &["wal-fetch", SEGMENT, target.to_str().unwrap()],
+        &[],
+    ));
+    assert_eq!(fetched.status.code(), Some(0), "{}", text(&fetched));
+    assert_eq!(std::fs::read(&target).unwrap(), content);
+    let missing = run(wal(
+        &data,
+        &store,
+        &[
+            "wal-fetch",
+            "000000010000000000000009",
+            target.to_str().unwrap(),
+        ],
+        &[],
+    ));
+    assert_eq!(missing.status.code(), Some(1), "{}", text(&missing));
+
+    // Every kind of name PostgreSQL archives.
+    for name in [
+        "00000002.history",
+        "000000010000000000000001.00000028.backup",
+    ] {
+        std::fs::write(data.join("pg_wal").join(name), b"label").unwrap();
+        let pushed = run(wal(
+            &data,
+            &store,
+            &["wal-push", &format!("pg_wal/{name}")],
+            &[],
+        ));
+        assert_eq!(pushed.status.code(), Some(0), "{name}: {}", text(&pushed));
+        assert!(dir.join("wal").join(format!("{name}.gz")).is_file());
+    }
+
+    // Another cluster pointed at the same archive is refused before it stores anything.
+    let foreign = data_dir(42, &segment_bytes(3));
+    std::fs::rename(
+        foreign.join("pg_wal").join(SEGMENT),
+        foreign.join("pg_wal/000000010000000000000005"),
+    )
+    .unwrap();
+    let refused = run(wal(
+        &foreign,
+        &store,
+        &["wal-push", "pg_wal/000000010000000000000005"],
+        &[],
+    ));
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("belongs to another cluster"),
+        "{}",
+        text(&refused)
+    );
+    assert!(!dir.join("wal/000000010000000000000005.gz").exists());
+}
+
+#[tokio::test]
+async fn an_unreachable_store_fails_the_push_in_time_and_a_killed_push_leaves_nothing() {
+    let gcs = shared_gcs();
+    let Where::Gcs { bucket, .. } = Where::gcs(gcs).await else {
+        unreachable!()
+    };
+    let proxy = FaultProxy::start("127.0.9.21", &gcs.ip);
+    let store = Where::Gcs {
+        endpoint: proxy.endpoint(),
+        bucket: bucket.clone(),
+    };
+    let content = segment_bytes(4);
+    let data = data_dir(99, &content);
+    let path = format!("pg_wal/{SEGMENT}");
+    let deadline = [("NEXUSD_WAL_PUSH_TIMEOUT", "5")];
+
+    // The store hangs: the push fails (1, not a signal, not > 125) within its deadline.
+    proxy.add(Rule::always("", "/upload/", Fault::Hang));
+    let started = Instant::now();
+    let hung = run(wal(&data, &store, &["wal-push", &path], &deadline));
+    assert_eq!(hung.status.code(), Some(1), "{}", text(&hung));
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        text(&hung).contains("NEXUSD_WAL_PUSH_TIMEOUT"),
+        "{}",
+        text(&hung)
+    );
+
+    // A push killed mid-upload leaves nothing wal-fetch would return.
+    let mut child = wal(&data, &store, &["wal-push", &path], &[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    proxy.clear();
+    let target = data.join("pg_wal/RECOVERYXLOG");
+    let fetch = || {
+        run(wal(
+            &data,
+            &store,
+            &["wal-fetch", SEGMENT, target.to_str().unwrap()],
+            &[],
+        ))
+    };
+    let nothing = fetch();
+    assert_eq!(nothing.status.code(), Some(1), "{}", text(&nothing));
+    assert!(!target.exists());
+
+    // The store back: the retried push succeeds and the segment comes back whole.
+    let pushed = run(wal(&data, &store, &["wal-push", &path], &[]));
+    assert_eq!(pushed.status.code(), Some(0), "{}", text(&pushed));
+    let fetched = fetch();
+    assert_eq!(fetched.status.code(), Some(0), "{}", text(&fetched));
+    assert_eq!(std::fs::read(&target).unwrap(), content);
+
+    // A store that cannot be read stops recovery (126) instead of ending it early (1).
+    proxy.add(Rule::always("GET", "", Fault::Status(503)));
+    let broken = run(wal(
+        &data,
+        &store,
+        &["wal-fetch", SEGMENT, target.to_str().unwrap()],
+        &[
+            ("NEXUSD_BACKUP_RETRY_SECONDS", "1"),
+            ("NEXUSD_WAL_PUSH_TIMEOUT", "10"),
+        ],
+    ));
+    assert_eq!(broken.status.code(), Some(126), "{}", text(&broken));
+}
+
+fn embedded_options(state: &Path) -> PgConnectOptions {
+    PgConnectOptions::new_without_pgpass()
+        .socket(state.join("run"))
+        .username("nexusd")
+        .database("devnexus")
+}
+
+#[tokio::test]
+async fn the_embedded_cluster_archives_its_wal_into_the_store() {
+    let root = temp_root("nexusd-pitr-embedded-");
+    let state = root.join("state");
+    let store_dir = root.join("store");
+    spawn_guardian(&state.join("pg"), &root);
+    let (state_str, store_str) = (
+        state.to_str().unwrap().to_string(),
+        store_dir.to_str().unwrap().to_string(),
+    );
+    let vars = [
+        ("NEXUSD_STATE_DIR", state_str.as_str()),
+        ("NEXUSD_BACKUP_DIR", store_str.as_str()),
+        ("NEXUSD_BACKUP_SCHEDULE", "off"),
+        ("NEXUSD_BACKUP_VERIFY_SCHEDULE", "off"),
+    ];
+    let mut nexusd = Nexusd::serve(&vars);
+    nexusd.wait_health(200, Duration::from_secs(120)).await;
+    let mut conn = PgConnection::connect_with(&embedded_options(&state))
+        .await
+        .unwrap();
+    let level: String = sqlx::query_scalar("SHOW wal_level")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(level, "replica");
+    sqlx::query("CREATE TABLE pitr_probe AS SELECT g FROM generate_series(1, 1000) g")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let segment: String = sqlx::query_scalar("SELECT pg_walfile_name(pg_switch_wal())")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let archived = store_dir.join("wal").join(format!("{segment}.gz"));
+    let limit = Instant::now() + Duration::from_secs(60);
+    while !archived.is_file() && Instant::now() < limit {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let (count, failed): (i64, i64) =
+        sqlx::query_as("SELECT archived_count, failed_count FROM pg_stat_archiver")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert!(
+        archived.is_file(),
+        "{segment} not archived (archived {count}, failed {failed}): {}",
+        nexusd.log_text()
+    );
+    assert_eq!(gunzip(&std::fs::read(&archived).unwrap()).len(), 16 << 20);
+    assert_eq!(failed, 0, "{}", nexusd.log_text());
+    conn.close().await.ok();
+    nexusd.terminate(Duration::from_secs(30));
+}
+
+#[tokio::test]
+async fn check_prints_the_archiving_settings_for_a_server_of_ones_own() {
+    let db = support::shared_db().await;
+    let url = db.url();
+    let out = nexusd_command(
+        &["--env-file", "/dev/null", "check"],
+        &[("DATABASE_URL", &url)],
+    )
+    .output()
+    .unwrap();
+    let said = text(&out);
+    assert!(said.contains("WAL archiving is off"), "{said}");
+    assert!(said.contains("archive_mode = on"), "{said}");
+    assert!(said.contains("wal-push %p'"), "{said}");
+}
