@@ -25,7 +25,7 @@ use crate::db::target::{STOP_GRACE, Target};
 use crate::embed::Search;
 use crate::http::auth::Authenticator;
 use crate::metrics::{Metrics, SkillStats};
-use crate::skills::{AppState, Caller, SkillContext};
+use crate::skills::{AppState, Caller, SkillCache, SkillContext};
 
 /// Shutdown budget, 10 s in all: requests and a backup in flight get `DRAIN_TIMEOUT` to finish
 /// (an unfinished backup is then aborted, 1 s), pooled connections `POOL_CLOSE_TIMEOUT` to
@@ -75,8 +75,17 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<()> {
         },
         skills,
         auth: Arc::new(Authenticator::new(&config.skills.api.auth)),
+        cache: Arc::new(SkillCache::new(
+            config.skills.cache_bytes,
+            skill_stats.cache.clone(),
+        )),
         skill_stats,
     };
+    let cache_listener = crate::skills::spawn_cache_listener(
+        state.cache.clone(),
+        &database.db,
+        database.readiness.clone(),
+    );
     let backfill = crate::embed::job::spawn_backfill(
         database.db.clone(),
         search,
@@ -94,7 +103,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<()> {
     served?;
     crate::systemd::notify_stopping();
     tracing::info!("shutting down");
-    for task in [backfill, watchdog].into_iter().flatten() {
+    for task in [backfill, watchdog, cache_listener].into_iter().flatten() {
         task.abort();
     }
     database.stop().await;

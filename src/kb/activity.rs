@@ -16,8 +16,9 @@ pub struct Action {
     pub metadata: Value,
 }
 
+/// The feed's four-part union (`RECENT_SQL` and `COUNT_SQL` take it in place of `ACTIONS`).
 /// Each branch runs only when its type is asked for ($1), so unneeded tables are not read.
-const ACTIONS_SQL: &str = "
+pub const ACTIONS_SQL: &str = "
     SELECT 'analysis' AS action_type, r.name::text AS repository, h.analyzed_at AS timestamp,
            h.commit_sha::text AS reference_id,
            jsonb_build_object('commit_sha', h.commit_sha, 'patterns_count', h.patterns_count,
@@ -42,6 +43,24 @@ const ACTIONS_SQL: &str = "
       FROM runtime_issues i JOIN repositories r ON r.id = i.repo_id
      WHERE 'runtime_issue' = ANY($1) AND ($2::text IS NULL OR r.name = $2)";
 
+/// One page of the feed, newest first, each row carrying the number of all matching actions:
+/// the four-part `UNION ALL` runs once (the window count is taken over every row before the
+/// page is cut). Public so `tests/read_sql.rs` can hold it against the two statements it replaced.
+pub const RECENT_SQL: &str = "
+    SELECT a.*, count(*) OVER () AS total FROM (ACTIONS) a
+     ORDER BY timestamp DESC NULLS LAST, action_type, reference_id
+     LIMIT $3 OFFSET $4";
+
+/// Counts the feed alone: only for a page past the end, which carries no row to count in.
+const COUNT_SQL: &str = "SELECT count(*) FROM (ACTIONS) a";
+
+#[derive(sqlx::FromRow)]
+struct CountedAction {
+    #[sqlx(flatten)]
+    action: Action,
+    total: i64,
+}
+
 /// The total number of matching actions and one page of them, newest first.
 pub async fn recent(
     conn: &mut PgConnection,
@@ -50,21 +69,23 @@ pub async fn recent(
     limit: i64,
     offset: i64,
 ) -> Result<(i64, Vec<Action>), sqlx::Error> {
-    let total: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM ({ACTIONS_SQL}) a"))
+    let rows: Vec<CountedAction> = sqlx::query_as(&RECENT_SQL.replace("ACTIONS", ACTIONS_SQL))
         .bind(types)
         .bind(repository)
-        .fetch_one(&mut *conn)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&mut *conn)
         .await?;
-    let actions = sqlx::query_as(&format!(
-        "SELECT * FROM ({ACTIONS_SQL}) a
-          ORDER BY timestamp DESC NULLS LAST, action_type, reference_id
-          LIMIT $3 OFFSET $4"
-    ))
-    .bind(types)
-    .bind(repository)
-    .bind(limit)
-    .bind(offset)
-    .fetch_all(conn)
-    .await?;
-    Ok((total, actions))
+    let total = match rows.first() {
+        Some(row) => row.total,
+        None if offset == 0 => 0,
+        None => {
+            sqlx::query_scalar(&COUNT_SQL.replace("ACTIONS", ACTIONS_SQL))
+                .bind(types)
+                .bind(repository)
+                .fetch_one(&mut *conn)
+                .await?
+        }
+    };
+    Ok((total, rows.into_iter().map(|r| r.action).collect()))
 }

@@ -12,6 +12,11 @@ pub(crate) mod runtime;
 pub(crate) mod search;
 
 pub use search::{NEAREST_SQL, set_search_width};
+// The read statements, public so that `tests/read_sql.rs` holds them against the ones they
+// replaced.
+pub use activity::{ACTIONS_SQL, RECENT_SQL};
+pub use patterns::{BY_KEYWORDS_SQL, BY_PATTERN_NAMES_SQL, SHARED_SQL};
+pub use repositories::SUMMARIES_SQL;
 
 use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};

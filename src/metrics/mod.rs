@@ -15,7 +15,7 @@ mod postgres;
 mod queries;
 
 pub use config::{MetricsConfig, VARIABLES};
-pub use own::{SkillOutcome, SkillStats};
+pub use own::{CacheStats, SkillOutcome, SkillStats};
 
 use std::io::Write;
 use std::net::SocketAddr;

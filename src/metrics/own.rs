@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -53,6 +54,59 @@ struct Histogram {
 #[derive(Default)]
 pub struct SkillStats {
     by_skill: Mutex<BTreeMap<(&'static str, SkillOutcome), Histogram>>,
+    /// The read skills' response cache (`skills/cache.rs` keeps these).
+    pub cache: std::sync::Arc<CacheStats>,
+}
+
+/// What the read skills' response cache did, and what it holds.
+#[derive(Default)]
+pub struct CacheStats {
+    pub hits: AtomicU64,
+    /// Cacheable calls answered by their handler (not stored, stale, or read through while the
+    /// cache cannot hear of changes).
+    pub misses: AtomicU64,
+    /// Entries dropped to stay within the byte budget (not those dropped by a change).
+    pub evictions: AtomicU64,
+    pub bytes: AtomicU64,
+    pub entries: AtomicU64,
+}
+
+impl CacheStats {
+    fn write(&self, out: &mut Exposition) {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
+        let counters = [
+            (
+                "nexusd_skill_cache_hits_total",
+                "Read skill calls answered from the response cache.",
+                &self.hits,
+            ),
+            (
+                "nexusd_skill_cache_misses_total",
+                "Cacheable read skill calls that ran their handler.",
+                &self.misses,
+            ),
+            (
+                "nexusd_skill_cache_evictions_total",
+                "Response cache entries dropped to stay within NEXUSD_SKILL_CACHE_BYTES.",
+                &self.evictions,
+            ),
+        ];
+        for (name, help, value) in counters {
+            out.single(name, help, Kind::Counter, load(value));
+        }
+        out.single(
+            "nexusd_skill_cache_bytes",
+            "Bytes the response cache holds (keys, answers and bookkeeping).",
+            Kind::Gauge,
+            load(&self.bytes),
+        );
+        out.single(
+            "nexusd_skill_cache_entries",
+            "Answers the response cache holds.",
+            Kind::Gauge,
+            load(&self.entries),
+        );
+    }
 }
 
 impl SkillStats {
@@ -71,6 +125,7 @@ impl SkillStats {
     }
 
     pub(super) fn write(&self, out: &mut Exposition) {
+        self.cache.write(out);
         let snapshot: Vec<_> = match self.by_skill.lock() {
             Ok(map) => map.iter().map(|(k, v)| (*k, v.clone())).collect(),
             Err(_) => return,

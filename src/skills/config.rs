@@ -57,13 +57,29 @@ pub const VARIABLES: &[Var] = &[
         default: "empty",
         meaning: "shown in /health and the agent card",
     },
+    Var {
+        name: "NEXUSD_SKILL_CACHE",
+        default: "on",
+        meaning: "cache the answers of the read skills, dropped on every knowledge-base write (off: every call reads the database)",
+    },
+    Var {
+        name: "NEXUSD_SKILL_CACHE_BYTES",
+        default: "8388608 (8 MiB)",
+        meaning: "memory budget of that cache; the least recently used answers go first",
+    },
 ];
+
+/// The response cache's default budget: 8 MiB.
+pub const DEFAULT_CACHE_BYTES: u32 = 8 << 20;
 
 /// Everything the skills API reads from the configuration.
 #[derive(Debug, Clone)]
 pub struct SkillsConfig {
     pub api: ApiConfig,
     pub external: ExternalConfig,
+    /// `NEXUSD_SKILL_CACHE` / `NEXUSD_SKILL_CACHE_BYTES`: the read skills' response cache budget
+    /// in bytes, 0 when it is off.
+    pub cache_bytes: usize,
     /// `KNOWLEDGE_BASE_REPO`: echoed in `/health` and the agent card, as the original did.
     pub knowledge_base_repo: String,
 }
@@ -128,9 +144,18 @@ impl SkillsConfig {
         let api = addr.map(|addr| api_config(env, addr));
         let external = external_config(env);
         let knowledge_base_repo = env.get("KNOWLEDGE_BASE_REPO").unwrap_or_default();
+        let cache_on = env.bool("NEXUSD_SKILL_CACHE").unwrap_or(true);
+        let cache_bytes = env.bounded(
+            "NEXUSD_SKILL_CACHE_BYTES",
+            DEFAULT_CACHE_BYTES,
+            4096,
+            1 << 30,
+            "a number of bytes from 4096 to 1073741824",
+        );
         Some(SkillsConfig {
             api: api?,
             external,
+            cache_bytes: if cache_on { cache_bytes as usize } else { 0 },
             knowledge_base_repo,
         })
     }

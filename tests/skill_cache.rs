@@ -1,0 +1,317 @@
+//! The read skills' response cache against real PostgreSQL and real `nexusd serve` processes:
+//! every write announces itself (one notification per transaction, SQL typed by hand included);
+//! answers with the cache equal answers without it before and after every kind of write;
+//! read-after-write through another replica, and after plain SQL; the byte budget under 10,000
+//! distinct inputs.
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sqlx::postgres::PgListener;
+use support::scrape::fetch;
+use support::{Nexusd, TestDb, nexusd_command};
+
+const NO_BACKFILL: (&str, &str) = ("NEXUSD_EMBEDDING_BACKFILL", "false");
+const OPEN: (&str, &str) = ("REQUIRE_AUTH_FOR_WRITE", "false");
+
+async fn seeded_db() -> TestDb {
+    let db = support::shared_db().await;
+    db.bootstrap().await;
+    sqlx::raw_sql(include_str!("fixtures/seed.sql"))
+        .execute(&db.pool().await)
+        .await
+        .expect("seeding");
+    db
+}
+
+async fn replica(db: &TestDb, extra: &[(&str, &str)]) -> Nexusd {
+    let mut vars = vec![OPEN, NO_BACKFILL];
+    vars.extend_from_slice(extra);
+    Nexusd::ready(&db.url(), &vars).await
+}
+
+/// The answer without what differs on every call.
+fn answer(mut body: Value) -> Value {
+    if let Some(map) = body.as_object_mut() {
+        map.remove("timestamp");
+        map.remove("execution_time_ms");
+    }
+    body
+}
+
+/// Every cached read skill, with inputs covering each of its modes.
+fn reads() -> Vec<(&'static str, Value)> {
+    vec![
+        ("get_repository_list", json!({})),
+        ("get_repository_list", json!({"include_metadata": false})),
+        ("query_patterns", json!({"keywords": ["jwt", "retry"]})),
+        (
+            "query_patterns",
+            json!({"keywords": ["retry"], "min_matches": 0}),
+        ),
+        (
+            "query_patterns",
+            json!({"patterns": ["Retry with backoff"]}),
+        ),
+        ("query_patterns", json!({"repository": "acme/api"})),
+        ("get_cross_repo_patterns", json!({})),
+        (
+            "get_cross_repo_patterns",
+            json!({"min_repos": 1, "pattern_type": "retry"}),
+        ),
+        (
+            "get_deployment_info",
+            json!({"repository": "acme/api", "include_history": true}),
+        ),
+        ("query_known_issues", json!({})),
+        (
+            "query_known_issues",
+            json!({"severity": "critical", "limit": 2}),
+        ),
+        ("get_recent_actions", json!({"limit": 20})),
+        (
+            "get_recent_actions",
+            json!({"limit": 2, "offset": 1, "action_types": ["lesson", "runtime_issue"]}),
+        ),
+        ("get_recent_actions", json!({"limit": 5, "offset": 500})),
+    ]
+}
+
+/// Waits until the replica's `/metrics` (cached for a second) shows `want` of `name`.
+async fn metric_reaches(nexusd: &Nexusd, name: &str, want: impl Fn(f64) -> bool) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let value = fetch(&nexusd.metrics, None).await.value(name, &[]);
+        if let Some(v) = value.filter(|v| want(*v)) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{name} is {value:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Every read skill answers the same with and without the cache (twice with it, the second
+/// from memory), on the seeded knowledge base and after each kind of write.
+async fn assert_alike(cached: &Nexusd, uncached: &Nexusd, after: &str) {
+    for (skill, input) in reads() {
+        let want = answer(uncached.ok(skill, input.clone()).await);
+        for round in 0..2 {
+            let got = answer(cached.ok(skill, input.clone()).await);
+            assert_eq!(got, want, "{skill} {input} after {after} (call {round})");
+        }
+    }
+}
+
+/// Fails before the cache: without it there are no `nexusd_skill_cache_*` metrics (and the
+/// writes below announce nothing).
+#[tokio::test]
+async fn the_cache_answers_as_the_database_does_before_and_after_every_kind_of_write() {
+    let db = seeded_db().await;
+    let cached = replica(&db, &[]).await;
+    let uncached = replica(&db, &[("NEXUSD_SKILL_CACHE", "off")]).await;
+    assert_alike(&cached, &uncached, "seeding").await;
+
+    // A write skill through the other replica, then through this one.
+    uncached
+        .ok("add_lesson_learned", json!({"repository": "acme/api", "category": "performance",
+            "lesson": "Batch inserts", "context": "Row by row took minutes", "severity": "critical"}))
+        .await;
+    assert_alike(&cached, &uncached, "a write through the other replica").await;
+    cached
+        .ok(
+            "add_runtime_issue",
+            json!({"repository": "acme/web", "issue_type": "error",
+            "severity": "critical", "service_type": "cloud_run", "log_snippet": "boom",
+            "pattern_reference": "Retry with backoff"}),
+        )
+        .await;
+    assert_alike(&cached, &uncached, "a write through this replica").await;
+
+    // import-json, another process.
+    let fixture =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/knowledge_base.json");
+    let url = db.url();
+    let status = nexusd_command(
+        &["import-json", fixture.to_str().unwrap()],
+        &[("DATABASE_URL", &url)],
+    )
+    .output()
+    .expect("running import-json");
+    assert!(status.status.success(), "{status:?}");
+    assert_alike(&cached, &uncached, "import-json").await;
+
+    // Plain SQL, as an operator in psql.
+    let pool = db.pool().await;
+    sqlx::raw_sql(
+        "UPDATE repositories SET problem_domain = 'ledgers' WHERE name = 'acme/api';
+         DELETE FROM patterns WHERE name = 'Idempotent jobs';",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    assert_alike(&cached, &uncached, "plain SQL").await;
+
+    let hits = metric_reaches(&cached, "nexusd_skill_cache_hits_total", |v| v > 0.0).await;
+    // Each round of reads: the first call of an input is computed, the second served from memory.
+    assert!(hits >= (5 * reads().len()) as f64, "hits {hits}");
+    let off = fetch(&uncached.metrics, None).await;
+    assert_eq!(off.value("nexusd_skill_cache_hits_total", &[]), Some(0.0));
+}
+
+/// One notification per writing transaction, whoever writes: here SQL, as typed in psql.
+/// Fails before the migration: nothing is ever notified.
+#[tokio::test]
+async fn every_write_transaction_notifies_the_knowledge_base_channel_once() {
+    let db = seeded_db().await;
+    let pool = db.pool().await;
+    let mut listener = PgListener::connect_with(&pool).await.unwrap();
+    listener.listen("nexusd_kb").await.unwrap();
+
+    sqlx::raw_sql(
+        "BEGIN;
+         INSERT INTO repositories (name) VALUES ('by/hand');
+         INSERT INTO lessons_learned (repo_id, title) SELECT id, 'typed' FROM repositories WHERE name = 'by/hand';
+         UPDATE repositories SET problem_domain = 'manual' WHERE name = 'by/hand';
+         COMMIT;",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let first: i64 = next(&mut listener)
+        .await
+        .expect("a notification")
+        .parse()
+        .unwrap();
+    sqlx::query("TRUNCATE technical_decisions")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let second: i64 = next(&mut listener)
+        .await
+        .expect("a notification")
+        .parse()
+        .unwrap();
+    assert!(second > first, "{first} then {second}");
+    // A rolled-back write announces nothing, and the three-statement transaction sent one.
+    sqlx::raw_sql("BEGIN; DELETE FROM lessons_learned; ROLLBACK;")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let quiet = tokio::time::timeout(Duration::from_millis(500), listener.recv()).await;
+    assert!(quiet.is_err(), "an unexpected notification");
+}
+
+async fn next(listener: &mut PgListener) -> Result<String, tokio::time::error::Elapsed> {
+    tokio::time::timeout(Duration::from_secs(10), listener.recv())
+        .await
+        .map(|n| n.unwrap().payload().to_string())
+}
+
+fn repository_names(body: &Value) -> Vec<String> {
+    body["repositories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// A write through replica A is seen by the next read through replica B, 200 times over, though
+/// B serves the same read from memory between writes; a row changed by plain SQL is seen by the
+/// next read. Fails before the cache: B never serves from memory (no hits to count).
+#[tokio::test]
+async fn a_read_after_a_write_sees_it_on_every_replica() {
+    let db = seeded_db().await;
+    let a = replica(&db, &[]).await;
+    let b = replica(&db, &[]).await;
+    let list = json!({});
+    let feed = json!({"limit": 1, "action_types": ["lesson"]});
+    for i in 0..200 {
+        let repository = format!("loop/r{i}");
+        a.ok("add_repository", json!({"repository": repository}))
+            .await;
+        for _ in 0..2 {
+            let names = repository_names(&b.ok("get_repository_list", list.clone()).await);
+            assert!(
+                names.contains(&repository),
+                "round {i}: {repository} missing"
+            );
+        }
+        let title = format!("lesson {i}");
+        a.ok(
+            "add_lesson_learned",
+            json!({"repository": repository, "lesson": title,
+            "context": "loop", "category": "reliability"}),
+        )
+        .await;
+        let newest = b.ok("get_recent_actions", feed.clone()).await;
+        assert_eq!(
+            newest["actions"][0]["reference_id"],
+            json!(title),
+            "round {i}"
+        );
+    }
+    let hits = metric_reaches(&b, "nexusd_skill_cache_hits_total", |v| v >= 200.0).await;
+    assert!(hits >= 200.0);
+
+    let pool = db.pool().await;
+    for i in 0..50 {
+        let domain = format!("domain {i}");
+        sqlx::query("UPDATE repositories SET problem_domain = $1 WHERE name = 'acme/web'")
+            .bind(&domain)
+            .execute(&pool)
+            .await
+            .unwrap();
+        let body = b.ok("get_repository_list", list.clone()).await;
+        let web = body["repositories"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "acme/web")
+            .cloned()
+            .unwrap();
+        assert_eq!(web["problem_domain"], json!(domain), "round {i}");
+    }
+}
+
+/// 10,000 distinct inputs through a 64 KiB cache: it never holds more, and evicts.
+/// Fails before the cache: there is no `nexusd_skill_cache_bytes`.
+#[tokio::test]
+async fn the_cache_stays_within_its_budget() {
+    let db = seeded_db().await;
+    let budget = 65_536.0;
+    let nexusd = replica(&db, &[("NEXUSD_SKILL_CACHE_BYTES", "65536")]).await;
+    let nexusd = &nexusd;
+    let mut peak: f64 = 0.0;
+    for batch in 0..10 {
+        use futures_util::StreamExt;
+        futures_util::stream::iter(0..1000)
+            .map(|i| async move {
+                let offset = batch * 1000 + i;
+                nexusd
+                    .ok("get_recent_actions", json!({"limit": 1, "offset": offset}))
+                    .await
+            })
+            .buffer_unordered(16)
+            .collect::<Vec<_>>()
+            .await;
+        let scrape = fetch(&nexusd.metrics, None).await;
+        let bytes = scrape
+            .value("nexusd_skill_cache_bytes", &[])
+            .expect("the gauge");
+        assert!(bytes <= budget, "{bytes} bytes held");
+        peak = peak.max(bytes);
+    }
+    let evicted =
+        metric_reaches(nexusd, "nexusd_skill_cache_evictions_total", |v| v > 5000.0).await;
+    assert!(evicted <= 10_000.0);
+    assert!(peak > budget / 2.0, "the cache held at most {peak} bytes");
+    let rss = fetch(&nexusd.metrics, None)
+        .await
+        .value("process_resident_memory_bytes", &[])
+        .unwrap();
+    assert!(rss < 100.0 * 1024.0 * 1024.0, "RSS {rss}");
+}
