@@ -706,10 +706,21 @@ impl Drop for FakeGcs {
     }
 }
 
-/// The emulator shared by the tests of one binary, on 127.0.0.1:80.
+/// The emulator shared by the tests of one binary, on port 80 of a loopback address of this
+/// process's own (from its PID, in 127.100.0.0–127.199.255.255, apart from the fixed addresses
+/// single tests use), so test runs of two checkouts on one machine never share an emulator.
 pub fn shared_gcs() -> &'static FakeGcs {
     static GCS: OnceLock<FakeGcs> = OnceLock::new();
-    GCS.get_or_init(|| FakeGcs::start("127.0.0.1"))
+    GCS.get_or_init(|| {
+        let pid = std::process::id();
+        let ip = format!(
+            "127.{}.{}.{}",
+            100 + (pid >> 16) % 100,
+            (pid >> 8) & 0xff,
+            (pid & 0xff).max(1)
+        );
+        FakeGcs::start(&ip)
+    })
 }
 
 /// Row count and an ordered content hash of every user table, by schema-qualified name: equal
