@@ -5,10 +5,12 @@
 //! [`schedule`] runs the first and the fourth on their cron schedules inside `nexusd serve`, and
 //! [`follow`] keeps serve's view of the store current.
 
+pub(crate) mod base;
 pub(crate) mod config;
 pub(crate) mod follow;
 mod manifest;
 mod pipeline;
+pub(crate) mod pitr;
 pub(crate) mod progress;
 mod recovery;
 pub(crate) mod restore;
@@ -258,9 +260,11 @@ impl Backups {
         let spec = pipeline::DumpSpec {
             tools: tools.clone(),
             connection: self.db.tools.clone(),
-            format: self.config.format,
+            source: pipeline::Source::Dump {
+                format: self.config.format,
+                snapshot: snapshot.clone(),
+            },
             level: self.config.gzip_level,
-            snapshot: snapshot.clone(),
             workers: pipeline::default_workers(),
             dumped: stage.counter(),
         };
