@@ -276,7 +276,9 @@ Delete complete backups older than NEXUSD_BACKUP_RETENTION_DAYS (30), always kee
 NEXUSD_BACKUP_MIN_KEEP (3) good ones (complete and not failed by a verification), and remove
 incomplete uploads and stray files older than a day. Ages come from the store's creation times;
 if the store's clock and this machine's disagree by more than five minutes nothing is deleted.
-At most NEXUSD_BACKUP_MAX_DELETIONS (10) backups go per run.")]
+At most NEXUSD_BACKUP_MAX_DELETIONS (10) backups go per run. Base backups (base/) follow the same
+rules, and archived WAL before the start of the oldest base backup kept is deleted with them
+(never a WAL file a kept base backup needs).")]
     Prune {
         /// Only print what would be deleted
         #[arg(long)]

@@ -15,10 +15,11 @@ use serde::{Deserialize, Serialize};
 use sqlx::{Connection, PgConnection};
 use tokio_util::sync::CancellationToken;
 
-use super::config::BackupConfig;
+use super::config::{BackupConfig, BackupDestination};
 use super::manifest::{self, MANIFEST_SUFFIX};
+use super::retention::{Plan, Policy};
 use super::store::{Store, StoreError};
-use super::{BackupError, Backups, Progress, pipeline, wal};
+use super::{BackupError, Backups, Progress, pipeline, wal, wal_retention};
 use crate::db::tools::ClientTools;
 
 /// The store's part holding base backups.
@@ -333,10 +334,83 @@ impl Backups {
 
     /// Every base backup in the store's `base/` part, newest first, with its manifest.
     pub async fn base_backups(&self) -> Result<Vec<BaseEntry>> {
+        if !self.has_base_part() {
+            return Ok(Vec::new());
+        }
         let store = Store::open(&base_config(&self.config))
             .await
             .map_err(|e| anyhow!("opening {}: {e}", BASE_DIR))?;
         base_entries(&store).await
+    }
+}
+
+impl Backups {
+    /// Whether the store may hold base backups: a local store's `base` directory exists (it is
+    /// not created by merely looking), a bucket always may.
+    pub(super) fn has_base_part(&self) -> bool {
+        match &base_config(&self.config).destination {
+            BackupDestination::Local { dir } => dir.is_dir(),
+            BackupDestination::Gcs { .. } => true,
+        }
+    }
+
+    /// Applies the physical side's retention (src/backup/wal_retention.rs) after the dumps',
+    /// adding what it deletes (or would) to `plan`.
+    pub(super) async fn prune_physical(
+        &self,
+        now: DateTime<Utc>,
+        policy: &Policy,
+        dry_run: bool,
+        plan: &mut Plan,
+    ) -> Result<()> {
+        if !self.has_base_part() {
+            return Ok(());
+        }
+        let open = |config: BackupConfig| async move {
+            Store::open(&config).await.map_err(|e| anyhow!("{e}"))
+        };
+        let base = open(base_config(&self.config)).await?;
+        let wal = open(wal::archive_config(&self.config)).await?;
+        let entries = base_entries(&base).await?;
+        let base_listing = base.list().await.map_err(|e| anyhow!("{e}"))?;
+        let wal_listing = wal.list().await.map_err(|e| anyhow!("{e}"))?;
+        let bases: Vec<wal_retention::Base> = entries
+            .iter()
+            .filter_map(|e| {
+                let object = base_listing.objects.iter().find(|o| o.name == e.name)?;
+                let manifest_name = format!("{}{MANIFEST_SUFFIX}", e.name);
+                Some(wal_retention::Base {
+                    object,
+                    manifest: base_listing
+                        .objects
+                        .iter()
+                        .find(|o| o.name == manifest_name),
+                    start_wal_file: e.manifest.as_ref().map(|m| m.start_wal_file.as_str()),
+                })
+            })
+            .collect();
+        let physical = wal_retention::plan(&bases, &wal_listing.objects, now, policy);
+        if let Some(why) = physical.refused {
+            bail!("pruning base backups and WAL refused: {why}");
+        }
+        if !dry_run {
+            for d in &physical.delete {
+                let (store, name) = match d.name.strip_prefix("wal/") {
+                    Some(name) => (&wal, name),
+                    None => (&base, d.name.trim_start_matches("base/")),
+                };
+                match store.delete(name, d.generation).await {
+                    Ok(()) | Err(StoreError::NotFound(_)) => {
+                        tracing::info!(name = %d.name, reason = %d.reason, "pruned");
+                    }
+                    Err(e) => bail!("deleting {}: {e}", d.name),
+                }
+            }
+        }
+        plan.delete.extend(physical.delete);
+        plan.keep.extend(physical.keep);
+        plan.deferred.extend(physical.deferred);
+        Ok(())
     }
 }
 
