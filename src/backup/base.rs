@@ -165,6 +165,14 @@ async fn before(conn: &mut PgConnection) -> Result<Before> {
     })
 }
 
+/// Where a base backup's WAL starts and stops.
+struct Points {
+    start: u64,
+    timeline: u32,
+    stop: u64,
+    stop_wal_file: String,
+}
+
 impl Backups {
     /// Takes one physical base backup now (`backup run --physical`, the weekly job).
     pub async fn run_physical(
@@ -237,36 +245,20 @@ impl Backups {
             .with_context(|| format!("pg_basebackup into {}", store.describe()))?;
         stage.finish();
         let finished = Utc::now();
-        let (start, tli, stop) = reported_points(&dumped.stderr);
-        // Without pg_basebackup's own report: the position before (no later than the start) and
-        // after (no earlier than the stop) — a restore then needs a little more WAL, never less.
-        let start = start.unwrap_or(server.lsn);
-        let timeline = tli.unwrap_or(server.timeline);
-        let stop = match stop {
-            Some(stop) => stop,
-            None => {
-                let now: String = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
-                    .fetch_one(&mut conn)
-                    .await?;
-                parse_lsn(&now).ok_or_else(|| anyhow!("unreadable WAL position {now}"))?
-            }
-        };
-        // The WAL file holding the last byte before the stop point must be archived.
-        let stop_wal_file = wal_file(timeline, stop.saturating_sub(1), server.segment_bytes);
-        let waiting = progress.stage("WAL archived", None);
-        self.wait_archived(&mut conn, &stop_wal_file).await?;
-        waiting.finish();
+        let points = self
+            .archived_points(&mut conn, &server, &dumped.stderr, progress)
+            .await?;
         conn.close().await.ok();
         let manifest = BaseManifest {
             manifest_version: 1,
             kind: "base".into(),
             name: name.clone(),
             system_identifier: server.system_identifier,
-            timeline,
-            start_lsn: format_lsn(start),
-            stop_lsn: format_lsn(stop),
-            start_wal_file: wal_file(timeline, start, server.segment_bytes),
-            stop_wal_file,
+            timeline: points.timeline,
+            start_lsn: format_lsn(points.start),
+            stop_lsn: format_lsn(points.stop),
+            start_wal_file: wal_file(points.timeline, points.start, server.segment_bytes),
+            stop_wal_file: points.stop_wal_file,
             wal_segment_bytes: server.segment_bytes,
             started_at: started,
             finished_at: finished,
@@ -296,6 +288,41 @@ impl Backups {
             .await
             .map_err(|e| anyhow!("writing the manifest of {name}: {e}"))?;
         Ok(manifest)
+    }
+
+    /// The backup's start and stop points, once the WAL file holding the stop point is archived.
+    async fn archived_points(
+        &self,
+        conn: &mut PgConnection,
+        server: &Before,
+        stderr: &str,
+        progress: &Progress,
+    ) -> Result<Points> {
+        let (start, tli, stop) = reported_points(stderr);
+        // Without pg_basebackup's own report: the position before (no later than the start) and
+        // after (no earlier than the stop) — a restore then needs a little more WAL, never less.
+        let start = start.unwrap_or(server.lsn);
+        let timeline = tli.unwrap_or(server.timeline);
+        let stop = match stop {
+            Some(stop) => stop,
+            None => {
+                let now: String = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
+                    .fetch_one(&mut *conn)
+                    .await?;
+                parse_lsn(&now).ok_or_else(|| anyhow!("unreadable WAL position {now}"))?
+            }
+        };
+        // The WAL file holding the last byte before the stop point must be archived.
+        let stop_wal_file = wal_file(timeline, stop.saturating_sub(1), server.segment_bytes);
+        let waiting = progress.stage("WAL archived", None);
+        self.wait_archived(conn, &stop_wal_file).await?;
+        waiting.finish();
+        Ok(Points {
+            start,
+            timeline,
+            stop,
+            stop_wal_file,
+        })
     }
 
     /// Waits until the archive holds `file`, switching to a new WAL file once so the current one

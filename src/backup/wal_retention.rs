@@ -102,9 +102,14 @@ pub fn plan(bases: &[Base<'_>], wal: &[ObjectInfo], now: DateTime<Utc>, policy: 
             ));
         }
     }
-    let Some(oldest) = oldest_start else {
-        return plan;
-    };
+    if let Some(oldest) = oldest_start {
+        plan_wal(wal, oldest, &mut plan);
+    }
+    plan
+}
+
+/// Deletes the archived WAL files whose segment lies before segment number `oldest`.
+fn plan_wal(wal: &[ObjectInfo], oldest: u64, plan: &mut Plan) {
     for o in wal {
         let Some(name) = o.name.strip_suffix(".gz") else {
             continue;
@@ -117,7 +122,6 @@ pub fn plan(bases: &[Base<'_>], wal: &[ObjectInfo], now: DateTime<Utc>, policy: 
             ));
         }
     }
-    plan
 }
 
 fn deletion(o: &ObjectInfo, part: &str, reason: &str) -> Deletion {
