@@ -23,6 +23,7 @@ use flate2::read::MultiGzDecoder;
 use sqlx::{Connection, PgConnection};
 
 use super::base::{BaseManifest, base_config, format_lsn, parse_lsn, wal_file};
+use super::progress::Stage;
 use super::restore::{self, Expected};
 use super::store::Store;
 use super::{Backups, Progress, wal};
@@ -202,7 +203,7 @@ impl Backups {
             ..ClusterSpec::embedded(state_dir)
         };
         let recovered = self
-            .recover(spool.path(), spec.clone(), target, state_dir, &progress)
+            .recover(&spool, &base, spec.clone(), target, state_dir, &progress)
             .await;
         let _ = std::fs::remove_dir_all(&spec.socket_dir);
         let reached = match recovered {
@@ -212,7 +213,13 @@ impl Backups {
                 return Err(e.context("nothing was restored; the data directory is untouched"));
             }
         };
+        let swapping = progress.stage("swap", None);
+        swapping.phase(format!(
+            "{} becomes the data directory; the old one is kept aside",
+            new_dir.display()
+        ));
         let (data_dir, kept) = swap(state_dir, &new_dir, &stamp)?;
+        swapping.finish();
         Ok(PitrRestored {
             base,
             data_dir,
@@ -226,7 +233,8 @@ impl Backups {
     /// Unpacks the base backup into the new data directory and runs recovery there to `target`.
     async fn recover(
         &self,
-        spool: &Path,
+        spool: &restore::Spool,
+        base: &BaseManifest,
         spec: ClusterSpec,
         target: &RecoveryTarget,
         state_dir: &Path,
@@ -234,7 +242,9 @@ impl Backups {
     ) -> Result<Reached> {
         let shell = Cluster::new(spec.clone(), self.pg_bindir.as_deref())?;
         shell.prepare_data_dir()?;
-        unpack(spool, &spec.data_dir, shell.owner_ids(), progress).await?;
+        let stage = progress.stage("unpack", Some(base.raw_bytes));
+        unpack(spool.path(), &spec.data_dir, shell.owner_ids(), &stage).await?;
+        stage.finish();
         let signal = spec.data_dir.join("recovery.signal");
         std::fs::write(&signal, b"").with_context(|| format!("writing {}", signal.display()))?;
         if let Some((uid, gid)) = shell.owner_ids() {
@@ -372,15 +382,9 @@ async fn wait_promoted(
 
 /// Decompresses the spooled tar into `dir` with `tar`, run as the server's user so every file
 /// is its own.
-async fn unpack(
-    spool: &Path,
-    dir: &Path,
-    owner: Option<(u32, u32)>,
-    progress: &Progress,
-) -> Result<()> {
+async fn unpack(spool: &Path, dir: &Path, owner: Option<(u32, u32)>, stage: &Stage) -> Result<()> {
     use std::os::unix::process::CommandExt;
     use std::process::{Command, Stdio};
-    let stage = progress.stage("unpack", None);
     let counter = stage.counter();
     let (spool, dir) = (spool.to_path_buf(), dir.to_path_buf());
     tokio::task::spawn_blocking(move || -> Result<()> {
@@ -429,7 +433,6 @@ async fn unpack(
     })
     .await
     .map_err(|e| anyhow!("the unpack thread failed: {e}"))??;
-    stage.finish();
     Ok(())
 }
 
