@@ -6,6 +6,7 @@
 //! counts — only once the WAL file holding its stop point is in the archive. With the WAL
 //! archived since, it restores to any moment after its stop time (src/backup/pitr.rs).
 
+use std::io::Read;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -115,6 +116,26 @@ fn reported_points(stderr: &str) -> (Option<u64>, Option<u32>, Option<u64>) {
         }
     }
     points
+}
+
+/// START WAL LOCATION, START TIMELINE and STOP WAL LOCATION of a backup history file, when its
+/// LABEL is `label`.
+fn history_file_points(text: &str, label: &str) -> Option<(u64, u32, u64)> {
+    let field = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(str::trim)
+    };
+    if field("LABEL:")? != label {
+        return None;
+    }
+    let lsn = |key: &str| field(key)?.split_whitespace().next().and_then(parse_lsn);
+    let timeline = field("START TIMELINE:")?.parse().ok()?;
+    Some((
+        lsn("START WAL LOCATION:")?,
+        timeline,
+        lsn("STOP WAL LOCATION:")?,
+    ))
 }
 
 /// What the server says before the backup.
@@ -246,7 +267,7 @@ impl Backups {
         stage.finish();
         let finished = Utc::now();
         let points = self
-            .archived_points(&mut conn, &server, &dumped.stderr, progress)
+            .archived_points(&mut conn, &server, &name, &dumped.stderr, progress)
             .await?;
         conn.close().await.ok();
         let manifest = BaseManifest {
@@ -295,12 +316,21 @@ impl Backups {
         &self,
         conn: &mut PgConnection,
         server: &Before,
+        name: &str,
         stderr: &str,
         progress: &Progress,
     ) -> Result<Points> {
-        let (start, tli, stop) = reported_points(stderr);
-        // Without pg_basebackup's own report: the position before (no later than the start) and
-        // after (no earlier than the stop) — a restore then needs a little more WAL, never less.
+        let (mut start, mut tli, mut stop) = reported_points(stderr);
+        // pg_basebackup writing the tar to stdout does not report them: the backup history file
+        // the server archived (`<segment>.<offset>.backup`, its LABEL ours) has them exactly.
+        if start.is_none() || stop.is_none() {
+            let label = format!("nexusd {name}");
+            if let Some(points) = self.history_points(server, &label).await {
+                (start, tli, stop) = (Some(points.0), Some(points.1), Some(points.2));
+            }
+        }
+        // Without either: the position before (no later than the start) and after (no earlier
+        // than the stop) — a restore then needs a little more WAL, never less.
         let start = start.unwrap_or(server.lsn);
         let timeline = tli.unwrap_or(server.timeline);
         let stop = match stop {
@@ -323,6 +353,34 @@ impl Backups {
             stop,
             stop_wal_file,
         })
+    }
+
+    /// Start LSN, timeline and stop LSN from the archived backup history file labelled `label`
+    /// (one of those at or after the WAL position before the backup).
+    async fn history_points(&self, server: &Before, label: &str) -> Option<(u64, u32, u64)> {
+        let archive = Store::open(&wal::archive_config(&self.config)).await.ok()?;
+        let listing = archive.list().await.ok()?;
+        let from = wal_file(server.timeline, server.lsn, server.segment_bytes);
+        for object in listing
+            .objects
+            .iter()
+            .filter(|o| o.name.ends_with(".backup.gz") && o.name.get(8..24) >= from.get(8..24))
+        {
+            let Ok(bytes) = archive.read_all(&object.name).await else {
+                continue;
+            };
+            let mut text = String::new();
+            if flate2::read::MultiGzDecoder::new(&bytes[..])
+                .read_to_string(&mut text)
+                .is_err()
+            {
+                continue;
+            }
+            if let Some(points) = history_file_points(&text, label) {
+                return Some(points);
+            }
+        }
+        None
     }
 
     /// Waits until the archive holds `file`, switching to a new WAL file once so the current one
@@ -507,6 +565,20 @@ mod tests {
         let seg = 16 << 20;
         assert_eq!(wal_file(1, 0x0200_0028, seg), "000000010000000000000002");
         assert_eq!(wal_file(2, 0x1_0300_0000, seg), "000000020000000100000003");
+    }
+
+    #[test]
+    fn the_backup_history_file_gives_the_exact_points() {
+        let text = "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n\
+            STOP WAL LOCATION: 0/2000100 (file 000000010000000000000002)\n\
+            CHECKPOINT LOCATION: 0/2000060\nBACKUP METHOD: streamed\nBACKUP FROM: primary\n\
+            START TIME: 2026-12-03 10:02:53 UTC\nLABEL: nexusd base-1.tar.gz\n\
+            START TIMELINE: 1\nSTOP TIME: 2026-12-03 10:02:54 UTC\nSTOP TIMELINE: 1\n";
+        assert_eq!(
+            history_file_points(text, "nexusd base-1.tar.gz"),
+            Some((0x0200_0028, 1, 0x0200_0100))
+        );
+        assert_eq!(history_file_points(text, "nexusd base-2.tar.gz"), None);
     }
 
     #[test]
