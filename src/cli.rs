@@ -79,7 +79,7 @@ one JSON object (see the README's Backups section).")]
         action: BackupAction,
     },
 
-    /// Restore a backup into a database (refuses a non-empty one without --force)
+    /// Restore a backup into a database, or the embedded cluster to a point in time (--target-time)
     #[command(long_about = "\
 Download backup ID (or `latest`: the newest complete backup) from the store (GCS or the local
 directory), check its SHA-256 and CRC32C against its manifest, and load it into a database: the
@@ -93,10 +93,27 @@ PIDs; stop serve (systemctl stop nexusd) or restore into another database with -
 directory).
 Afterwards the row counts of every table are compared with the manifest's, which were taken in
 the dump's own snapshot; any difference exits 1. Progress on a terminal (download, check, load
-with percent, rate and ETA; then indexes and constraints), one line per stage otherwise.")]
+with percent, rate and ETA; then indexes and constraints), one line per stage otherwise.
+
+Point in time (--target-time '2026-12-03 14:05:00+00', --target-time latest, or --target-lsn
+0/3000028): the newest physical base backup (`backup run --physical`) that finished before the
+target is downloaded, checked against its manifest and unpacked into <state>/pg.restore-<stamp>;
+PostgreSQL replays the archived WAL there (restore_command = nexusd wal-fetch) up to the target,
+promotes, and is checked (no transaction after the target; for latest, every archived WAL file
+replayed). Only then is the embedded cluster's data directory swapped: the old one stays as
+<state>/pg.before-restore-<stamp> until you remove it. Refused while a nexusd serve holds the
+state directory. For a server of your own, prints the exact steps instead (docs/pitr.md).")]
     Restore {
         /// Backup name as `nexusd backup list` shows it, or `latest`
-        id: String,
+        #[arg(required_unless_present_any = ["target_time", "target_lsn"], conflicts_with_all = ["target_time", "target_lsn"])]
+        id: Option<String>,
+        /// Restore the embedded cluster to this moment ('2026-12-03 14:05:00+00'), or `latest`
+        /// (every archived WAL file), from a base backup and the archived WAL
+        #[arg(long, value_name = "TIME", conflicts_with = "target_lsn")]
+        target_time: Option<String>,
+        /// Restore the embedded cluster to this WAL position (e.g. 0/3000028)
+        #[arg(long, value_name = "LSN")]
+        target_lsn: Option<String>,
         /// Restore into this database instead of the configured one
         #[arg(long)]
         into: Option<String>,
@@ -224,16 +241,30 @@ A database without the knowledge-base tables is refused (nothing worth a backup:
 DATABASE_URL or --env-file). Names are dev-nexus-YYYYmmdd_HHMMSS.sql.gz (UTC), with -2, -3, …
 added when that name is taken. Progress on a terminal (bytes dumped, rate; percent and time
 left against the previous backup's size), one line otherwise.
-A plain backup restores with: gunzip < dev-nexus-….sql.gz | psql DBNAME")]
-    Run,
-    /// List backups: name, time, size, duration, rows, verification
+A plain backup restores with: gunzip < dev-nexus-….sql.gz | psql DBNAME
+
+--physical takes a physical base backup instead (what NEXUSD_BASEBACKUP_SCHEDULE runs):
+pg_basebackup -D - -Ft -X none through the same compression into the store's base/ part as
+base-YYYYmmdd_HHMMSS.tar.gz, with a manifest (start and stop LSN, timeline, system identifier,
+sizes, SHA-256, CRC32C) written only once the WAL file holding its stop point is archived. Needs
+WAL archiving on (docs/pitr.md); `restore --target-time` starts from it.")]
+    Run {
+        /// A physical base backup (pg_basebackup) for point-in-time restores
+        #[arg(long)]
+        physical: bool,
+    },
+    /// List backups: name, time, size, duration, rows, verification; then the base backups
     #[command(long_about = "\
 List the store's backups, newest first: name, time (UTC), compressed size, duration, rows and the
-last verification; an object without a manifest is shown as incomplete (not a backup).
+last verification; an object without a manifest is shown as incomplete (not a backup). The
+physical base backups (base/) follow in a table of their own: name, stop time, size, start and
+stop LSN, timeline.
 
 --json prints one object: {\"store\": \"…\", \"backups\": [{\"name\", \"time\" (RFC 3339, UTC),
 \"size_bytes\", \"duration_seconds\", \"rows\", \"complete\", \"verification\": null or {\"ok\",
-\"verified_at\", \"problems\"}}]}; duration_seconds and rows are null for incomplete objects.")]
+\"verified_at\", \"problems\"}}], \"base_backups\": [{\"name\", \"time\", \"size_bytes\", \"complete\",
+\"start_lsn\", \"stop_lsn\", \"timeline\", \"duration_seconds\"}]}; duration_seconds and rows are null
+for incomplete objects.")]
     List {
         /// Print one JSON object instead of a table
         #[arg(long)]
@@ -245,7 +276,9 @@ Delete complete backups older than NEXUSD_BACKUP_RETENTION_DAYS (30), always kee
 NEXUSD_BACKUP_MIN_KEEP (3) good ones (complete and not failed by a verification), and remove
 incomplete uploads and stray files older than a day. Ages come from the store's creation times;
 if the store's clock and this machine's disagree by more than five minutes nothing is deleted.
-At most NEXUSD_BACKUP_MAX_DELETIONS (10) backups go per run.")]
+At most NEXUSD_BACKUP_MAX_DELETIONS (10) backups go per run. Base backups (base/) follow the same
+rules, and archived WAL before the start of the oldest base backup kept is deleted with them
+(never a WAL file a kept base backup needs).")]
     Prune {
         /// Only print what would be deleted
         #[arg(long)]

@@ -320,3 +320,247 @@ async fn check_prints_the_archiving_settings_for_a_server_of_ones_own() {
     assert!(said.contains("archive_mode = on"), "{said}");
     assert!(said.contains("wal-push %p'"), "{said}");
 }
+
+/// A digest of every row of `pitr_rows`: equal digests mean the same rows, not just as many.
+async fn digest(conn: &mut PgConnection) -> String {
+    sqlx::query_scalar(
+        "SELECT coalesce(md5(string_agg(id::text || ':' || note, ',' ORDER BY id)), 'empty')
+           FROM pitr_rows",
+    )
+    .fetch_one(conn)
+    .await
+    .unwrap()
+}
+
+async fn write_rows(conn: &mut PgConnection, from: i32, note: &str) -> String {
+    sqlx::query("INSERT INTO pitr_rows SELECT g, $2 || g FROM generate_series($1, $1 + 2) g")
+        .bind(from)
+        .bind(note)
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    digest(conn).await
+}
+
+fn nexusd_ok(args: &[&str], vars: &[(&str, &str)]) -> String {
+    let mut all = vec!["--env-file", "/dev/null"];
+    all.extend_from_slice(args);
+    let out = nexusd_command(&all, vars).output().unwrap();
+    assert!(out.status.success(), "{args:?}: {}", text(&out));
+    text(&out)
+}
+
+#[tokio::test]
+async fn restore_to_a_point_in_time_gives_exactly_the_rows_committed_by_then() {
+    let root = temp_root("nexusd-pitr-restore-");
+    let state = root.join("state");
+    let store_dir = root.join("store");
+    spawn_guardian(&state.join("pg"), &root);
+    let (state_str, store_str) = (
+        state.to_str().unwrap().to_string(),
+        store_dir.to_str().unwrap().to_string(),
+    );
+    let vars = [
+        ("NEXUSD_STATE_DIR", state_str.as_str()),
+        ("NEXUSD_BACKUP_DIR", store_str.as_str()),
+        ("NEXUSD_BACKUP_SCHEDULE", "off"),
+        ("NEXUSD_BACKUP_VERIFY_SCHEDULE", "off"),
+        ("NEXUSD_BASEBACKUP_SCHEDULE", "off"),
+    ];
+    let mut nexusd = Nexusd::serve(&vars);
+    nexusd.wait_health(200, Duration::from_secs(120)).await;
+    let mut conn = PgConnection::connect_with(&embedded_options(&state))
+        .await
+        .unwrap();
+    sqlx::query("CREATE TABLE pitr_rows (id int PRIMARY KEY, note text)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+
+    // A base backup before T1, listed apart from the dumps.
+    let taken = nexusd_ok(&["backup", "run", "--physical"], &vars);
+    assert!(taken.contains("base backup base-"), "{taken}");
+    let listed: serde_json::Value =
+        serde_json::from_str(&nexusd_ok(&["backup", "list", "--json"], &vars)).unwrap();
+    assert_eq!(listed["backups"].as_array().unwrap().len(), 0, "{listed}");
+    assert_eq!(listed["base_backups"][0]["complete"], true, "{listed}");
+
+    // Rows at T1, T2, T3, each commit a second or more apart; the target lies between T2 and T3.
+    write_rows(&mut conn, 1, "t1-").await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let at_t2 = write_rows(&mut conn, 4, "t2-").await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let t2: String = sqlx::query_scalar(
+        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let at_t3 = write_rows(&mut conn, 7, "t3-").await;
+    assert_ne!(at_t2, at_t3);
+    let segment: String = sqlx::query_scalar("SELECT pg_walfile_name(pg_switch_wal())")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let archived = store_dir.join("wal").join(format!("{segment}.gz"));
+    let limit = Instant::now() + Duration::from_secs(60);
+    while !archived.is_file() && Instant::now() < limit {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(archived.is_file(), "{segment}: {}", nexusd.log_text());
+    conn.close().await.ok();
+
+    // Refused while serve runs the cluster.
+    let mut refused = nexusd_command(
+        &[
+            "--env-file",
+            "/dev/null",
+            "restore",
+            "--target-time",
+            "latest",
+        ],
+        &vars,
+    );
+    let refused = refused.output().unwrap();
+    assert!(!refused.status.success(), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("stop it first"),
+        "{}",
+        text(&refused)
+    );
+    nexusd.terminate(Duration::from_secs(30));
+
+    // Latest: every committed row (timeline 2).
+    let said = nexusd_ok(&["restore", "--target-time", "latest"], &vars);
+    assert!(said.contains("pg.before-restore-"), "{said}");
+    assert!(said.contains("timeline 2"), "{said}");
+    assert_eq!(served_digest(&vars, &state).await, at_t3, "{said}");
+
+    // Then T2, from the same base backup along timeline 2's history: exactly T2's rows.
+    let said = nexusd_ok(&["restore", "--target-time", &t2], &vars);
+    assert!(said.contains("timeline 3"), "{said}");
+    assert_eq!(served_digest(&vars, &state).await, at_t2, "{said}");
+}
+
+/// Starts serve on the state directory, reads the digest, stops it.
+async fn served_digest(vars: &[(&str, &str)], state: &Path) -> String {
+    let mut nexusd = Nexusd::serve(vars);
+    nexusd.wait_health(200, Duration::from_secs(120)).await;
+    let mut conn = PgConnection::connect_with(&embedded_options(state))
+        .await
+        .unwrap();
+    let found = digest(&mut conn).await;
+    conn.close().await.ok();
+    nexusd.terminate(Duration::from_secs(30));
+    found
+}
+
+/// Switches to a new WAL file and waits until the one just finished is in the archive.
+async fn archive_now(conn: &mut PgConnection, store_dir: &Path) {
+    let segment: String = sqlx::query_scalar("SELECT pg_walfile_name(pg_switch_wal())")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    let archived = store_dir.join("wal").join(format!("{segment}.gz"));
+    let limit = Instant::now() + Duration::from_secs(60);
+    while !archived.is_file() && Instant::now() < limit {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(archived.is_file(), "{segment} not archived");
+}
+
+#[tokio::test]
+async fn prune_drops_old_base_backups_and_only_the_wal_no_kept_one_needs() {
+    let root = temp_root("nexusd-pitr-prune-");
+    let state = root.join("state");
+    let store_dir = root.join("store");
+    spawn_guardian(&state.join("pg"), &root);
+    let (state_str, store_str) = (
+        state.to_str().unwrap().to_string(),
+        store_dir.to_str().unwrap().to_string(),
+    );
+    let vars = [
+        ("NEXUSD_STATE_DIR", state_str.as_str()),
+        ("NEXUSD_BACKUP_DIR", store_str.as_str()),
+        ("NEXUSD_BACKUP_SCHEDULE", "off"),
+        ("NEXUSD_BACKUP_VERIFY_SCHEDULE", "off"),
+        ("NEXUSD_BASEBACKUP_SCHEDULE", "off"),
+        ("NEXUSD_BACKUP_MIN_KEEP", "1"),
+    ];
+    let mut nexusd = Nexusd::serve(&vars);
+    nexusd.wait_health(200, Duration::from_secs(120)).await;
+    let mut conn = PgConnection::connect_with(&embedded_options(&state))
+        .await
+        .unwrap();
+    sqlx::query("CREATE TABLE pitr_rows (id int PRIMARY KEY, note text)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let base_name = |said: &str| {
+        said.split_whitespace()
+            .skip_while(|w| *w != "backup")
+            .nth(1)
+            .unwrap()
+            .trim_end_matches(':')
+            .to_string()
+    };
+    let old = base_name(&nexusd_ok(&["backup", "run", "--physical"], &vars));
+    write_rows(&mut conn, 1, "a-").await;
+    archive_now(&mut conn, &store_dir).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let kept = base_name(&nexusd_ok(&["backup", "run", "--physical"], &vars));
+    assert_ne!(old, kept);
+    let last = write_rows(&mut conn, 4, "b-").await;
+    archive_now(&mut conn, &store_dir).await;
+    conn.close().await.ok();
+    nexusd.terminate(Duration::from_secs(30));
+
+    // The first base backup is 40 days old: past retention, and not the newest.
+    let base_dir = store_dir.join("base");
+    for name in [old.clone(), format!("{old}.manifest.json")] {
+        let aged = Command::new("touch")
+            .args(["-d", "40 days ago"])
+            .arg(base_dir.join(name))
+            .status()
+            .unwrap();
+        assert!(aged.success());
+    }
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(base_dir.join(format!("{kept}.manifest.json"))).unwrap(),
+    )
+    .unwrap();
+    let start = manifest["start_wal_file"].as_str().unwrap().to_string();
+    let segments = |dir: &Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .filter(|n| n.len() == 27 && n.ends_with(".gz"))
+            .collect();
+        names.sort();
+        names
+    };
+    let before = segments(&store_dir.join("wal"));
+    assert!(
+        before.iter().any(|n| n[..24] < *start),
+        "{before:?} {start}"
+    );
+
+    let said = nexusd_ok(&["backup", "prune"], &vars);
+    assert!(said.contains(&format!("deleted base/{old}")), "{said}");
+    assert!(!base_dir.join(&old).exists() && base_dir.join(&kept).exists());
+    let after = segments(&store_dir.join("wal"));
+    let expected: Vec<String> = before
+        .iter()
+        .filter(|n| n[8..24] >= start[8..])
+        .cloned()
+        .collect();
+    assert_eq!(after, expected, "{said}");
+    assert!(after.contains(&format!("{start}.gz")), "{after:?}");
+
+    // Nothing the kept base backup needs is gone: a restore to the latest has every row.
+    let restored = nexusd_ok(&["restore", "--target-time", "latest"], &vars);
+    assert!(restored.contains(&kept), "{restored}");
+    assert_eq!(served_digest(&vars, &state).await, last, "{restored}");
+}

@@ -39,6 +39,11 @@ pub const VARIABLES: &[Var] = &[
         meaning: "seconds-first cron, UTC, of the verified restore; off disables it",
     },
     Var {
+        name: "NEXUSD_BASEBACKUP_SCHEDULE",
+        default: "0 0 3 * * Sun",
+        meaning: "seconds-first cron, UTC, of the physical base backup (pg_basebackup into the store's base/, for point-in-time restores with the archived WAL); off disables it",
+    },
+    Var {
         name: "NEXUSD_BACKUP_RETENTION_DAYS",
         default: "30",
         meaning: "age after which backups are pruned",
@@ -101,6 +106,8 @@ pub struct BackupConfig {
     pub schedule: Option<String>,
     /// `NEXUSD_BACKUP_VERIFY_SCHEDULE` (default `0 0 4 * * Sun`: weekly); `off`: none.
     pub verify_schedule: Option<String>,
+    /// `NEXUSD_BASEBACKUP_SCHEDULE` (default `0 0 3 * * Sun`: weekly); `off`: none.
+    pub base_schedule: Option<String>,
     /// `NEXUSD_BACKUP_RETENTION_DAYS` (30).
     pub retention_days: u32,
     /// `NEXUSD_BACKUP_MIN_KEEP` (3): complete backups kept whatever their age.
@@ -153,6 +160,7 @@ pub enum DumpFormat {
 
 pub const DEFAULT_BACKUP_SCHEDULE: &str = "0 0 2 * * *";
 const DEFAULT_VERIFY_SCHEDULE: &str = "0 0 4 * * Sun";
+const DEFAULT_BASE_SCHEDULE: &str = "0 0 3 * * Sun";
 
 /// Parses `gs://bucket[/prefix]`; the prefix gets a trailing slash.
 fn parse_bucket(value: &str) -> Result<(String, String), String> {
@@ -203,6 +211,7 @@ impl BackupConfig {
                 "NEXUSD_BACKUP_VERIFY_SCHEDULE",
                 DEFAULT_VERIFY_SCHEDULE,
             ),
+            base_schedule: schedule(env, "NEXUSD_BASEBACKUP_SCHEDULE", DEFAULT_BASE_SCHEDULE),
             retention_days: env.bounded(
                 "NEXUSD_BACKUP_RETENTION_DAYS",
                 30,

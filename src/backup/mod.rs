@@ -5,10 +5,12 @@
 //! [`schedule`] runs the first and the fourth on their cron schedules inside `nexusd serve`, and
 //! [`follow`] keeps serve's view of the store current.
 
+pub(crate) mod base;
 pub(crate) mod config;
 pub(crate) mod follow;
 mod manifest;
 mod pipeline;
+pub(crate) mod pitr;
 pub(crate) mod progress;
 mod recovery;
 pub(crate) mod restore;
@@ -18,6 +20,7 @@ mod sql_dump;
 pub(crate) mod status;
 pub(crate) mod store;
 pub mod wal;
+mod wal_retention;
 
 pub use config::{BackupConfig, BackupDestination, DumpFormat, VARIABLES};
 pub use manifest::{Compression, LATEST, MANIFEST_SUFFIX, Manifest, Verification};
@@ -258,9 +261,11 @@ impl Backups {
         let spec = pipeline::DumpSpec {
             tools: tools.clone(),
             connection: self.db.tools.clone(),
-            format: self.config.format,
+            source: pipeline::Source::Dump {
+                format: self.config.format,
+                snapshot: snapshot.clone(),
+            },
             level: self.config.gzip_level,
-            snapshot: snapshot.clone(),
             workers: pipeline::default_workers(),
             dumped: stage.counter(),
         };
@@ -481,17 +486,19 @@ impl Backups {
                 "more backups are due for deletion than one run may delete (NEXUSD_BACKUP_MAX_DELETIONS)"
             );
         }
-        if dry_run {
-            return Ok(plan);
-        }
-        for d in &plan.delete {
-            match self.store.delete(&d.name, d.generation).await {
-                Ok(()) | Err(StoreError::NotFound(_)) => {
-                    tracing::info!(name = %d.name, reason = %d.reason, "pruned");
+        let mut plan = plan;
+        if !dry_run {
+            for d in &plan.delete {
+                match self.store.delete(&d.name, d.generation).await {
+                    Ok(()) | Err(StoreError::NotFound(_)) => {
+                        tracing::info!(name = %d.name, reason = %d.reason, "pruned");
+                    }
+                    Err(e) => bail!("deleting {}: {e}", d.name),
                 }
-                Err(e) => bail!("deleting {}: {e}", d.name),
             }
         }
+        self.prune_physical(now, &policy, dry_run, &mut plan)
+            .await?;
         Ok(plan)
     }
 }

@@ -46,13 +46,34 @@ const STDERR_TAIL: usize = 4096;
 /// How long a stopped upload gets to abandon its session before it is dropped.
 const ABANDON_GRACE: Duration = Duration::from_secs(5);
 
+/// What the pipeline runs: pg_dump in a snapshot, or pg_basebackup (a physical base backup as
+/// one tar on stdout, WAL left to the archive: src/backup/base.rs).
+#[derive(Debug, Clone)]
+pub enum Source {
+    Dump {
+        format: DumpFormat,
+        snapshot: String,
+    },
+    BaseBackup {
+        label: String,
+    },
+}
+
+impl Source {
+    fn program(&self) -> &'static str {
+        match self {
+            Source::Dump { .. } => "pg_dump",
+            Source::BaseBackup { .. } => "pg_basebackup",
+        }
+    }
+}
+
 /// What to dump and how.
 pub struct DumpSpec {
     pub tools: ClientTools,
     pub connection: ToolConnection,
-    pub format: DumpFormat,
+    pub source: Source,
     pub level: u32,
-    pub snapshot: String,
     pub workers: usize,
     /// Raw bytes read from pg_dump so far, for progress.
     pub dumped: Arc<AtomicU64>,
@@ -66,6 +87,8 @@ pub struct Dumped {
     pub compressed_bytes: u64,
     pub sha256: String,
     pub crc32c: u32,
+    /// The program's last lines on stderr (pg_basebackup's `-v` start and end points).
+    pub stderr: String,
 }
 
 /// How many compression threads to use: the cores there are, at most four.
@@ -131,6 +154,7 @@ struct Member {
 struct Produced {
     raw_bytes: u64,
     members: u64,
+    stderr: String,
 }
 
 /// What the forwarder handed to the store, counted as it was sent.
@@ -211,6 +235,7 @@ pub async fn dump(
         compressed_bytes: forwarded.compressed_bytes,
         sha256: forwarded.sha256,
         crc32c: forwarded.crc32c,
+        stderr: produced.stderr,
     })
 }
 
@@ -365,13 +390,24 @@ struct PgDump {
 
 impl PgDump {
     fn spawn(spec: &DumpSpec) -> Result<Self> {
-        let mut cmd = low_priority(spec.tools.program("pg_dump"));
-        cmd.arg("--no-password")
-            .arg(format!("--snapshot={}", spec.snapshot));
-        match spec.format {
-            DumpFormat::Plain => cmd.arg("--format=plain"),
-            DumpFormat::Custom => cmd.args(["--format=custom", "--compress=0"]),
-        };
+        let program = spec.tools.program(spec.source.program());
+        let mut cmd = low_priority(program.clone());
+        cmd.arg("--no-password");
+        match &spec.source {
+            Source::Dump { format, snapshot } => {
+                cmd.arg(format!("--snapshot={snapshot}"));
+                match format {
+                    DumpFormat::Plain => cmd.arg("--format=plain"),
+                    DumpFormat::Custom => cmd.args(["--format=custom", "--compress=0"]),
+                };
+            }
+            // One tar of the data directory on stdout, no WAL (the archive holds it), a fast
+            // checkpoint, and -v for the start and end points of the backup's WAL.
+            Source::BaseBackup { label } => {
+                cmd.args(["-D", "-", "-Ft", "-X", "none", "-c", "fast", "-v", "-l"])
+                    .arg(label);
+            }
+        }
         spec.connection.apply(&mut cmd);
         // Its own process group, so a kill reaches anything it started.
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
@@ -380,7 +416,7 @@ impl PgDump {
             .stderr(Stdio::piped());
         let child = cmd
             .spawn()
-            .map_err(|e| anyhow!("starting {}: {e}", spec.tools.program("pg_dump").display()))?;
+            .map_err(|e| anyhow!("starting {}: {e}", program.display()))?;
         let pid = Arc::new(Mutex::new(Some(Pid::from_raw(child.id() as i32))));
         Ok(PgDump { child, pid })
     }
@@ -447,6 +483,7 @@ fn produce(spec: DumpSpec, members: mpsc::Sender<Member>, stop: &Stop) -> Result
     Ok(Produced {
         raw_bytes: read.raw_bytes,
         members: read.blocks,
+        stderr: stderr_text,
     })
 }
 
@@ -548,18 +585,26 @@ fn check_pg_dump(
     stderr: &str,
     tail: &[u8],
 ) -> Result<()> {
+    let program = spec.source.program();
     if !status.success() {
-        bail!("pg_dump failed ({status}): {}", stderr.trim());
+        bail!("{program} failed ({status}): {}", stderr.trim());
     }
-    if stderr.contains("pg_dump: error") {
-        bail!("pg_dump reported an error: {}", stderr.trim());
+    if stderr.contains(&format!("{program}: error")) {
+        bail!("{program} reported an error: {}", stderr.trim());
     }
-    if spec.format == DumpFormat::Plain && !String::from_utf8_lossy(tail).contains(PLAIN_TRAILER) {
+    let plain = matches!(
+        spec.source,
+        Source::Dump {
+            format: DumpFormat::Plain,
+            ..
+        }
+    );
+    if plain && !String::from_utf8_lossy(tail).contains(PLAIN_TRAILER) {
         bail!(
             "pg_dump exited 0 but its output ends without the completion trailer: the dump is truncated"
         );
     }
-    if !stderr.trim().is_empty() {
+    if !stderr.trim().is_empty() && matches!(spec.source, Source::Dump { .. }) {
         tracing::warn!(stderr = %stderr.trim(), "pg_dump wrote to stderr");
     }
     Ok(())
@@ -636,6 +681,7 @@ mod tests {
         let produced = Ok(Produced {
             raw_bytes: 10,
             members: 1,
+            stderr: String::new(),
         });
         assert!(matches!(
             verdict(&forwarded, &produced, &stop),
@@ -654,7 +700,13 @@ mod tests {
                 members,
             })
         };
-        let produced = |raw_bytes, members| Ok(Produced { raw_bytes, members });
+        let produced = |raw_bytes, members| {
+            Ok(Produced {
+                raw_bytes,
+                members,
+                stderr: String::new(),
+            })
+        };
         assert!(matches!(
             verdict(&sent(2), &produced(100, 2), &stop),
             UploadChunk::End

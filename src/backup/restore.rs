@@ -55,6 +55,33 @@ impl Spool {
     }
 }
 
+impl Spool {
+    /// The downloaded file (removed when the spool is dropped).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// What a stored object must be: its name, size and checksums (a dump's or a base backup's
+/// manifest).
+pub struct Expected<'a> {
+    pub name: &'a str,
+    pub compressed_bytes: u64,
+    pub sha256: &'a str,
+    pub crc32c: u32,
+}
+
+impl<'a> From<&'a Manifest> for Expected<'a> {
+    fn from(m: &'a Manifest) -> Self {
+        Expected {
+            name: &m.name,
+            compressed_bytes: m.compressed_bytes,
+            sha256: &m.sha256,
+            crc32c: m.crc32c,
+        }
+    }
+}
+
 impl Drop for Spool {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
@@ -63,12 +90,13 @@ impl Drop for Spool {
 
 /// Downloads `manifest.name` into `dir` and checks it against the manifest. More bytes than the
 /// manifest announces end the download at once (the object was replaced or altered).
-pub async fn spool(
+pub async fn spool<'a>(
     store: &Store,
-    manifest: &Manifest,
+    manifest: impl Into<Expected<'a>>,
     dir: &Path,
     progress: &Progress,
 ) -> Result<Spool> {
+    let manifest: Expected<'a> = manifest.into();
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     remove_orphans(dir);
     let free = free_space(dir)?;
@@ -97,7 +125,7 @@ pub async fn spool(
         .open(&spool.path)
         .with_context(|| format!("creating {}", spool.path.display()))?;
     let stage = progress.stage("download", Some(manifest.compressed_bytes));
-    let mut reader = store.read(&manifest.name).await?;
+    let mut reader = store.read(manifest.name).await?;
     let (mut sha, mut crc) = (Sha256::new(), 0u32);
     while let Some(chunk) = reader.next_chunk().await? {
         spool.bytes += chunk.len() as u64;

@@ -20,7 +20,10 @@ pub struct Schedule {
 /// Starts the configured jobs; `None` when both schedules are off.
 pub async fn start(backups: Arc<Backups>) -> Result<Option<Schedule>> {
     let config = backups.config().clone();
-    if config.schedule.is_none() && config.verify_schedule.is_none() {
+    if config.schedule.is_none()
+        && config.verify_schedule.is_none()
+        && config.base_schedule.is_none()
+    {
         tracing::info!("scheduled backups are off (NEXUSD_BACKUP_SCHEDULE=off)");
         return Ok(None);
     }
@@ -77,11 +80,41 @@ pub async fn start(backups: Arc<Backups>) -> Result<Option<Schedule>> {
         let next = scheduler.clone().next_tick_for_job(id).await.ok().flatten();
         backups.status().update(|s| s.next_verify_at = next);
     }
+    if let Some(cron) = &config.base_schedule {
+        add_base_job(&scheduler, &backups, &abort, cron).await?;
+    }
     scheduler
         .start()
         .await
         .context("starting the backup scheduler")?;
     Ok(Some(Schedule { scheduler, abort }))
+}
+
+/// The weekly physical base backup (src/backup/base.rs); it fails, logged, while archiving is
+/// off.
+async fn add_base_job(
+    scheduler: &JobScheduler,
+    backups: &Arc<Backups>,
+    abort: &CancellationToken,
+    cron: &str,
+) -> Result<()> {
+    let b = backups.clone();
+    let token = abort.clone();
+    let job = Job::new_async(cron, move |_, _| {
+        let b = b.clone();
+        let token = token.clone();
+        Box::pin(async move {
+            // Its outcome is logged by run_physical.
+            let _ = b.run_physical(token.child_token(), &Progress::off()).await;
+        })
+    })
+    .with_context(|| format!("NEXUSD_BASEBACKUP_SCHEDULE {cron:?}"))?;
+    scheduler
+        .add(job)
+        .await
+        .context("scheduling the base backup")?;
+    tracing::info!(schedule = %cron, "weekly base backups scheduled (UTC)");
+    Ok(())
 }
 
 impl Schedule {

@@ -76,13 +76,19 @@ pub enum FetchError {
 
 /// The backup configuration pointed at the archive's part of the store.
 pub fn archive_config(config: &BackupConfig) -> BackupConfig {
+    part_config(config, WAL_DIR)
+}
+
+/// The backup configuration pointed at a part of the store: the `part` subdirectory of a local
+/// store, the `<prefix><part>/` objects of a bucket.
+pub fn part_config(config: &BackupConfig, part: &str) -> BackupConfig {
     let destination = match &config.destination {
         BackupDestination::Local { dir } => BackupDestination::Local {
-            dir: dir.join(WAL_DIR),
+            dir: dir.join(part),
         },
         BackupDestination::Gcs { bucket, prefix } => BackupDestination::Gcs {
             bucket: bucket.clone(),
-            prefix: format!("{prefix}{WAL_DIR}/"),
+            prefix: format!("{prefix}{part}/"),
         },
     };
     BackupConfig {

@@ -35,12 +35,13 @@ pub(super) async fn open(config: &Config, db: &crate::db::Database) -> Result<Ba
 pub async fn run(config: &Config, action: BackupAction) -> Result<()> {
     let needs = match action {
         BackupAction::List { .. } | BackupAction::Prune { .. } => Needs::AddressOnly,
-        BackupAction::Run | BackupAction::Verify { .. } => Needs::RunningServer,
+        BackupAction::Run { .. } | BackupAction::Verify { .. } => Needs::RunningServer,
     };
     with_database(config, needs, async |db, _| {
         let backups = open(config, db).await?;
         match action {
-            BackupAction::Run => take(&backups).await,
+            BackupAction::Run { physical: false } => take(&backups).await,
+            BackupAction::Run { physical: true } => super::pitr::take_base(&backups).await,
             BackupAction::List { json: false } => list(&backups).await,
             BackupAction::List { json: true } => list_json(&backups).await,
             BackupAction::Prune { dry_run } => prune(&backups, dry_run).await,
@@ -86,7 +87,7 @@ async fn take(backups: &Backups) -> Result<()> {
     Ok(())
 }
 
-fn megabytes(bytes: u64) -> String {
+pub(super) fn megabytes(bytes: u64) -> String {
     format!("{:.1} MB", bytes as f64 / 1e6)
 }
 
@@ -100,8 +101,10 @@ fn verified(entry: &Entry) -> String {
 
 async fn list(backups: &Backups) -> Result<()> {
     let entries = backups.list().await?;
+    let bases = backups.base_backups().await?;
     if entries.is_empty() {
         println!("no backups in {}", backups.store().describe());
+        super::pitr::list_bases(&bases);
         return Ok(());
     }
     println!(
@@ -134,6 +137,7 @@ async fn list(backups: &Backups) -> Result<()> {
         "{complete} complete backups in {}",
         backups.store().describe()
     );
+    super::pitr::list_bases(&bases);
     Ok(())
 }
 
@@ -142,7 +146,14 @@ async fn list(backups: &Backups) -> Result<()> {
 async fn list_json(backups: &Backups) -> Result<()> {
     let entries = backups.list().await?;
     let listed: Vec<Value> = entries.iter().map(entry_json).collect();
-    let out = json!({"store": backups.store().describe(), "backups": listed});
+    let bases: Vec<Value> = backups
+        .base_backups()
+        .await?
+        .iter()
+        .map(super::pitr::base_json)
+        .collect();
+    let out =
+        json!({"store": backups.store().describe(), "backups": listed, "base_backups": bases});
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
 }

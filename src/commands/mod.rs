@@ -14,6 +14,7 @@ mod bootstrap;
 mod check;
 mod embed;
 mod import;
+mod pitr;
 mod probes;
 mod status;
 mod wal;
@@ -190,11 +191,21 @@ async fn execute(command: Command, config: Config) -> Result<()> {
         // Boxed: these futures are deep enough to exceed the compiler's layout recursion.
         Command::Backup { action } => Box::pin(backup::run(&config, action)).await,
         Command::Restore {
+            target_time,
+            target_lsn,
+            ..
+        } if target_time.is_some() || target_lsn.is_some() => {
+            let restore = pitr::restore(&config, target_time.as_deref(), target_lsn.as_deref());
+            Box::pin(restore).await
+        }
+        Command::Restore {
             id,
             into,
             force,
             ignore_sessions,
+            ..
         } => {
+            let id = id.unwrap_or_else(|| crate::backup::LATEST.to_string());
             let restore = backup::restore(&config, &id, into.as_deref(), force, ignore_sessions);
             Box::pin(restore).await
         }
@@ -206,12 +217,16 @@ async fn execute(command: Command, config: Config) -> Result<()> {
     }
 }
 
-/// The commands that work on the knowledge base without being allowed to create it.
+/// The commands that work on the knowledge base without being allowed to create it (a
+/// point-in-time restore creates the embedded cluster's data directory from a base backup).
 fn needs_a_database(command: &Command) -> bool {
-    !matches!(
-        command,
-        Command::Serve | Command::Proxy | Command::Bootstrap | Command::Check { .. }
-    )
+    let pitr = matches!(command, Command::Restore { target_time, target_lsn, .. }
+        if target_time.is_some() || target_lsn.is_some());
+    !pitr
+        && !matches!(
+            command,
+            Command::Serve | Command::Proxy | Command::Bootstrap | Command::Check { .. }
+        )
 }
 
 /// Why a command will not run: no database is configured and there is no embedded cluster.

@@ -274,6 +274,23 @@ impl Cluster {
         &self.bins
     }
 
+    /// Creates the data directory empty, owned by the server's user, mode 0700 (a restore
+    /// unpacks a base backup into it: src/backup/pitr.rs).
+    pub fn prepare_data_dir(&self) -> Result<()> {
+        self.private_dir(&self.spec.data_dir)
+    }
+
+    /// The uid and gid the server runs as, when not nexusd's own.
+    pub fn owner_ids(&self) -> Option<(u32, u32)> {
+        self.run_as
+            .as_ref()
+            .map(|u| (u.uid.as_raw(), u.gid.as_raw()))
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.spec.data_dir
+    }
+
     /// Connection options for `database` over the cluster's socket, as its superuser.
     pub fn connect_options(&self, database: &str) -> PgConnectOptions {
         PgConnectOptions::new_without_pgpass()
@@ -660,6 +677,17 @@ impl Postmaster {
             tracing::warn!(?signal, ?wait, "postgres did not stop in time; escalating");
         }
         bail!("postgres (pid {}) could not be stopped", self.pid)
+    }
+
+    /// The server's last lines of output when it has exited on its own, `None` while it runs.
+    pub fn exited(&mut self) -> Option<String> {
+        match self.child.try_wait() {
+            Ok(Some(status)) => {
+                self.exited = true;
+                Some(format!("{status}; its last output:\n{}", self.log_tail()))
+            }
+            _ => None,
+        }
     }
 
     /// The server's last lines of output, for error messages.
