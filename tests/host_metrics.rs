@@ -7,70 +7,16 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use support::scrape::promtool_problems;
+use support::scrape::{Sample, Scrape, promtool_problems};
 use support::{Nexusd, http, nexusd_command, shared_db, temp_root};
 
-/// One sample line: name, labels, value.
-struct Sample {
-    name: String,
-    labels: BTreeMap<String, String>,
-    value: f64,
-}
-
+/// The samples of a scrape's text.
 fn parse(text: &str) -> Vec<Sample> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(|line| {
-            let (series, value) = line.rsplit_once(' ').expect("a value");
-            let value = match value {
-                "+Inf" => f64::INFINITY,
-                "-Inf" => f64::NEG_INFINITY,
-                v => v
-                    .parse()
-                    .unwrap_or_else(|_| panic!("bad value in {line:?}")),
-            };
-            let (name, labels) = match series.split_once('{') {
-                None => (series.to_string(), BTreeMap::new()),
-                Some((name, rest)) => (name.to_string(), parse_labels(rest.trim_end_matches('}'))),
-            };
-            Sample {
-                name,
-                labels,
-                value,
-            }
-        })
-        .collect()
-}
-
-fn parse_labels(body: &str) -> BTreeMap<String, String> {
-    let mut labels = BTreeMap::new();
-    let mut chars = body.chars().peekable();
-    loop {
-        let name: String = chars.by_ref().take_while(|c| *c != '=').collect();
-        if name.is_empty() {
-            return labels;
-        }
-        assert_eq!(chars.next(), Some('"'), "label {name} is quoted");
-        let mut value = String::new();
-        while let Some(c) = chars.next() {
-            match c {
-                '\\' => value.push(
-                    chars
-                        .next()
-                        .map(|c| if c == 'n' { '\n' } else { c })
-                        .unwrap_or('\\'),
-                ),
-                '"' => break,
-                c => value.push(c),
-            }
-        }
-        labels.insert(name.trim_start_matches(',').to_string(), value);
-    }
+    Scrape::parse(text.to_string()).samples
 }
 
 fn find<'a>(samples: &'a [Sample], name: &str, labels: &[(&str, &str)]) -> Vec<&'a Sample> {

@@ -7,122 +7,14 @@
 
 mod support;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use sqlx::Executor;
-use support::scrape::promtool_problems;
+use support::scrape::{Scrape, promtool_problems};
 use support::{Nexusd, TestCluster, free_port, http, shared_db, temp_root};
-
-/// One sample: name, labels, value.
-#[derive(Debug, Clone)]
-struct Sample {
-    name: String,
-    labels: BTreeMap<String, String>,
-    value: f64,
-}
-
-/// A parsed scrape.
-struct Scrape {
-    text: String,
-    samples: Vec<Sample>,
-}
-
-impl Scrape {
-    fn parse(text: String) -> Self {
-        let samples = text
-            .lines()
-            .filter(|l| !l.starts_with('#') && !l.is_empty())
-            .map(parse_line)
-            .collect();
-        Scrape { text, samples }
-    }
-
-    fn all(&self, name: &str) -> Vec<&Sample> {
-        self.samples.iter().filter(|s| s.name == name).collect()
-    }
-
-    /// The value of the one sample of `name` whose labels include `labels`.
-    fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        let found: Vec<f64> = self
-            .all(name)
-            .into_iter()
-            .filter(|s| {
-                labels
-                    .iter()
-                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
-            })
-            .map(|s| s.value)
-            .collect();
-        assert!(
-            found.len() <= 1,
-            "{name}{labels:?} matches {} samples",
-            found.len()
-        );
-        found.first().copied()
-    }
-
-    fn sum(&self, name: &str) -> f64 {
-        self.all(name).iter().map(|s| s.value).sum()
-    }
-
-    fn names(&self) -> HashSet<&str> {
-        self.samples.iter().map(|s| s.name.as_str()).collect()
-    }
-}
-
-fn parse_line(line: &str) -> Sample {
-    let (series, value) = line.rsplit_once(' ').expect("a sample line has a value");
-    let value = match value {
-        "+Inf" => f64::INFINITY,
-        "-Inf" => f64::NEG_INFINITY,
-        v => v
-            .parse()
-            .unwrap_or_else(|_| panic!("bad value in {line:?}")),
-    };
-    let (name, labels) = match series.split_once('{') {
-        None => (series.to_string(), BTreeMap::new()),
-        Some((name, rest)) => {
-            let body = rest.strip_suffix('}').expect("labels end with }");
-            (name.to_string(), parse_labels(body))
-        }
-    };
-    Sample {
-        name,
-        labels,
-        value,
-    }
-}
-
-fn parse_labels(body: &str) -> BTreeMap<String, String> {
-    let mut labels = BTreeMap::new();
-    let mut chars = body.chars().peekable();
-    loop {
-        let name: String = chars.by_ref().take_while(|c| *c != '=').collect();
-        if name.is_empty() {
-            return labels;
-        }
-        assert_eq!(chars.next(), Some('"'), "label {name} is quoted");
-        let mut value = String::new();
-        while let Some(c) = chars.next() {
-            match c {
-                '\\' => match chars.next() {
-                    Some('n') => value.push('\n'),
-                    Some(other) => value.push(other),
-                    None => panic!("dangling escape"),
-                },
-                '"' => break,
-                c => value.push(c),
-            }
-        }
-        labels.insert(name.trim_start_matches(',').to_string(), value);
-        if chars.peek() == Some(&',') {
-            chars.next();
-        }
-    }
-}
 
 async fn scrape(nexusd: &Nexusd) -> Scrape {
     let response = http()

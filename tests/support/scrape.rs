@@ -53,6 +53,16 @@ impl Scrape {
         found.first().copied()
     }
 
+    /// The sum of every sample of `name`.
+    pub fn sum(&self, name: &str) -> f64 {
+        self.all(name).iter().map(|s| s.value).sum()
+    }
+
+    /// Every metric name in the scrape.
+    pub fn names(&self) -> std::collections::HashSet<&str> {
+        self.samples.iter().map(|s| s.name.as_str()).collect()
+    }
+
     /// `pg_scrape_collector_success{collector}`.
     pub fn collector(&self, collector: &str) -> Option<f64> {
         self.value("pg_scrape_collector_success", &[("collector", collector)])
