@@ -8,13 +8,13 @@
 mod support;
 
 use std::collections::HashSet;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use sqlx::Executor;
+use support::prometheus::Prometheus;
 use support::scrape::{Scrape, promtool_problems};
-use support::{Nexusd, TestCluster, free_port, http, shared_db, temp_root};
+use support::{Nexusd, TestCluster, http, shared_db, temp_root};
 
 async fn scrape(nexusd: &Nexusd) -> Scrape {
     let response = http()
@@ -607,76 +607,26 @@ async fn backup_metrics_follow_the_scheduler() {
     );
 }
 
-/// A Prometheus server, stopped when dropped.
-struct Prometheus {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn prometheus_query(url: &str, query: &str) -> Option<f64> {
-    let body: serde_json::Value = http()
-        .get(format!("{url}/api/v1/query"))
-        .query(&[("query", query)])
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
-    body["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+/// The first value of an instant query, when there is one.
+async fn prometheus_query(prometheus: &Prometheus, query: &str) -> Option<f64> {
+    let series = prometheus.query(query).await.ok()?;
+    series.first()?["value"][1].as_str()?.parse().ok()
 }
 
 #[tokio::test]
 async fn a_real_prometheus_scrapes_nexusd() {
     let db = shared_db().await;
     let nexusd = Nexusd::ready(&db.url(), &[]).await;
-    let dir = temp_root("nexusd-prometheus-");
     let target = nexusd.metrics.trim_start_matches("http://");
-    let config = dir.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
-             scrape_configs:\n  - job_name: nexusd\n    static_configs:\n      - targets: ['{target}']\n"
-        ),
-    )
-    .unwrap();
-    let port = free_port();
-    let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
-    let child = Command::new("prometheus")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("prometheus (Debian package prometheus; scripts/setup-debian installs it)");
-    let prometheus = Prometheus {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-    };
+    let prometheus = Prometheus::start(&[("nexusd", target)]);
 
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut last = (None, None, None);
     while Instant::now() < deadline {
         last = (
-            prometheus_query(&prometheus.url, "up{job=\"nexusd\"}").await,
-            prometheus_query(&prometheus.url, "pg_up{job=\"nexusd\"}").await,
-            prometheus_query(
-                &prometheus.url,
-                "count(node_cpu_seconds_total{job=\"nexusd\"})",
-            )
-            .await,
+            prometheus_query(&prometheus, "up{job=\"nexusd\"}").await,
+            prometheus_query(&prometheus, "pg_up{job=\"nexusd\"}").await,
+            prometheus_query(&prometheus, "count(node_cpu_seconds_total{job=\"nexusd\"})").await,
         );
         if last.0 == Some(1.0) && last.1 == Some(1.0) && last.2.is_some_and(|n| n > 0.0) {
             return;
@@ -685,6 +635,6 @@ async fn a_real_prometheus_scrapes_nexusd() {
     }
     panic!(
         "Prometheus did not record up == 1 and pg_up == 1 for nexusd: {last:?}\n--- prometheus log ---\n{}",
-        std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default()
+        prometheus.log_text()
     );
 }

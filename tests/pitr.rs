@@ -350,32 +350,60 @@ fn nexusd_ok(args: &[&str], vars: &[(&str, &str)]) -> String {
     text(&out)
 }
 
+/// An embedded cluster under `serve` with a local store, its schedules off, and a table
+/// `pitr_rows` to write to.
+struct Site {
+    state: PathBuf,
+    store_dir: PathBuf,
+    vars: Vec<(String, String)>,
+}
+
+impl Site {
+    async fn start(prefix: &str, extra: &[(&str, &str)]) -> (Site, Nexusd, PgConnection) {
+        let root = temp_root(prefix);
+        let (state, store_dir) = (root.join("state"), root.join("store"));
+        spawn_guardian(&state.join("pg"), &root);
+        let vars: Vec<(String, String)> = [
+            ("NEXUSD_STATE_DIR", state.to_str().unwrap()),
+            ("NEXUSD_BACKUP_DIR", store_dir.to_str().unwrap()),
+            ("NEXUSD_BACKUP_SCHEDULE", "off"),
+            ("NEXUSD_BACKUP_VERIFY_SCHEDULE", "off"),
+            ("NEXUSD_BASEBACKUP_SCHEDULE", "off"),
+        ]
+        .iter()
+        .chain(extra)
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let site = Site {
+            state,
+            store_dir,
+            vars,
+        };
+        let nexusd = Nexusd::serve(&site.vars());
+        nexusd.wait_health(200, Duration::from_secs(120)).await;
+        let mut conn = PgConnection::connect_with(&embedded_options(&site.state))
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE pitr_rows (id int PRIMARY KEY, note text)")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        (site, nexusd, conn)
+    }
+
+    fn vars(&self) -> Vec<(&str, &str)> {
+        self.vars
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
+    }
+}
+
 #[tokio::test]
 async fn restore_to_a_point_in_time_gives_exactly_the_rows_committed_by_then() {
-    let root = temp_root("nexusd-pitr-restore-");
-    let state = root.join("state");
-    let store_dir = root.join("store");
-    spawn_guardian(&state.join("pg"), &root);
-    let (state_str, store_str) = (
-        state.to_str().unwrap().to_string(),
-        store_dir.to_str().unwrap().to_string(),
-    );
-    let vars = [
-        ("NEXUSD_STATE_DIR", state_str.as_str()),
-        ("NEXUSD_BACKUP_DIR", store_str.as_str()),
-        ("NEXUSD_BACKUP_SCHEDULE", "off"),
-        ("NEXUSD_BACKUP_VERIFY_SCHEDULE", "off"),
-        ("NEXUSD_BASEBACKUP_SCHEDULE", "off"),
-    ];
-    let mut nexusd = Nexusd::serve(&vars);
-    nexusd.wait_health(200, Duration::from_secs(120)).await;
-    let mut conn = PgConnection::connect_with(&embedded_options(&state))
-        .await
-        .unwrap();
-    sqlx::query("CREATE TABLE pitr_rows (id int PRIMARY KEY, note text)")
-        .execute(&mut conn)
-        .await
-        .unwrap();
+    let (site, mut nexusd, mut conn) = Site::start("nexusd-pitr-restore-", &[]).await;
+    let vars = site.vars();
+    let (state, store_dir) = (&site.state, &site.store_dir);
 
     // A base backup before T1, listed apart from the dumps.
     let taken = nexusd_ok(&["backup", "run", "--physical"], &vars);
@@ -472,31 +500,10 @@ async fn archive_now(conn: &mut PgConnection, store_dir: &Path) {
 
 #[tokio::test]
 async fn prune_drops_old_base_backups_and_only_the_wal_no_kept_one_needs() {
-    let root = temp_root("nexusd-pitr-prune-");
-    let state = root.join("state");
-    let store_dir = root.join("store");
-    spawn_guardian(&state.join("pg"), &root);
-    let (state_str, store_str) = (
-        state.to_str().unwrap().to_string(),
-        store_dir.to_str().unwrap().to_string(),
-    );
-    let vars = [
-        ("NEXUSD_STATE_DIR", state_str.as_str()),
-        ("NEXUSD_BACKUP_DIR", store_str.as_str()),
-        ("NEXUSD_BACKUP_SCHEDULE", "off"),
-        ("NEXUSD_BACKUP_VERIFY_SCHEDULE", "off"),
-        ("NEXUSD_BASEBACKUP_SCHEDULE", "off"),
-        ("NEXUSD_BACKUP_MIN_KEEP", "1"),
-    ];
-    let mut nexusd = Nexusd::serve(&vars);
-    nexusd.wait_health(200, Duration::from_secs(120)).await;
-    let mut conn = PgConnection::connect_with(&embedded_options(&state))
-        .await
-        .unwrap();
-    sqlx::query("CREATE TABLE pitr_rows (id int PRIMARY KEY, note text)")
-        .execute(&mut conn)
-        .await
-        .unwrap();
+    let (site, mut nexusd, mut conn) =
+        Site::start("nexusd-pitr-prune-", &[("NEXUSD_BACKUP_MIN_KEEP", "1")]).await;
+    let vars = site.vars();
+    let (state, store_dir) = (&site.state, &site.store_dir);
     let base_name = |said: &str| {
         said.split_whitespace()
             .skip_while(|w| *w != "backup")

@@ -10,7 +10,6 @@ use std::io::Read;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{Connection, PgConnection};
@@ -19,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::config::{BackupConfig, BackupDestination};
 use super::manifest::{self, MANIFEST_SUFFIX};
 use super::retention::{Plan, Policy};
-use super::store::{Store, StoreError};
+use super::store::{Listing, Store, StoreError};
 use super::{BackupError, Backups, Progress, pipeline, wal, wal_retention};
 use crate::db::tools::ClientTools;
 
@@ -299,13 +298,8 @@ impl Backups {
             generation: dumped.object.generation,
             nexusd_version: env!("CARGO_PKG_VERSION").into(),
         };
-        let body = serde_json::to_vec_pretty(&manifest).context("serialising the manifest")?;
         store
-            .put(
-                &format!("{name}{MANIFEST_SUFFIX}"),
-                Bytes::from(body),
-                "application/json",
-            )
+            .put_json(&format!("{name}{MANIFEST_SUFFIX}"), &manifest)
             .await
             .map_err(|e| anyhow!("writing the manifest of {name}: {e}"))?;
         Ok(manifest)
@@ -456,8 +450,8 @@ impl Backups {
         };
         let base = open(base_config(&self.config)).await?;
         let wal = open(wal::archive_config(&self.config)).await?;
-        let entries = base_entries(&base).await?;
         let base_listing = base.list().await.map_err(|e| anyhow!("{e}"))?;
+        let entries = entries_in(&base, &base_listing).await;
         let wal_listing = wal.list().await.map_err(|e| anyhow!("{e}"))?;
         let bases: Vec<wal_retention::Base> = entries
             .iter()
@@ -502,17 +496,16 @@ impl Backups {
 /// The base backups `store` (the `base/` part) holds, newest first.
 pub async fn base_entries(store: &Store) -> Result<Vec<BaseEntry>> {
     let listing = store.list().await.map_err(|e| anyhow!("{e}"))?;
+    Ok(entries_in(store, &listing).await)
+}
+
+/// The base backups of `listing` (of `store`), with their manifests, newest first.
+async fn entries_in(store: &Store, listing: &Listing) -> Vec<BaseEntry> {
     let mut entries = Vec::new();
     for object in listing.objects.iter().filter(|o| is_base(&o.name)) {
         let manifest_name = format!("{}{MANIFEST_SUFFIX}", object.name);
         let manifest = if listing.objects.iter().any(|o| o.name == manifest_name) {
-            match store.read_all(&manifest_name).await {
-                Ok(bytes) => serde_json::from_slice(&bytes).ok(),
-                Err(e) => {
-                    tracing::warn!(name = %manifest_name, error = %e, "cannot read a base backup's manifest");
-                    None
-                }
-            }
+            store.read_json(&manifest_name).await
         } else {
             None
         };
@@ -523,8 +516,8 @@ pub async fn base_entries(store: &Store) -> Result<Vec<BaseEntry>> {
             manifest,
         });
     }
-    entries.sort_by(|a, b| (b.created, &b.name).cmp(&(a.created, &a.name)));
-    Ok(entries)
+    entries.sort_by(|a, b| super::newest_first((a.created, &a.name), (b.created, &b.name)));
+    entries
 }
 
 /// `base-YYYYmmdd_HHMMSS.tar.gz`, with `-2`, `-3`, … when the store holds that name.

@@ -32,7 +32,6 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
-use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{Connection, PgConnection};
@@ -305,13 +304,8 @@ impl Backups {
             generation: dumped.object.generation,
             nexusd_version: env!("CARGO_PKG_VERSION").into(),
         };
-        let body = serde_json::to_vec_pretty(&manifest).context("serialising the manifest")?;
         self.store
-            .put(
-                &format!("{name}{MANIFEST_SUFFIX}"),
-                Bytes::from(body),
-                "application/json",
-            )
+            .put_json(&format!("{name}{MANIFEST_SUFFIX}"), &manifest)
             .await
             .map_err(|e| anyhow!("writing the manifest of {name}: {e}"))?;
         Ok(manifest)
@@ -415,19 +409,7 @@ impl Backups {
     }
 
     async fn read_json<T: serde::de::DeserializeOwned>(&self, name: &str) -> Option<T> {
-        match self.store.read_all(name).await {
-            Ok(bytes) => match serde_json::from_slice(&bytes) {
-                Ok(v) => Some(v),
-                Err(e) => {
-                    tracing::warn!(%name, error = %e, "unreadable backup metadata; ignoring it");
-                    None
-                }
-            },
-            Err(e) => {
-                tracing::warn!(%name, error = %e, "cannot read backup metadata");
-                None
-            }
-        }
+        self.store.read_json(name).await
     }
 
     /// Applies the retention policy (or, with `dry_run`, only says what it would delete). A
@@ -505,7 +487,10 @@ impl Backups {
 
 /// Orders backups newest first: by the store's creation time, then by name (time stamp, then
 /// the `-N` of backups taken within one second).
-fn newest_first(a: (DateTime<Utc>, &str), b: (DateTime<Utc>, &str)) -> std::cmp::Ordering {
+pub(super) fn newest_first(
+    a: (DateTime<Utc>, &str),
+    b: (DateTime<Utc>, &str),
+) -> std::cmp::Ordering {
     (b.0, name_order(b.1)).cmp(&(a.0, name_order(a.1)))
 }
 

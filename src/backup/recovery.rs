@@ -8,7 +8,6 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use bytes::Bytes;
 use chrono::Utc;
 use sha2::Digest;
 use sqlx::{Connection, PgConnection};
@@ -227,9 +226,8 @@ impl Backups {
         {
             self.store.delete(&verify_name, old.generation).await.ok();
         }
-        let body = serde_json::to_vec_pretty(v)?;
         self.store
-            .put(&verify_name, Bytes::from(body), "application/json")
+            .put_json(&verify_name, v)
             .await
             .map_err(|e| anyhow!("recording the verification of {}: {e}", v.name))?;
         self.status.update(|s| apply_verification(s, v));

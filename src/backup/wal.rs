@@ -237,11 +237,7 @@ async fn compare(store: &Store, name: &str, content: &[u8]) -> Result<Pushed> {
         "{name}.conflict-{}{CONFLICT_SUFFIX}",
         &conflict.pushed_sha256[..16]
     );
-    let body = serde_json::to_vec_pretty(&conflict)?;
-    match store
-        .put(&record, Bytes::from(body), "application/json")
-        .await
-    {
+    match store.put_json(&record, &conflict).await {
         Ok(_) | Err(StoreError::AlreadyExists(_)) => {}
         Err(e) => tracing::warn!(error = %e, "cannot record the conflict"),
     }
@@ -285,8 +281,7 @@ async fn check_marker(store: &Store, system: u64) -> Result<()> {
                     created_at: Utc::now(),
                     nexusd_version: env!("CARGO_PKG_VERSION").into(),
                 };
-                let body = Bytes::from(serde_json::to_vec_pretty(&marker)?);
-                match store.put(MARKER, body, "application/json").await {
+                match store.put_json(MARKER, &marker).await {
                     Ok(_) => return Ok(()),
                     // Another push wrote it meanwhile: read it again.
                     Err(StoreError::AlreadyExists(_)) => continue,

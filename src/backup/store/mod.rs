@@ -129,6 +129,36 @@ impl Store {
         }
     }
 
+    /// Writes `value` as a small JSON object (a manifest, a marker, a record), never
+    /// overwriting one.
+    pub async fn put_json<T: serde::Serialize>(
+        &self,
+        name: &str,
+        value: &T,
+    ) -> Result<ObjectInfo, StoreError> {
+        let body = serde_json::to_vec_pretty(value)
+            .map_err(|e| StoreError::Other(format!("serialising {name}: {e}")))?;
+        self.put(name, Bytes::from(body), "application/json").await
+    }
+
+    /// Reads a small JSON object; `None`, with a warning, when it cannot be read or parsed
+    /// (metadata that is unreadable is ignored rather than failing a listing).
+    pub async fn read_json<T: serde::de::DeserializeOwned>(&self, name: &str) -> Option<T> {
+        match self.read_all(name).await {
+            Ok(bytes) => match serde_json::from_slice(&bytes) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    tracing::warn!(%name, error = %e, "unreadable backup metadata; ignoring it");
+                    None
+                }
+            },
+            Err(e) => {
+                tracing::warn!(%name, error = %e, "cannot read backup metadata");
+                None
+            }
+        }
+    }
+
     /// Opens an object for streaming.
     pub async fn read(&self, name: &str) -> Result<Reader, StoreError> {
         match self {
