@@ -463,12 +463,12 @@ async fn restore_to_a_point_in_time_gives_exactly_the_rows_committed_by_then() {
     let said = nexusd_ok(&["restore", "--target-time", "latest"], &vars);
     assert!(said.contains("pg.before-restore-"), "{said}");
     assert!(said.contains("timeline 2"), "{said}");
-    assert_eq!(served_digest(&vars, &state).await, at_t3, "{said}");
+    assert_eq!(served_digest(&vars, state).await, at_t3, "{said}");
 
     // Then T2, from the same base backup along timeline 2's history: exactly T2's rows.
     let said = nexusd_ok(&["restore", "--target-time", &t2], &vars);
     assert!(said.contains("timeline 3"), "{said}");
-    assert_eq!(served_digest(&vars, &state).await, at_t2, "{said}");
+    assert_eq!(served_digest(&vars, state).await, at_t2, "{said}");
 }
 
 /// Starts serve on the state directory, reads the digest, stops it.
@@ -514,12 +514,12 @@ async fn prune_drops_old_base_backups_and_only_the_wal_no_kept_one_needs() {
     };
     let old = base_name(&nexusd_ok(&["backup", "run", "--physical"], &vars));
     write_rows(&mut conn, 1, "a-").await;
-    archive_now(&mut conn, &store_dir).await;
+    archive_now(&mut conn, store_dir).await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let kept = base_name(&nexusd_ok(&["backup", "run", "--physical"], &vars));
     assert_ne!(old, kept);
     let last = write_rows(&mut conn, 4, "b-").await;
-    archive_now(&mut conn, &store_dir).await;
+    archive_now(&mut conn, store_dir).await;
     conn.close().await.ok();
     nexusd.terminate(Duration::from_secs(30));
 
@@ -569,5 +569,5 @@ async fn prune_drops_old_base_backups_and_only_the_wal_no_kept_one_needs() {
     // Nothing the kept base backup needs is gone: a restore to the latest has every row.
     let restored = nexusd_ok(&["restore", "--target-time", "latest"], &vars);
     assert!(restored.contains(&kept), "{restored}");
-    assert_eq!(served_digest(&vars, &state).await, last, "{restored}");
+    assert_eq!(served_digest(&vars, state).await, last, "{restored}");
 }
