@@ -22,7 +22,7 @@ use crate::kb::analysis::{
     RepositoryFacts,
 };
 use crate::kb::knowledge::{self, NewDependency, NewDeployment, NewLesson};
-use crate::kb::parse_datetime;
+use crate::kb::{self, parse_datetime};
 
 /// Largest knowledge base accepted (the original's were a few MB); enforced while reading, so
 /// an endless source costs at most this much memory.
@@ -719,7 +719,7 @@ impl Repo {
                 tags: &[],
                 date: l.date,
             };
-            knowledge::insert_lesson(conn, repo_id, &lesson).await?;
+            knowledge::insert_lesson(conn, kb::Repo::Id(repo_id), &lesson).await?;
             s.lessons.written += 1;
         }
         Ok(())

@@ -1056,6 +1056,69 @@ async fn twenty_concurrent_first_writers_create_one_repository() {
     assert_eq!((repos, lessons), (1, 20));
 }
 
+/// Calls of the statements in this database whose text starts with `prefix`
+/// (pg_stat_statements, which the test cluster preloads).
+async fn statement_calls(pool: &sqlx::PgPool, prefix: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements
+          WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+            AND query ILIKE $1 || '%'",
+    )
+    .bind(prefix)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_lesson_or_issue_for_a_known_repository_is_one_statement() {
+    let db = shared_db().await;
+    let nexusd = Nexusd::ready(&db.url(), &[("REQUIRE_AUTH_FOR_WRITE", "false")]).await;
+    let pool = db.pool().await;
+    let lesson = |i: usize| json!({"repository": "known/repo", "category": "cost", "lesson": format!("lesson {i}"), "context": "c"});
+    // The first write creates the repository (a transaction); the next ones find it.
+    nexusd.ok("add_lesson_learned", lesson(0)).await;
+    let ensure_before = statement_calls(&pool, "INSERT INTO repositories").await;
+    let begin_before = statement_calls(&pool, "BEGIN").await;
+    for i in 1..=10 {
+        nexusd.ok("add_lesson_learned", lesson(i)).await;
+        nexusd
+            .ok(
+                "add_runtime_issue",
+                json!({"repository": "known/repo", "service_type": "cloud_run", "issue_type": "timeout",
+                       "severity": "low", "log_snippet": format!("slow {i}")}),
+            )
+            .await;
+    }
+    assert_eq!(
+        statement_calls(&pool, "INSERT INTO repositories").await - ensure_before,
+        0,
+        "no ensure-repository round trip for a repository that exists"
+    );
+    assert_eq!(
+        statement_calls(&pool, "BEGIN").await - begin_before,
+        0,
+        "no explicit transaction around a single insert"
+    );
+    let (lessons, issues): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM lessons_learned l JOIN repositories r ON r.id = l.repo_id WHERE r.name = 'known/repo'),
+                (SELECT count(*) FROM runtime_issues i JOIN repositories r ON r.id = i.repo_id WHERE r.name = 'known/repo')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((lessons, issues), (11, 10));
+    // A new repository still works through the transaction.
+    let created = nexusd
+        .ok(
+            "add_runtime_issue",
+            json!({"repository": "fresh/repo", "service_type": "gke", "issue_type": "memory",
+                   "severity": "high", "log_snippet": "killed"}),
+        )
+        .await;
+    assert_eq!(created["message"], "Runtime issue recorded for fresh/repo");
+}
+
 #[tokio::test]
 async fn agent_card_root_and_openapi_describe_what_is_enforced() {
     let db = shared_db().await;

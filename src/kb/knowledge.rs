@@ -5,6 +5,8 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgConnection;
 
+use super::Repo;
+
 /// A lesson to record (`title` is the lesson text, cut to the column's 500 characters).
 pub struct NewLesson<'a> {
     pub title: &'a str,
@@ -18,30 +20,32 @@ pub struct NewLesson<'a> {
     pub date: Option<DateTime<Utc>>,
 }
 
-/// Inserts a lesson; returns its id and date.
+const LESSON_INSERT: (&str, &str) = super::by_repo!(
+    "INSERT INTO lessons_learned
+         (repo_id, title, description, category, impact, recorded_by, related_files, tags, date)",
+    "$2, $3, $4, $5, $6, $7, $8, coalesce($9, now())",
+    "RETURNING id, date"
+);
+
+/// Inserts a lesson in one statement; returns its id and date, or `None` when `repo` names a
+/// repository that does not exist.
 pub async fn insert_lesson(
     conn: &mut PgConnection,
-    repo_id: i32,
+    repo: Repo<'_>,
     lesson: &NewLesson<'_>,
-) -> Result<(i32, DateTime<Utc>), sqlx::Error> {
+) -> Result<Option<(i32, DateTime<Utc>)>, sqlx::Error> {
     let title: String = lesson.title.chars().take(500).collect();
-    sqlx::query_as(
-        "INSERT INTO lessons_learned
-             (repo_id, title, description, category, impact, recorded_by, related_files, tags, date)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, coalesce($9, now()))
-         RETURNING id, date",
-    )
-    .bind(repo_id)
-    .bind(title)
-    .bind(lesson.description)
-    .bind(lesson.category)
-    .bind(lesson.impact)
-    .bind(lesson.recorded_by)
-    .bind(serde_json::json!(lesson.related_files))
-    .bind(serde_json::json!(lesson.tags))
-    .bind(lesson.date)
-    .fetch_one(conn)
-    .await
+    repo.bind_first(LESSON_INSERT)
+        .bind(title)
+        .bind(lesson.description)
+        .bind(lesson.category)
+        .bind(lesson.impact)
+        .bind(lesson.recorded_by)
+        .bind(serde_json::json!(lesson.related_files))
+        .bind(serde_json::json!(lesson.tags))
+        .bind(lesson.date)
+        .fetch_optional(conn)
+        .await
 }
 
 /// Whether the repository already has this lesson (same title and description); imports use it

@@ -30,6 +30,55 @@ pub async fn snapshot(pool: &PgPool) -> Result<Transaction<'static, Postgres>, s
     Ok(tx)
 }
 
+/// The repository a write belongs to: its id (already ensured), or its name — then the write is
+/// one statement that finds the id itself, and writes nothing when the repository does not exist
+/// yet (the caller creates it and writes again by id).
+#[derive(Clone, Copy)]
+pub enum Repo<'a> {
+    Id(i32),
+    Name(&'a str),
+}
+
+/// The two forms of an `INSERT … SELECT r.id, … FROM repositories r` statement: by id, by name.
+/// Both are static strings, so sqlx prepares each once per connection.
+macro_rules! by_repo {
+    ($insert:literal, $values:literal, $returning:literal) => {
+        (
+            concat!(
+                $insert,
+                " SELECT r.id, ",
+                $values,
+                " FROM repositories r WHERE r.id = $1 ",
+                $returning
+            ),
+            concat!(
+                $insert,
+                " SELECT r.id, ",
+                $values,
+                " FROM repositories r WHERE r.name = $1 ",
+                $returning
+            ),
+        )
+    };
+}
+pub(crate) use by_repo;
+
+impl<'q> Repo<'q> {
+    /// Picks the statement for this kind of reference and binds the reference as `$1`.
+    fn bind_first<O>(
+        self,
+        (by_id, by_name): (&'static str, &'static str),
+    ) -> sqlx::query::QueryAs<'q, Postgres, O, sqlx::postgres::PgArguments>
+    where
+        O: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
+    {
+        match self {
+            Repo::Id(id) => sqlx::query_as(by_id).bind(id),
+            Repo::Name(name) => sqlx::query_as(by_name).bind(name),
+        }
+    }
+}
+
 /// The repository's id, creating it (with a NULL problem domain) when it does not exist yet.
 /// Safe under concurrency: the insert waits for a concurrent one and then does nothing, and
 /// the following statement sees the committed row.

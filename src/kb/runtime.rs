@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 
-use super::iso_opt;
+use super::{Repo, iso_opt};
 
 /// Severity order used by `get_pattern_health` thresholds.
 fn severity_rank(severity: &str) -> i32 {
@@ -83,32 +83,35 @@ pub struct NewIssue<'a> {
     pub metrics: Option<&'a Value>,
 }
 
+const ISSUE_INSERT: (&str, &str) = super::by_repo!(
+    "INSERT INTO runtime_issues
+         (repo_id, issue_id, detected_at, issue_type, severity, service_type, log_snippet, root_cause,
+          suggested_fix, pattern_reference, github_issue_url, status, metrics)",
+    "$2, now(), $3, $4, $5, $6, $7, $8, $9, $10, 'open', $11",
+    "RETURNING repo_id, detected_at"
+);
+
+/// Inserts an issue in one statement; returns the repository's id and the detection time, or
+/// `None` when `repo` names a repository that does not exist.
 pub async fn insert(
     conn: &mut PgConnection,
-    repo_id: i32,
+    repo: Repo<'_>,
     issue: &NewIssue<'_>,
-) -> Result<DateTime<Utc>, sqlx::Error> {
+) -> Result<Option<(i32, DateTime<Utc>)>, sqlx::Error> {
     let snippet: String = issue.log_snippet.chars().take(1000).collect();
-    sqlx::query_scalar(
-        "INSERT INTO runtime_issues
-             (repo_id, issue_id, detected_at, issue_type, severity, service_type, log_snippet, root_cause,
-              suggested_fix, pattern_reference, github_issue_url, status, metrics)
-         VALUES ($1, $2, now(), $3, $4, $5, $6, $7, $8, $9, $10, 'open', $11)
-         RETURNING detected_at",
-    )
-    .bind(repo_id)
-    .bind(issue.issue_id)
-    .bind(issue.issue_type)
-    .bind(issue.severity)
-    .bind(issue.service_type)
-    .bind(snippet)
-    .bind(issue.root_cause)
-    .bind(issue.suggested_fix)
-    .bind(issue.pattern_reference)
-    .bind(issue.github_issue_url)
-    .bind(issue.metrics)
-    .fetch_one(conn)
-    .await
+    repo.bind_first(ISSUE_INSERT)
+        .bind(issue.issue_id)
+        .bind(issue.issue_type)
+        .bind(issue.severity)
+        .bind(issue.service_type)
+        .bind(snippet)
+        .bind(issue.root_cause)
+        .bind(issue.suggested_fix)
+        .bind(issue.pattern_reference)
+        .bind(issue.github_issue_url)
+        .bind(issue.metrics)
+        .fetch_optional(conn)
+        .await
 }
 
 /// Whether the repository has a pattern named exactly `pattern`.

@@ -1,6 +1,6 @@
 //! Knowledge-management skills (protected writes): `add_lesson_learned`,
 //! `update_dependency_info`, `add_deployment_info`. Each runs in one transaction that first
-//! ensures the repository exists.
+//! ensures the repository exists — a lesson for a known repository is a single statement.
 
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -9,7 +9,7 @@ use super::context::SkillContext;
 use super::error::SkillError;
 use super::registry::{Skill, SkillOutput, example, handler, output, parse, repository_schema};
 use crate::kb::knowledge::{NewDependency, NewDeployment, NewLesson};
-use crate::kb::{self, iso_naive, knowledge, parse_datetime};
+use crate::kb::{self, Repo, iso_naive, knowledge, parse_datetime};
 
 const LESSON_CATEGORIES: [&str; 5] = [
     "performance",
@@ -97,9 +97,20 @@ async fn run_add_lesson(
         date: None,
     };
     let (id, date) = async {
+        // The repository usually exists: then the lesson is one statement, one round trip.
+        let mut conn = ctx.pool().acquire().await?;
+        let named = Repo::Name(&q.repository);
+        if let Some(written) = knowledge::insert_lesson(&mut conn, named, &lesson).await? {
+            return Ok(written);
+        }
+        drop(conn);
         let mut tx = ctx.pool().begin().await?;
         let repo_id = kb::ensure_repository(&mut tx, &q.repository).await?;
-        let written = knowledge::insert_lesson(&mut tx, repo_id, &lesson).await?;
+        let written = knowledge::insert_lesson(&mut tx, Repo::Id(repo_id), &lesson)
+            .await?
+            .ok_or_else(|| {
+                SkillError::internal("the repository vanished inside its transaction")
+            })?;
         tx.commit().await?;
         Ok::<_, SkillError>(written)
     }

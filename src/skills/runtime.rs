@@ -9,7 +9,7 @@ use super::context::SkillContext;
 use super::error::SkillError;
 use super::registry::{Skill, SkillOutput, example, handler, output, parse, repository_schema};
 use crate::kb::runtime::{IssueFilter, NewIssue};
-use crate::kb::{self, iso_naive, runtime};
+use crate::kb::{self, Repo, iso_naive, runtime};
 
 const SERVICE_TYPES: [&str; 7] = [
     "cloud_run",
@@ -142,9 +142,17 @@ async fn run_add_issue(
         metrics: q.metrics.as_ref(),
     };
     let (pattern_updated, similar) = async {
+        // Without a pattern to look at, an issue of a known repository is one statement.
+        if q.pattern_reference.is_none() {
+            let mut conn = ctx.pool().acquire().await?;
+            let named = Repo::Name(&q.repository);
+            if runtime::insert(&mut conn, named, &issue).await?.is_some() {
+                return Ok((false, Vec::new()));
+            }
+        }
         let mut tx = ctx.pool().begin().await?;
         let repo_id = kb::ensure_repository(&mut tx, &q.repository).await?;
-        runtime::insert(&mut tx, repo_id, &issue).await?;
+        runtime::insert(&mut tx, Repo::Id(repo_id), &issue).await?;
         let (pattern_updated, similar) = match q.pattern_reference.as_deref() {
             Some(pattern) => (
                 runtime::repository_has_pattern(&mut tx, repo_id, pattern).await?,
