@@ -1,5 +1,6 @@
 //! Writes of the knowledge-management skills: `lessons_learned`, `dependencies`,
-//! `deployment_scripts`. Callers run them inside a transaction with `ensure_repository`.
+//! `deployment_scripts`. Callers run them inside a transaction with `ensure_repository`; a
+//! lesson may also be written alone, by repository name (`Repo::Name`).
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
