@@ -263,8 +263,11 @@ stop LSN, timeline.
 --json prints one object: {\"store\": \"…\", \"backups\": [{\"name\", \"time\" (RFC 3339, UTC),
 \"size_bytes\", \"duration_seconds\", \"rows\", \"complete\", \"verification\": null or {\"ok\",
 \"verified_at\", \"problems\"}}], \"base_backups\": [{\"name\", \"time\", \"size_bytes\", \"complete\",
-\"start_lsn\", \"stop_lsn\", \"timeline\", \"duration_seconds\"}]}; duration_seconds and rows are null
-for incomplete objects.")]
+\"start_lsn\", \"stop_lsn\", \"timeline\", \"duration_seconds\"}], \"wal\": {\"newest_segment\",
+\"newest_stored_at\", \"window_start\", \"window_end\", \"window_base\", \"first_missing_segment\",
+\"missing_segments\", \"gap\", \"duplicate_conflicts\", \"dropped_segments\"}}; duration_seconds and
+rows are null for incomplete objects. The WAL archive is checked for gaps since the oldest base
+backup (docs/pitr.md): a gap is printed as an error line naming the first missing segment.")]
     List {
         /// Print one JSON object instead of a table
         #[arg(long)]

@@ -388,3 +388,19 @@ fn dump_format(env: &mut Env<'_>) -> DumpFormat {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_are_read_in_decimal_and_binary_units() {
+        assert_eq!(parse_size("2GB"), Some(2_000_000_000));
+        assert_eq!(parse_size("512 MB"), Some(512_000_000));
+        assert_eq!(parse_size("1GiB"), Some(1 << 30));
+        assert_eq!(parse_size("1048576"), Some(1 << 20));
+        assert_eq!(parse_size("1.5gb"), Some(1_500_000_000));
+        assert_eq!(parse_size("lots"), None);
+        assert_eq!(parse_size("2PB"), None);
+    }
+}
