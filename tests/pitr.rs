@@ -858,3 +858,73 @@ async fn past_the_pg_wal_ceiling_an_unreachable_store_drops_wal_loudly_and_a_bas
     conn.close().await.ok();
     drop(nexusd);
 }
+
+#[tokio::test]
+async fn after_two_restores_the_gap_check_follows_the_timelines_and_verify_adds_none() {
+    let (site, mut nexusd, mut conn) = Site::start("nexusd-pitr-timelines-", &[]).await;
+    let vars = site.vars();
+    let store_dir = &site.store_dir;
+    nexusd_ok(&["backup", "run", "--physical"], &vars);
+    write_rows(&mut conn, 1, "a-").await;
+    archive_now(&mut conn, store_dir).await;
+    conn.close().await.ok();
+    nexusd.terminate(Duration::from_secs(30));
+
+    // Timeline 2, then 3: each restore's cluster archives its history file and segments.
+    for timeline in ["timeline 2", "timeline 3"] {
+        let said = nexusd_ok(&["restore", "--target-time", "latest"], &vars);
+        assert!(said.contains(timeline), "{said}");
+        let mut nexusd = Nexusd::serve(&vars);
+        nexusd.wait_health(200, Duration::from_secs(120)).await;
+        let mut conn = PgConnection::connect_with(&embedded_options(&site.state))
+            .await
+            .unwrap();
+        write_rows(
+            &mut conn,
+            if timeline.ends_with('2') { 10 } else { 20 },
+            "b-",
+        )
+        .await;
+        archive_now(&mut conn, store_dir).await;
+        conn.close().await.ok();
+        nexusd.terminate(Duration::from_secs(30));
+    }
+    let histories = |dir: &Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir.join("wal"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .filter(|n| n.ends_with(".history.gz"))
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(
+        histories(store_dir),
+        ["00000002.history.gz", "00000003.history.gz"]
+    );
+
+    // No false gap across the switches, and the newest segment is on timeline 3.
+    let listed: serde_json::Value =
+        serde_json::from_str(&nexusd_ok(&["backup", "list", "--json"], &vars)).unwrap();
+    assert_eq!(listed["wal"]["gap"], serde_json::Value::Null, "{listed}");
+    assert!(
+        listed["wal"]["newest_segment"]
+            .as_str()
+            .unwrap()
+            .starts_with("00000003"),
+        "{listed}"
+    );
+
+    // Verify replays timelines 1 → 2 → 3 from the base backup, and its promoted scratch cluster
+    // leaves no timeline 4 in the archive.
+    let out = nexusd_out(&["backup", "verify", "--physical", "--json"], &vars);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(
+        histories(store_dir),
+        ["00000002.history.gz", "00000003.history.gz"]
+    );
+    assert!(scratch_left(&site.state).is_empty());
+}
