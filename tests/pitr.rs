@@ -805,6 +805,13 @@ async fn past_the_pg_wal_ceiling_an_unreachable_store_drops_wal_loudly_and_a_bas
     switch_and_wait(&mut conn).await;
     let note = site.state.join("pg/nexusd_wal_dropped");
     assert!(std::fs::read_to_string(&note).unwrap().contains(&dropped));
+    // Loud while it happens, before the store can hold a record of it.
+    let pitr = pitr_health(&nexusd, |p| {
+        p["dropped_segments"].as_u64().unwrap_or(0) >= 2
+    })
+    .await;
+    assert!(pitr["gap"].as_str().unwrap().contains("DROPPED"), "{pitr}");
+    assert_eq!(pitr["first_missing_segment"], dropped.as_str(), "{pitr}");
 
     // The store back: the next push records the drop in the archive.
     proxy.clear();

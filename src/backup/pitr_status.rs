@@ -4,8 +4,11 @@
 //! the server's own view (`pg_stat_archiver`, the size of pg_wal).
 //!
 //! Reading it costs one listing of `base/` and one of `wal/`; the small objects behind them
-//! (base backup manifests, timeline histories, drop records) are read once per name and kept, so
-//! serve's refresh every `NEXUSD_BACKUP_STATUS_REFRESH` seconds does not read the archive again.
+//! (base backup manifests, timeline histories, drop records) are read once per name and kept.
+//! serve asks the server every `NEXUSD_BACKUP_STATUS_REFRESH` seconds but lists the archive only
+//! every [`LIST_EVERY`]th time (5 minutes by default): a month of WAL is some 43,000 objects, 43
+//! listing requests to GCS. In between, the newest archived segment comes from
+//! `pg_stat_archiver` when it is newer than the last listing's.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -23,9 +26,15 @@ use super::wal::{self, CONFLICT_SUFFIX, DROPPED_SUFFIX};
 use super::wal_gaps::{self, Archive, BaseStart, Continuity, Dropped, Segment};
 use super::{BackupDestination, Backups};
 
+/// serve lists the archive on every this many looks (the first one included).
+pub const LIST_EVERY: u64 = 10;
+
 /// Objects read once and kept by name.
 #[derive(Debug, Default)]
 pub struct Cache {
+    /// serve's looks so far, and what the last listing found.
+    looks: u64,
+    last: Option<ArchiveReport>,
     manifests: HashMap<String, Option<BaseManifest>>,
     histories: HashMap<String, Vec<(u32, u64)>>,
     dropped: HashMap<String, Option<Dropped>>,
@@ -51,8 +60,16 @@ impl ArchiveReport {
     }
 }
 
-/// `archive_mode` and `pg_stat_archiver`'s failed_count, last_failed_wal, last_failed_time.
-type ArchiverRow = (String, i64, Option<String>, Option<DateTime<Utc>>);
+/// `archive_mode` and `pg_stat_archiver`'s failed_count, last_failed_wal, last_failed_time,
+/// last_archived_wal, last_archived_time.
+type ArchiverRow = (
+    String,
+    i64,
+    Option<String>,
+    Option<DateTime<Utc>>,
+    Option<String>,
+    Option<DateTime<Utc>>,
+);
 
 /// The server's side of archiving.
 #[derive(Debug, Clone, Default)]
@@ -61,8 +78,13 @@ pub struct ServerArchiving {
     pub failed_count: Option<i64>,
     pub last_failed_wal: Option<String>,
     pub last_failed_at: Option<DateTime<Utc>>,
+    pub last_archived_wal: Option<String>,
+    pub last_archived_at: Option<DateTime<Utc>>,
     pub pending_files: Option<i64>,
     pub pg_wal_bytes: Option<u64>,
+    /// Segments dropped at the ceiling and not yet recorded in the archive (the data
+    /// directory's note, src/backup/wal.rs): names, oldest first.
+    pub unrecorded_drops: Vec<String>,
 }
 
 fn gunzip_text(bytes: &[u8]) -> Option<String> {
@@ -193,15 +215,17 @@ impl Backups {
         let mut out = ServerArchiving::default();
         let stats: Result<ArchiverRow, _> = sqlx::query_as(
             "SELECT current_setting('archive_mode'), failed_count, last_failed_wal, \
-                        last_failed_time FROM pg_stat_archiver",
+                    last_failed_time, last_archived_wal, last_archived_time FROM pg_stat_archiver",
         )
         .fetch_one(&mut conn)
         .await;
-        if let Ok((mode, failed, wal, at)) = stats {
+        if let Ok((mode, failed, wal, at, archived, archived_at)) = stats {
             out.archiving = Some(mode != "off");
             out.failed_count = Some(failed);
             out.last_failed_wal = wal;
             out.last_failed_at = at;
+            out.last_archived_wal = archived.filter(|n| wal_gaps::parse_segment(n, 1).is_some());
+            out.last_archived_at = archived_at;
         }
         out.pg_wal_bytes = sqlx::query_scalar::<_, i64>(
             "SELECT coalesce(sum(size), 0)::bigint FROM pg_ls_waldir()",
@@ -216,6 +240,22 @@ impl Backups {
         .fetch_one(&mut conn)
         .await
         .ok();
+        // Needs superuser or pg_read_server_files; without, drops show once recorded.
+        let note: Option<Option<String>> =
+            sqlx::query_scalar("SELECT pg_read_file($1, 0, 1048576, true)")
+                .bind(wal::PENDING_DROPS)
+                .fetch_one(&mut conn)
+                .await
+                .ok();
+        let mut drops: Vec<String> = note
+            .flatten()
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+            .collect();
+        drops.sort();
+        drops.dedup();
+        out.unrecorded_drops = drops;
         conn.close().await.ok();
         out
     }
@@ -224,26 +264,79 @@ impl Backups {
     /// seconds). An archive that cannot be read keeps what was known, with the reason.
     pub async fn refresh_pitr(&self) {
         let server = self.server_archiving().await;
-        let report = self.archive_report().await;
+        let due = {
+            let mut cache = self.physical.lock().await;
+            cache.looks += 1;
+            (cache.looks - 1) % LIST_EVERY == 0
+        };
+        let listed = match due {
+            true => Some(self.archive_report().await),
+            false => None,
+        };
+        let report = {
+            let mut cache = self.physical.lock().await;
+            if let Some(Ok(report)) = &listed {
+                cache.last = Some(report.clone());
+            }
+            cache.last.clone()
+        };
         let now = Utc::now();
         self.status.update(|s| {
             let mut p = s.pitr.clone().unwrap_or_default();
-            match report {
-                Ok(report) => {
-                    apply_report(&mut p, &report, now);
-                    p.error = None;
-                }
-                Err(e) => p.error = Some(format!("{e:#}")),
+            match listed {
+                Some(Ok(_)) => p.error = None,
+                Some(Err(e)) => p.error = Some(format!("{e:#}")),
+                None => {}
             }
-            p.archiving = server.archiving.or(p.archiving);
-            p.archive_failures = server.failed_count;
-            p.last_failed_wal = server.last_failed_wal;
-            p.last_failed_at = server.last_failed_at;
-            p.pending_files = server.pending_files;
-            p.pg_wal_bytes = server.pg_wal_bytes;
+            if let Some(report) = &report {
+                apply_report(&mut p, report, now);
+            }
+            apply_server(&mut p, &server, report.as_ref(), now);
             p.checked_at = Some(now);
             s.pitr = Some(p);
         });
+    }
+}
+
+/// The server's part of the status, over the last listing's `report`.
+fn apply_server(
+    p: &mut PitrStatus,
+    server: &ServerArchiving,
+    report: Option<&ArchiveReport>,
+    now: DateTime<Utc>,
+) {
+    // The server's newest archived segment, when newer than the last listing's (and not one it
+    // was told was archived while segments were being dropped).
+    if let (Some(wal), Some(at)) = (&server.last_archived_wal, server.last_archived_at)
+        && p.last_archived_at.is_none_or(|known| at > known)
+        && server.unrecorded_drops.is_empty()
+    {
+        p.last_archived_segment = Some(wal.clone());
+        p.last_archived_at = Some(at);
+    }
+    p.last_archived_age_seconds = p
+        .last_archived_at
+        .map(|t| ((now - t).num_milliseconds() as f64 / 1000.0).max(0.0));
+    p.archiving = server.archiving.or(p.archiving);
+    p.archive_failures = server.failed_count;
+    p.last_failed_wal = server.last_failed_wal.clone();
+    p.last_failed_at = server.last_failed_at;
+    p.pending_files = server.pending_files;
+    p.pg_wal_bytes = server.pg_wal_bytes;
+    let recorded = report.map_or(0, ArchiveReport::dropped_segments);
+    p.dropped_segments = recorded + server.unrecorded_drops.len() as u64;
+    if let Some(first) = server.unrecorded_drops.first() {
+        let also = report.and_then(ArchiveReport::problem);
+        p.first_missing_segment = report
+            .and_then(|r| r.continuity.first_missing.clone())
+            .or_else(|| Some(first.clone()));
+        p.gap = Some(format!(
+            "{} WAL segments from {first} were DROPPED at the pg_wal ceiling \
+             (NEXUSD_WAL_MAX_PENDING): the store cannot be reached; no restore can cross them — \
+             once the store is back, take a base backup (`nexusd backup run --physical`){}",
+            server.unrecorded_drops.len(),
+            also.map(|g| format!("; also: {g}")).unwrap_or_default()
+        ));
     }
 }
 

@@ -46,7 +46,7 @@ pub const WAL_DIR: &str = "wal";
 pub const DROPPED_SUFFIX: &str = ".dropped.json";
 /// The data directory's note of segments dropped while the store was unreachable, one name a
 /// line, until a push reaches the store and records them there.
-const PENDING_DROPS: &str = "nexusd_wal_dropped";
+pub const PENDING_DROPS: &str = "nexusd_wal_dropped";
 
 /// The marker's content.
 #[derive(Debug, Clone, Serialize, Deserialize)]
