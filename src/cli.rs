@@ -263,8 +263,11 @@ stop LSN, timeline.
 --json prints one object: {\"store\": \"…\", \"backups\": [{\"name\", \"time\" (RFC 3339, UTC),
 \"size_bytes\", \"duration_seconds\", \"rows\", \"complete\", \"verification\": null or {\"ok\",
 \"verified_at\", \"problems\"}}], \"base_backups\": [{\"name\", \"time\", \"size_bytes\", \"complete\",
-\"start_lsn\", \"stop_lsn\", \"timeline\", \"duration_seconds\"}]}; duration_seconds and rows are null
-for incomplete objects.")]
+\"start_lsn\", \"stop_lsn\", \"timeline\", \"duration_seconds\"}], \"wal\": {\"newest_segment\",
+\"newest_stored_at\", \"window_start\", \"window_end\", \"window_base\", \"first_missing_segment\",
+\"missing_segments\", \"gap\", \"duplicate_conflicts\", \"dropped_segments\"}}; duration_seconds and
+rows are null for incomplete objects. The WAL archive is checked for gaps since the oldest base
+backup (docs/pitr.md): a gap is printed as an error line naming the first missing segment.")]
     List {
         /// Print one JSON object instead of a table
         #[arg(long)]
@@ -291,9 +294,29 @@ scratch database (the role needs CREATEDB), compare every table's row count with
 drop the scratch database, and record the result beside the backup (shown by `backup list`,
 /health, get_backup_status and the metrics; a running serve picks it up within
 NEXUSD_BACKUP_STATUS_REFRESH seconds). Exits 1 if the backup does not verify. Progress on a
-terminal (download, check, load: percent, rate, ETA), one line per stage otherwise.")]
+terminal (download, check, load: percent, rate, ETA), one line per stage otherwise.
+
+--physical checks the point-in-time side instead (docs/pitr.md): no gap in the archived WAL from
+the start of the oldest base backup to the newest archived segment (timelines followed through
+their .history files), then the newest base backup is restored with every archived WAL file into
+a scratch data directory ($NEXUSD_STATE_DIR/pg.verify-…, on a private socket, removed afterwards
+whatever happens) and its row counts are compared with a live count of the database (the WAL
+holding that count archived first; a table written to meanwhile is noted, not compared), or the
+newest dump's manifest when the database does not answer. Prints the recoverable window. Exits 1
+on a gap, a failed recovery or a row count that differs.
+
+--json prints one object: {\"ok\", \"base_backup\", \"window_start\", \"window_end\",
+\"newest_segment\", \"first_missing_segment\", \"reached_lsn\", \"last_transaction\",
+\"counts_from\", \"tables\", \"rows\", \"mismatches\", \"notes\", \"problems\",
+\"duration_seconds\", \"verified_at\"} (with --physical; the dump's verification is printed as text).")]
     Verify {
         /// Backup name, or `latest` (the default: the newest complete backup)
         id: Option<String>,
+        /// Verify the newest base backup with all archived WAL (point-in-time recovery)
+        #[arg(long)]
+        physical: bool,
+        /// With --physical: print one JSON object instead of text
+        #[arg(long, requires = "physical")]
+        json: bool,
     },
 }

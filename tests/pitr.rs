@@ -571,3 +571,367 @@ async fn prune_drops_old_base_backups_and_only_the_wal_no_kept_one_needs() {
     assert!(restored.contains(&kept), "{restored}");
     assert_eq!(served_digest(&vars, state).await, last, "{restored}");
 }
+
+/// Runs nexusd, returning its output whatever the exit.
+fn nexusd_out(args: &[&str], vars: &[(&str, &str)]) -> Output {
+    let mut all = vec!["--env-file", "/dev/null"];
+    all.extend_from_slice(args);
+    nexusd_command(&all, vars).output().unwrap()
+}
+
+/// The scratch directories `backup verify --physical` made under the state directory.
+fn scratch_left(state: &Path) -> Vec<String> {
+    std::fs::read_dir(state)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with("pg.verify-") || n.starts_with("run.verify-"))
+        .collect()
+}
+
+/// Polls `/health` until its `backup.pitr` satisfies `ok`.
+async fn pitr_health(
+    nexusd: &Nexusd,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let limit = Instant::now() + Duration::from_secs(60);
+    loop {
+        let health = nexusd.wait_health(200, Duration::from_secs(30)).await;
+        if ok(&health["backup"]["pitr"]) {
+            return health["backup"]["pitr"].clone();
+        }
+        assert!(
+            Instant::now() < limit,
+            "backup.pitr never as expected: {}\n{}",
+            health["backup"],
+            nexusd.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test]
+async fn verify_physical_restores_every_archived_wal_in_a_scratch_directory_and_finds_gaps() {
+    let refresh = [("NEXUSD_BACKUP_STATUS_REFRESH", "1")];
+    let (site, nexusd, mut conn) = Site::start("nexusd-pitr-verify-", &refresh).await;
+    let vars = site.vars();
+    let (state, store_dir) = (&site.state, &site.store_dir);
+    let taken = nexusd_ok(&["backup", "run", "--physical"], &vars);
+    let base = taken
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .trim_end_matches(':');
+    write_rows(&mut conn, 1, "v-").await;
+    archive_now(&mut conn, store_dir).await;
+
+    // The newest base backup and every archived WAL file restore; counts match the live ones.
+    let out = nexusd_out(&["backup", "verify", "--physical", "--json"], &vars);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["base_backup"], base, "{v}");
+    assert_eq!(v["counts_from"], "live", "{v}");
+    assert!(v["tables"].as_u64().unwrap() > 1, "{v}");
+    assert!(
+        v["window_start"].is_string() && v["window_end"].is_string(),
+        "{v}"
+    );
+    assert!(
+        v["window_start"].as_str() <= v["window_end"].as_str(),
+        "{v}"
+    );
+    assert_eq!(v["first_missing_segment"], serde_json::Value::Null, "{v}");
+    assert!(scratch_left(state).is_empty(), "{:?}", scratch_left(state));
+    // The restore really replayed the WAL after the base backup: it reached the rows' commit.
+    assert!(v["last_transaction"].is_string(), "{v}");
+
+    // serve shows the window, the newest segment and its age, failures, conflicts, the base backup.
+    let pitr = pitr_health(&nexusd, |p| p["window_end"].is_string()).await;
+    assert_eq!(pitr["archiving"], true, "{pitr}");
+    assert_eq!(pitr["last_base_backup"], base, "{pitr}");
+    assert!(pitr["last_archived_segment"].is_string(), "{pitr}");
+    assert!(
+        pitr["last_archived_age_seconds"].as_f64().unwrap() < 600.0,
+        "{pitr}"
+    );
+    assert_eq!(pitr["archive_failures"], 0, "{pitr}");
+    assert_eq!(pitr["duplicate_conflicts"], 0, "{pitr}");
+    assert_eq!(pitr["gap"], serde_json::Value::Null, "{pitr}");
+    assert!(pitr["pg_wal_bytes"].as_u64().unwrap() > 0, "{pitr}");
+    let skill = nexusd.ok("get_backup_status", serde_json::json!({})).await;
+    assert_eq!(skill["pitr"]["window_base"], base, "{skill}");
+    let scrape = support::scrape::fetch(&nexusd.metrics, None).await;
+    for name in [
+        "nexusd_wal_last_archived_timestamp_seconds",
+        "nexusd_basebackup_last_success_timestamp_seconds",
+        "nexusd_pg_wal_bytes",
+    ] {
+        assert!(scrape.value(name, &[]).unwrap_or(0.0) > 0.0, "{name}");
+    }
+    for name in [
+        "nexusd_wal_archive_failures_total",
+        "nexusd_wal_duplicate_conflicts",
+        "nexusd_wal_archive_gap",
+    ] {
+        assert_eq!(scrape.value(name, &[]), Some(0.0), "{name}");
+    }
+    assert!(scrape.value("nexusd_pitr_window_seconds", &[]).is_some());
+    let status: serde_json::Value =
+        serde_json::from_slice(&nexusd_out(&["status", "--json"], &vars).stdout).unwrap();
+    assert_eq!(status["archiving"]["configured"], true, "{status}");
+    assert!(
+        status["archiving"]["pitr"]["window_start"].is_string(),
+        "{status}"
+    );
+
+    // A segment goes missing between the base backup's start and the newest one.
+    let lost = base_start_and_later(store_dir, base);
+    archive_now(&mut conn, store_dir).await;
+    std::fs::remove_file(store_dir.join("wal").join(format!("{lost}.gz"))).unwrap();
+    let listed = nexusd_ok(&["backup", "list"], &vars);
+    assert!(
+        listed.contains(&format!(
+            "error: the WAL archive has a gap: {lost} is missing"
+        )),
+        "{listed}"
+    );
+    let listed: serde_json::Value =
+        serde_json::from_str(&nexusd_ok(&["backup", "list", "--json"], &vars)).unwrap();
+    assert_eq!(
+        listed["wal"]["first_missing_segment"],
+        lost.as_str(),
+        "{listed}"
+    );
+    let out = nexusd_out(&["backup", "verify", "--physical"], &vars);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("{lost} is missing")),
+        "{}",
+        text(&out)
+    );
+    assert!(scratch_left(state).is_empty(), "{:?}", scratch_left(state));
+    let pitr = pitr_health(&nexusd, |p| p["gap"].is_string()).await;
+    assert_eq!(pitr["first_missing_segment"], lost.as_str(), "{pitr}");
+    let scrape = support::scrape::fetch(&nexusd.metrics, None).await;
+    assert_eq!(scrape.value("nexusd_wal_archive_gap", &[]), Some(1.0));
+    conn.close().await.ok();
+    drop(nexusd);
+}
+
+/// The first archived segment after base backup `base`'s start segment (there is one: rows
+/// were archived since).
+fn base_start_and_later(store_dir: &Path, base: &str) -> String {
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(store_dir.join("base").join(format!("{base}.manifest.json"))).unwrap(),
+    )
+    .unwrap();
+    let start = manifest["start_wal_file"].as_str().unwrap().to_string();
+    let mut names: Vec<String> = std::fs::read_dir(store_dir.join("wal"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter_map(|n| n.strip_suffix(".gz").map(str::to_string))
+        .filter(|n| n.len() == 24 && *n > start)
+        .collect();
+    names.sort();
+    names.first().cloned().unwrap()
+}
+
+/// Switches WAL and waits until PostgreSQL counts the finished file archived (stored or, at
+/// the ceiling, dropped): `pg_stat_archiver.last_archived_wal` reaches it.
+async fn switch_and_wait(conn: &mut PgConnection) -> String {
+    sqlx::query("INSERT INTO pitr_rows SELECT max(id) + 1, 'w' FROM pitr_rows")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let segment: String = sqlx::query_scalar("SELECT pg_walfile_name(pg_switch_wal())")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    let limit = Instant::now() + Duration::from_secs(90);
+    loop {
+        let last: Option<String> =
+            sqlx::query_scalar("SELECT last_archived_wal FROM pg_stat_archiver")
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+        if last.as_deref() >= Some(segment.as_str()) {
+            return segment;
+        }
+        assert!(
+            Instant::now() < limit,
+            "{segment} never archived (last {last:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test]
+async fn past_the_pg_wal_ceiling_an_unreachable_store_drops_wal_loudly_and_a_base_backup_starts_anew()
+ {
+    let gcs = shared_gcs();
+    let Where::Gcs { bucket, .. } = Where::gcs(gcs).await else {
+        unreachable!()
+    };
+    let proxy = FaultProxy::start("127.0.9.47", &gcs.ip);
+    let store = Where::Gcs {
+        endpoint: proxy.endpoint(),
+        bucket: bucket.clone(),
+    };
+    let owned = store.vars();
+    let mut extra: Vec<(&str, &str)> = owned
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    extra.extend([
+        ("NEXUSD_WAL_MAX_PENDING", "1MB"),
+        ("NEXUSD_WAL_PUSH_TIMEOUT", "5"),
+        ("NEXUSD_BACKUP_RETRY_SECONDS", "1"),
+        ("NEXUSD_BACKUP_STATUS_REFRESH", "1"),
+    ]);
+    let (site, nexusd, mut conn) = Site::start("nexusd-pitr-ceiling-", &extra).await;
+    let vars = site.vars();
+    sqlx::query("INSERT INTO pitr_rows VALUES (1, 'first')")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    nexusd_ok(&["backup", "run", "--physical"], &vars);
+    switch_and_wait(&mut conn).await;
+
+    // The store unreachable: PostgreSQL is told the files are archived, and keeps running.
+    proxy.add(Rule::always("", "", Fault::Status(503)));
+    let dropped = switch_and_wait(&mut conn).await;
+    switch_and_wait(&mut conn).await;
+    let note = site.state.join("pg/nexusd_wal_dropped");
+    assert!(std::fs::read_to_string(&note).unwrap().contains(&dropped));
+    // Loud while it happens, before the store can hold a record of it.
+    let pitr = pitr_health(&nexusd, |p| {
+        p["dropped_segments"].as_u64().unwrap_or(0) >= 2
+    })
+    .await;
+    assert!(pitr["gap"].as_str().unwrap().contains("DROPPED"), "{pitr}");
+    assert_eq!(pitr["first_missing_segment"], dropped.as_str(), "{pitr}");
+
+    // The store back: the next push records the drop in the archive.
+    proxy.clear();
+    switch_and_wait(&mut conn).await;
+    assert!(!note.exists(), "the note is removed once recorded");
+    let objects = gcs.objects(&bucket).await;
+    assert!(
+        objects
+            .iter()
+            .any(|o| o.starts_with(&format!("nexusd/wal/dropped-{dropped}-"))),
+        "{objects:?}"
+    );
+    let listed: serde_json::Value =
+        serde_json::from_str(&nexusd_ok(&["backup", "list", "--json"], &vars)).unwrap();
+    assert_eq!(
+        listed["wal"]["first_missing_segment"],
+        dropped.as_str(),
+        "{listed}"
+    );
+    assert!(
+        listed["wal"]["dropped_segments"].as_u64().unwrap() >= 2,
+        "{listed}"
+    );
+    assert!(
+        listed["wal"]["gap"]
+            .as_str()
+            .unwrap()
+            .contains("NEXUSD_WAL_MAX_PENDING"),
+        "{listed}"
+    );
+    let pitr = pitr_health(&nexusd, |p| p["gap"].is_string()).await;
+    assert!(pitr["dropped_segments"].as_u64().unwrap() >= 2, "{pitr}");
+    let before = pitr["window_base"].clone();
+
+    // A new base backup starts a new recoverable window after the gap.
+    let taken = nexusd_ok(&["backup", "run", "--physical"], &vars);
+    let base = taken
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .trim_end_matches(':')
+        .to_string();
+    let pitr = pitr_health(&nexusd, |p| p["window_base"] == base.as_str()).await;
+    assert_ne!(before, pitr["window_base"], "{pitr}");
+    assert!(
+        pitr["window_start"].as_str() <= pitr["window_end"].as_str(),
+        "{pitr}"
+    );
+    let scrape = support::scrape::fetch(&nexusd.metrics, None).await;
+    assert!(scrape.value("nexusd_wal_dropped_segments", &[]).unwrap() >= 2.0);
+    conn.close().await.ok();
+    drop(nexusd);
+}
+
+#[tokio::test]
+async fn after_two_restores_the_gap_check_follows_the_timelines_and_verify_adds_none() {
+    let (site, mut nexusd, mut conn) = Site::start("nexusd-pitr-timelines-", &[]).await;
+    let vars = site.vars();
+    let store_dir = &site.store_dir;
+    nexusd_ok(&["backup", "run", "--physical"], &vars);
+    write_rows(&mut conn, 1, "a-").await;
+    archive_now(&mut conn, store_dir).await;
+    conn.close().await.ok();
+    nexusd.terminate(Duration::from_secs(30));
+
+    // Timeline 2, then 3: each restore's cluster archives its history file and segments.
+    for timeline in ["timeline 2", "timeline 3"] {
+        let said = nexusd_ok(&["restore", "--target-time", "latest"], &vars);
+        assert!(said.contains(timeline), "{said}");
+        let mut nexusd = Nexusd::serve(&vars);
+        nexusd.wait_health(200, Duration::from_secs(120)).await;
+        let mut conn = PgConnection::connect_with(&embedded_options(&site.state))
+            .await
+            .unwrap();
+        write_rows(
+            &mut conn,
+            if timeline.ends_with('2') { 10 } else { 20 },
+            "b-",
+        )
+        .await;
+        archive_now(&mut conn, store_dir).await;
+        conn.close().await.ok();
+        nexusd.terminate(Duration::from_secs(30));
+    }
+    let histories = |dir: &Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir.join("wal"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .filter(|n| n.ends_with(".history.gz"))
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(
+        histories(store_dir),
+        ["00000002.history.gz", "00000003.history.gz"]
+    );
+
+    // No false gap across the switches, and the newest segment is on timeline 3.
+    let listed: serde_json::Value =
+        serde_json::from_str(&nexusd_ok(&["backup", "list", "--json"], &vars)).unwrap();
+    assert_eq!(listed["wal"]["gap"], serde_json::Value::Null, "{listed}");
+    assert!(
+        listed["wal"]["newest_segment"]
+            .as_str()
+            .unwrap()
+            .starts_with("00000003"),
+        "{listed}"
+    );
+
+    // Verify replays timelines 1 → 2 → 3 from the base backup, and its promoted scratch cluster
+    // leaves no timeline 4 in the archive.
+    let out = nexusd_out(&["backup", "verify", "--physical", "--json"], &vars);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(
+        histories(store_dir),
+        ["00000002.history.gz", "00000003.history.gz"]
+    );
+    assert!(scratch_left(&site.state).is_empty());
+}

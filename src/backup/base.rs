@@ -379,7 +379,7 @@ impl Backups {
 
     /// Waits until the archive holds `file`, switching to a new WAL file once so the current one
     /// is archived; fails after twice NEXUSD_WAL_PUSH_TIMEOUT.
-    async fn wait_archived(&self, conn: &mut PgConnection, file: &str) -> Result<()> {
+    pub(super) async fn wait_archived(&self, conn: &mut PgConnection, file: &str) -> Result<()> {
         let archive = Store::open(&wal::archive_config(&self.config))
             .await
             .map_err(|e| anyhow!("opening the WAL archive: {e}"))?;

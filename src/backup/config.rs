@@ -93,6 +93,11 @@ pub const VARIABLES: &[Var] = &[
         default: "120",
         meaning: "seconds one WAL file may take to archive (nexusd wal-push, PostgreSQL's archive_command) or fetch (wal-fetch) before it fails and PostgreSQL retries",
     },
+    Var {
+        name: "NEXUSD_WAL_MAX_PENDING",
+        default: "off",
+        meaning: "ceiling on pg_wal while the store cannot be reached (e.g. 2GB): past it, wal-push drops the WAL file it cannot store (recorded, reported as a gap; the next base backup starts a new recoverable window) so the database keeps running; off: keep every file, and PostgreSQL stops when the disk is full (docs/pitr.md)",
+    },
 ];
 
 /// Nightly backups: where they go, when, how long they are kept.
@@ -129,6 +134,9 @@ pub struct BackupConfig {
     pub status_refresh: std::time::Duration,
     /// `NEXUSD_WAL_PUSH_TIMEOUT` (120): the deadline of one `wal-push` or `wal-fetch`.
     pub wal_push_timeout: std::time::Duration,
+    /// `NEXUSD_WAL_MAX_PENDING` (off): bytes of pg_wal past which a WAL file that cannot be
+    /// stored is dropped instead of kept (src/backup/wal.rs).
+    pub wal_max_pending: Option<u64>,
 }
 
 /// Where backups are stored.
@@ -270,8 +278,53 @@ impl BackupConfig {
                 3600,
                 "a number of seconds, 1 to 3600",
             )),
+            wal_max_pending: max_pending(env),
         }
     }
+}
+
+/// `NEXUSD_WAL_MAX_PENDING`: `off` (the default) or a size.
+fn max_pending(env: &mut Env<'_>) -> Option<u64> {
+    let value = env.get("NEXUSD_WAL_MAX_PENDING")?;
+    if value.trim().eq_ignore_ascii_case("off") {
+        return None;
+    }
+    match parse_size(&value) {
+        Some(bytes) if bytes > 0 => Some(bytes),
+        _ => {
+            env.error(
+                "NEXUSD_WAL_MAX_PENDING",
+                format!(
+                    "{value:?} is not valid: expected a size such as 2GB, 512MB or 1048576 \
+                     (bytes), or off"
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// `2GB`, `512MB`, `64kB`, `1GiB`, `1048576`: a size in bytes (decimal and binary units).
+pub fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let factor: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kb" | "k" => 1e3,
+        "mb" | "m" => 1e6,
+        "gb" | "g" => 1e9,
+        "tb" | "t" => 1e12,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    let bytes = number * factor;
+    (bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64).then_some(bytes as u64)
 }
 
 /// `NEXUSD_BACKUP_BUCKET`, else `NEXUSD_BACKUP_DIR`, else `state_dir/backups`.
@@ -333,5 +386,21 @@ fn dump_format(env: &mut Env<'_>) -> DumpFormat {
             );
             DumpFormat::Plain
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_are_read_in_decimal_and_binary_units() {
+        assert_eq!(parse_size("2GB"), Some(2_000_000_000));
+        assert_eq!(parse_size("512 MB"), Some(512_000_000));
+        assert_eq!(parse_size("1GiB"), Some(1 << 30));
+        assert_eq!(parse_size("1048576"), Some(1 << 20));
+        assert_eq!(parse_size("1.5gb"), Some(1_500_000_000));
+        assert_eq!(parse_size("lots"), None);
+        assert_eq!(parse_size("2PB"), None);
     }
 }

@@ -29,9 +29,11 @@ pub struct Seen {
 /// Seeds the status from the store, then refreshes it every `every`, until the task is aborted.
 pub async fn follow(backups: Arc<Backups>, every: Duration) {
     backups.load_status().await;
+    backups.refresh_pitr().await;
     loop {
         tokio::time::sleep(every).await;
         backups.refresh_status().await;
+        backups.refresh_pitr().await;
     }
 }
 

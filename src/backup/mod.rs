@@ -11,6 +11,8 @@ pub(crate) mod follow;
 mod manifest;
 mod pipeline;
 pub(crate) mod pitr;
+pub(crate) mod pitr_status;
+pub(crate) mod pitr_verify;
 pub(crate) mod progress;
 mod recovery;
 pub(crate) mod restore;
@@ -20,6 +22,7 @@ mod sql_dump;
 pub(crate) mod status;
 pub(crate) mod store;
 pub mod wal;
+pub(crate) mod wal_gaps;
 mod wal_retention;
 
 pub use config::{BackupConfig, BackupDestination, DumpFormat, VARIABLES};
@@ -86,6 +89,8 @@ pub struct Backups {
     expected_tables: &'static [&'static str],
     /// What [`follow`] read last from the store.
     followed: std::sync::Mutex<follow::Seen>,
+    /// The physical side's small objects, read once (src/backup/pitr_status.rs).
+    physical: tokio::sync::Mutex<pitr_status::Cache>,
 }
 
 impl Backups {
@@ -108,6 +113,7 @@ impl Backups {
             running: tokio::sync::Mutex::new(()),
             expected_tables: &[],
             followed: Default::default(),
+            physical: Default::default(),
         })
     }
 

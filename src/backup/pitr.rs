@@ -12,6 +12,7 @@
 //! segments have names the old timeline never used, and a later restore needs that history file
 //! to follow the timeline (as pgBackRest and WAL-G do).
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -143,10 +144,22 @@ pub struct PitrRestored {
 }
 
 /// Where recovery ended.
-struct Reached {
-    lsn: String,
-    last_transaction: Option<DateTime<Utc>>,
-    timeline: i32,
+pub(super) struct Reached {
+    pub lsn: String,
+    pub last_transaction: Option<DateTime<Utc>>,
+    pub timeline: i32,
+    /// Row counts of every table in the database asked for (see [`Recovery::count_in`]).
+    pub counts: Option<BTreeMap<String, i64>>,
+}
+
+/// How a recovery runs besides its target.
+pub(super) struct Recovery<'a> {
+    /// Archive from the recovered cluster into the store (a restore that is kept); a scratch
+    /// recovery (`backup verify --physical`) must not: its promotion would add a timeline to the
+    /// archive that a later `restore --target-time latest` would follow.
+    pub archive: bool,
+    /// Count the rows of every table of this database before stopping.
+    pub count_in: Option<&'a str>,
 }
 
 impl Backups {
@@ -171,30 +184,7 @@ impl Backups {
     ) -> Result<PitrRestored> {
         let base = self.base_for(target).await?;
         let progress = progress.relabel(format!("restore {}", base.name));
-        let chosen = progress.stage("base backup", None);
-        chosen.phase(format!(
-            "{} (stopped at LSN {}, {})",
-            base.name,
-            base.stop_lsn,
-            base.finished_at.format("%Y-%m-%d %H:%M:%S UTC")
-        ));
-        chosen.finish();
-        let store = Store::open(&base_config(&self.config))
-            .await
-            .map_err(|e| anyhow!("opening the base backups: {e}"))?;
-        let expected = Expected {
-            name: &base.name,
-            compressed_bytes: base.compressed_bytes,
-            sha256: &base.sha256,
-            crc32c: base.crc32c,
-        };
-        let spool = restore::spool(&store, expected, &self.spool_dir, &progress).await?;
-        if !spool.intact() {
-            bail!(
-                "{} differs from its manifest (SHA-256, CRC32C or size): nothing was restored",
-                base.name
-            );
-        }
+        let spool = self.fetch_base(&base, &progress).await?;
         let stamp = Utc::now().format("%Y%m%d_%H%M%S").to_string();
         let new_dir = state_dir.join(format!("pg.restore-{stamp}"));
         let spec = ClusterSpec {
@@ -202,8 +192,19 @@ impl Backups {
             socket_dir: state_dir.join("run.restore"),
             ..ClusterSpec::embedded(state_dir)
         };
+        let how = Recovery {
+            archive: true,
+            count_in: None,
+        };
         let recovered = self
-            .recover(&spool, &base, spec.clone(), target, state_dir, &progress)
+            .recover(
+                &spool,
+                &base,
+                spec.clone(),
+                (target, how),
+                state_dir,
+                &progress,
+            )
             .await;
         let _ = std::fs::remove_dir_all(&spec.socket_dir);
         let reached = match recovered {
@@ -230,13 +231,46 @@ impl Backups {
         })
     }
 
+    /// Downloads `base` into the spool and checks it against its manifest.
+    pub(super) async fn fetch_base(
+        &self,
+        base: &BaseManifest,
+        progress: &Progress,
+    ) -> Result<restore::Spool> {
+        let chosen = progress.stage("base backup", None);
+        chosen.phase(format!(
+            "{} (stopped at LSN {}, {})",
+            base.name,
+            base.stop_lsn,
+            base.finished_at.format("%Y-%m-%d %H:%M:%S UTC")
+        ));
+        chosen.finish();
+        let store = Store::open(&base_config(&self.config))
+            .await
+            .map_err(|e| anyhow!("opening the base backups: {e}"))?;
+        let expected = Expected {
+            name: &base.name,
+            compressed_bytes: base.compressed_bytes,
+            sha256: &base.sha256,
+            crc32c: base.crc32c,
+        };
+        let spool = restore::spool(&store, expected, &self.spool_dir, progress).await?;
+        if !spool.intact() {
+            bail!(
+                "{} differs from its manifest (SHA-256, CRC32C or size): nothing was restored",
+                base.name
+            );
+        }
+        Ok(spool)
+    }
+
     /// Unpacks the base backup into the new data directory and runs recovery there to `target`.
-    async fn recover(
+    pub(super) async fn recover(
         &self,
         spool: &restore::Spool,
         base: &BaseManifest,
         spec: ClusterSpec,
-        target: &RecoveryTarget,
+        (target, how): (&RecoveryTarget, Recovery<'_>),
         state_dir: &Path,
         progress: &Progress,
     ) -> Result<Reached> {
@@ -251,7 +285,12 @@ impl Backups {
             std::os::unix::fs::chown(&signal, Some(uid), Some(gid))?;
         }
         let exe = std::env::current_exe().context("finding nexusd's own path")?;
+        // The archive directory's access is set up either way: wal-fetch reads it as the
+        // cluster's user.
         let (mut settings, dirs) = wal::embedded_archiving(&self.config, state_dir);
+        if !how.archive {
+            settings = vec![("archive_mode".into(), "off".into())];
+        }
         settings.push((
             "restore_command".into(),
             wal::restore_command(&exe, state_dir),
@@ -271,7 +310,18 @@ impl Backups {
             let mut conn = wait_promoted(&cluster, &mut postmaster, self.config.timeout).await?;
             let reached = self.check_reached(&mut conn, target).await;
             conn.close().await.ok();
-            reached
+            let mut reached = reached?;
+            if let Some(database) = how.count_in {
+                let mut conn = PgConnection::connect_with(&cluster.connect_options(database))
+                    .await
+                    .with_context(|| {
+                        format!("connecting to {database} in the recovered cluster")
+                    })?;
+                let counted = super::count_tables(&mut conn).await;
+                conn.close().await.ok();
+                reached.counts = Some(counted.context("counting rows in the recovered cluster")?);
+            }
+            Ok(reached)
         }
         .await;
         postmaster.stop(Duration::from_secs(60)).await?;
@@ -328,6 +378,7 @@ impl Backups {
             lsn,
             last_transaction: last,
             timeline,
+            counts: None,
         })
     }
 

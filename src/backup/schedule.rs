@@ -67,6 +67,7 @@ pub async fn start(backups: Arc<Backups>) -> Result<Option<Schedule>> {
                 if let Err(e) = b.verify(None, &Progress::off()).await {
                     tracing::error!(error = %format!("{e:#}"), "the scheduled backup verification could not run");
                 }
+                b.verify_physical_if_archiving().await;
                 if let Ok(next) = scheduler.next_tick_for_job(id).await {
                     b.status().update(|s| s.next_verify_at = next);
                 }
@@ -135,6 +136,21 @@ impl Schedule {
 }
 
 impl Backups {
+    /// The weekly verification's physical part, when the server archives WAL (its outcome is
+    /// logged and kept in the status by verify_physical).
+    async fn verify_physical_if_archiving(&self) {
+        if self.server_archiving().await.archiving != Some(true) {
+            return;
+        }
+        // The spool lives in the state directory, beside the embedded cluster's data.
+        let Some(state_dir) = self.spool_dir.parent().map(std::path::Path::to_path_buf) else {
+            return;
+        };
+        if let Err(e) = self.verify_physical(&state_dir, &Progress::off()).await {
+            tracing::error!(error = %format!("{e:#}"), "the scheduled physical verification could not run");
+        }
+    }
+
     /// Waits (at most `limit`) until no backup or verification runs; whether it got there.
     async fn wait_idle(&self, limit: Duration) -> bool {
         tokio::time::timeout(limit, self.running.lock())

@@ -10,7 +10,12 @@
 //!   the directory; GCS: `ifGenerationMatch=0`, size and CRC32C of the stored object checked), so
 //!   a push that dies leaves nothing `wal-fetch` would return;
 //! - a push of a name already archived succeeds when the content is the same, and fails
-//!   otherwise, leaving a `<name>.conflict-<sha256 prefix>.json` record the daemon counts.
+//!   otherwise, leaving a `<name>.conflict-<sha256 prefix>.json` record the daemon counts;
+//! - with `NEXUSD_WAL_MAX_PENDING` set, a segment that cannot be stored while pg_wal is past that
+//!   size is dropped (success is reported so PostgreSQL can recycle it and keeps running); the
+//!   drop is noted in the data directory (`nexusd_wal_dropped`, the store being unreachable) and
+//!   written to the archive as `dropped-<first>-<last>.dropped.json` by the next push that
+//!   reaches the store, where the gap check and the status find it.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -37,6 +42,11 @@ pub const CONFLICT_SUFFIX: &str = ".conflict.json";
 const WAL_GZIP_LEVEL: u32 = 1;
 /// The subdirectory (local) or sub-prefix (GCS) of the store holding the archive.
 pub const WAL_DIR: &str = "wal";
+/// Suffix of the records of segments dropped at the pg_wal ceiling.
+pub const DROPPED_SUFFIX: &str = ".dropped.json";
+/// The data directory's note of segments dropped while the store was unreachable, one name a
+/// line, until a push reaches the store and records them there.
+pub const PENDING_DROPS: &str = "nexusd_wal_dropped";
 
 /// The marker's content.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -62,7 +72,15 @@ pub enum Pushed {
     Stored,
     /// The same content was archived already.
     AlreadyThere,
+    /// Not stored: the store failed while pg_wal was past `NEXUSD_WAL_MAX_PENDING`.
+    Dropped,
 }
+
+/// A push the archive refuses (another cluster's archive, other content under the name): never
+/// dropped at the ceiling, since retrying cannot fix it and dropping would hide it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(String);
 
 /// Why a fetch failed: the archive does not hold the file (recovery ends there), or it could not
 /// be read (recovery must stop, not end early at the wrong point).
@@ -192,6 +210,7 @@ async fn push_now(config: &BackupConfig, file: &Path) -> Result<Pushed> {
         .await
         .map_err(|e| anyhow!("opening the archive: {e}"))?;
     check_marker(&store, system).await?;
+    record_drops(&store, &data_dir_of(file)?).await?;
     let compressed = gzip(&content, WAL_GZIP_LEVEL)?;
     let object = format!("{name}.gz");
     let stored = store
@@ -247,13 +266,16 @@ async fn compare(store: &Store, name: &str, content: &[u8]) -> Result<Pushed> {
         pushed_sha256 = %conflict.pushed_sha256,
         "WAL conflict: the archive holds another file of this name"
     );
-    bail!(
+    refuse(format!(
         "{name} is archived already with other content (archived SHA-256 {}, this one {}): two \
          clusters write to one archive, or the archive was restored over; give this cluster its \
          own NEXUSD_BACKUP_BUCKET prefix (or NEXUSD_BACKUP_DIR)",
-        conflict.archived_sha256,
-        conflict.pushed_sha256
-    )
+        conflict.archived_sha256, conflict.pushed_sha256
+    ))
+}
+
+fn refuse<T>(message: String) -> Result<T> {
+    Err(Refused(message).into())
 }
 
 /// Writes the marker before the first push, and refuses an archive of another cluster.
@@ -265,13 +287,13 @@ async fn check_marker(store: &Store, system: u64) -> Result<()> {
                 let marker: Marker = serde_json::from_slice(&bytes)
                     .with_context(|| format!("{MARKER} in {} is unreadable", store.describe()))?;
                 if marker.system_identifier != mine {
-                    bail!(
+                    return refuse(format!(
                         "the WAL archive {} belongs to another cluster (system identifier {}, \
                          this one is {mine}): refusing to mix them; give this cluster its own \
                          NEXUSD_BACKUP_BUCKET prefix (or NEXUSD_BACKUP_DIR)",
                         store.describe(),
                         marker.system_identifier
-                    );
+                    ));
                 }
                 return Ok(());
             }
@@ -292,6 +314,112 @@ async fn check_marker(store: &Store, system: u64) -> Result<()> {
         }
     }
     bail!("{MARKER} in {} cannot be read", store.describe())
+}
+
+/// Archives `file` like [`push`]; when that fails for want of the store (not a refusal) while
+/// pg_wal holds more than `ceiling` bytes, drops the segment instead: it is noted in the data
+/// directory and reported as [`Pushed::Dropped`], so PostgreSQL recycles it. Timeline history
+/// files are never dropped (a restore needs them to follow a timeline).
+pub async fn push_or_drop(
+    config: &BackupConfig,
+    file: &Path,
+    deadline: Duration,
+) -> Result<Pushed> {
+    let failed = match push(config, file, deadline).await {
+        Ok(pushed) => return Ok(pushed),
+        Err(e) => e,
+    };
+    let Some(ceiling) = config.wal_max_pending else {
+        return Err(failed);
+    };
+    let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    if failed.downcast_ref::<Refused>().is_some() || name.ends_with(".history") {
+        return Err(failed);
+    }
+    let data_dir = data_dir_of(file)?;
+    let pending = directory_bytes(&data_dir.join("pg_wal"));
+    if pending <= ceiling {
+        return Err(failed);
+    }
+    let note = data_dir.join(PENDING_DROPS);
+    let line = format!("{name} {pending} {ceiling}\n");
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&note)
+        .and_then(|mut f| f.write_all(line.as_bytes()).and_then(|()| f.sync_all()))
+        .with_context(|| format!("noting the dropped {name} in {}", note.display()))?;
+    tracing::error!(
+        file = name,
+        pg_wal_bytes = pending,
+        ceiling_bytes = ceiling,
+        error = %format!("{failed:#}"),
+        "WAL DROPPED: the store cannot be reached and pg_wal is past NEXUSD_WAL_MAX_PENDING; \
+         the archive has a gap from here until the next base backup"
+    );
+    Ok(Pushed::Dropped)
+}
+
+/// Bytes of the regular files directly in `dir`.
+fn directory_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Writes the data directory's note of dropped segments into the archive as one record, then
+/// removes the note.
+async fn record_drops(store: &Store, data_dir: &Path) -> Result<()> {
+    let note = data_dir.join(PENDING_DROPS);
+    let text = match std::fs::read_to_string(&note) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => bail!("reading {}: {e}", note.display()),
+    };
+    let mut names: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let last_line = text.lines().last().unwrap_or("");
+    let figure = |i: usize| {
+        last_line
+            .split_whitespace()
+            .nth(i)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    if let (Some(first), Some(last)) = (names.first(), names.last()) {
+        let record = super::wal_gaps::Dropped {
+            first: first.to_string(),
+            last: last.to_string(),
+            count: names.len() as u64,
+            recorded_at: Utc::now(),
+            pg_wal_bytes: figure(1),
+            ceiling_bytes: figure(2),
+        };
+        let object = format!("dropped-{first}-{last}{DROPPED_SUFFIX}");
+        match store.put_json(&object, &record).await {
+            Ok(_) | Err(StoreError::AlreadyExists(_)) => {}
+            Err(e) => bail!("recording the dropped WAL in {}: {e}", store.describe()),
+        }
+        tracing::warn!(
+            first,
+            last,
+            count = names.len(),
+            "recorded WAL dropped at the pg_wal ceiling"
+        );
+    }
+    std::fs::remove_file(&note).with_context(|| format!("removing {}", note.display()))?;
+    Ok(())
 }
 
 /// Fetches `name` (the `%f` of `restore_command`) into `target` (`%p`), written to a temporary

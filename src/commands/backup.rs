@@ -45,7 +45,17 @@ pub async fn run(config: &Config, action: BackupAction) -> Result<()> {
             BackupAction::List { json: false } => list(&backups).await,
             BackupAction::List { json: true } => list_json(&backups).await,
             BackupAction::Prune { dry_run } => prune(&backups, dry_run).await,
-            BackupAction::Verify { id } => verify(&backups, id.as_deref()).await,
+            BackupAction::Verify {
+                physical: true,
+                id,
+                json,
+            } => {
+                if id.is_some() {
+                    bail!("--physical verifies the newest base backup: give no backup name");
+                }
+                super::pitr::verify_physical(&backups, &config.state_dir, json).await
+            }
+            BackupAction::Verify { id, .. } => verify(&backups, id.as_deref()).await,
         }
     })
     .await
@@ -105,6 +115,7 @@ async fn list(backups: &Backups) -> Result<()> {
     if entries.is_empty() {
         println!("no backups in {}", backups.store().describe());
         super::pitr::list_bases(&bases);
+        super::pitr::list_archive(backups).await;
         return Ok(());
     }
     println!(
@@ -138,6 +149,7 @@ async fn list(backups: &Backups) -> Result<()> {
         backups.store().describe()
     );
     super::pitr::list_bases(&bases);
+    super::pitr::list_archive(backups).await;
     Ok(())
 }
 
@@ -152,8 +164,12 @@ async fn list_json(backups: &Backups) -> Result<()> {
         .iter()
         .map(super::pitr::base_json)
         .collect();
-    let out =
-        json!({"store": backups.store().describe(), "backups": listed, "base_backups": bases});
+    let out = json!({
+        "store": backups.store().describe(),
+        "backups": listed,
+        "base_backups": bases,
+        "wal": super::pitr::archive_json(backups).await,
+    });
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
 }

@@ -2,7 +2,10 @@
 //! base backups in `backup list`, and `restore --target-time`/`--target-lsn` (the embedded
 //! cluster restored in place; for a server of one's own, the exact steps printed).
 
+use std::path::Path;
+
 use anyhow::{Result, bail};
+use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -10,6 +13,7 @@ use super::backup::{megabytes, open};
 use super::{Needs, with_database};
 use crate::backup::base::{BaseEntry, BaseManifest};
 use crate::backup::pitr::RecoveryTarget;
+use crate::backup::pitr_verify::PhysicalVerification;
 use crate::backup::{BackupError, Backups, Progress};
 use crate::config::Config;
 use crate::db::DatabaseTarget;
@@ -73,6 +77,125 @@ pub(super) fn list_bases(bases: &[BaseEntry]) {
                 megabytes(b.size)
             ),
         }
+    }
+}
+
+/// The archive's part of `backup list`: the recoverable window, the newest segment, and a gap
+/// as an error line (the listing itself still succeeds).
+pub(super) async fn list_archive(backups: &Backups) {
+    let report = match backups.archive_report().await {
+        Ok(r) if r.continuity.newest_segment.is_some() || !r.bases.is_empty() => r,
+        Ok(_) => return,
+        Err(e) => {
+            println!("\nWAL ARCHIVE: cannot be read: {e:#}");
+            return;
+        }
+    };
+    let c = &report.continuity;
+    let time = |t: Option<DateTime<Utc>>| {
+        t.map_or("-".to_string(), |t| {
+            t.format("%Y-%m-%d %H:%M:%S").to_string()
+        })
+    };
+    println!(
+        "\nWAL ARCHIVE: newest segment {} (stored {} UTC); recoverable window {} to {} UTC{}",
+        c.newest_segment.as_deref().unwrap_or("none"),
+        time(c.newest_stored_at),
+        time(c.window_start),
+        time(c.window_end),
+        match (report.conflicts, report.dropped_segments()) {
+            (0, 0) => String::new(),
+            (c, d) => format!("; {c} conflicting pushes, {d} segments dropped at the ceiling"),
+        }
+    );
+    if let Some(problem) = report.problem() {
+        println!("error: {problem}");
+    }
+}
+
+/// The archive's part of `backup list --json` (`null` when it cannot be read).
+pub(super) async fn archive_json(backups: &Backups) -> Value {
+    match backups.archive_report().await {
+        Ok(r) => json!({
+            "newest_segment": r.continuity.newest_segment,
+            "newest_stored_at": r.continuity.newest_stored_at,
+            "window_start": r.continuity.window_start,
+            "window_end": r.continuity.window_end,
+            "window_base": r.continuity.window_base,
+            "first_missing_segment": r.continuity.first_missing,
+            "missing_segments": r.continuity.missing_count,
+            "gap": r.problem(),
+            "duplicate_conflicts": r.conflicts,
+            "dropped_segments": r.dropped_segments(),
+        }),
+        Err(e) => json!({"error": format!("{e:#}")}),
+    }
+}
+
+/// `backup verify --physical [--json]`: exits non-zero (through the error) when it failed.
+pub(super) async fn verify_physical(backups: &Backups, state_dir: &Path, json: bool) -> Result<()> {
+    let v = backups
+        .verify_physical(state_dir, &Progress::stderr("verify --physical"))
+        .await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print_verification(&v);
+    }
+    if !v.ok {
+        let first = v.problems.iter().chain(&v.mismatches).next();
+        bail!(
+            "the physical backup did not verify: {}",
+            first.map_or("see above", String::as_str)
+        );
+    }
+    Ok(())
+}
+
+fn print_verification(v: &PhysicalVerification) {
+    let time = |t: Option<DateTime<Utc>>| {
+        t.map_or("-".to_string(), |t| {
+            t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+        })
+    };
+    let verdict = if v.ok {
+        "verified"
+    } else {
+        "FAILED verification:"
+    };
+    println!(
+        "{verdict} base backup {} with every archived WAL file up to {}: replayed to LSN {}{}, {} tables, {} rows ({:.1} s)",
+        v.base_backup.as_deref().unwrap_or("-"),
+        v.newest_segment.as_deref().unwrap_or("-"),
+        v.reached_lsn.as_deref().unwrap_or("-"),
+        v.last_transaction
+            .map(|t| format!(
+                " (last transaction {})",
+                t.format("%Y-%m-%d %H:%M:%S%.3f UTC")
+            ))
+            .unwrap_or_default(),
+        v.tables,
+        v.rows,
+        v.duration_seconds
+    );
+    println!(
+        "recoverable window: {} to {}",
+        time(v.window_start),
+        time(v.window_end)
+    );
+    match &v.counts_from {
+        Some(from) if v.mismatches.is_empty() => println!("row counts match ({from})"),
+        Some(from) => println!("row counts compared with: {from}"),
+        None => {}
+    }
+    for m in &v.mismatches {
+        println!("  mismatch: {m}");
+    }
+    for p in &v.problems {
+        println!("  error: {p}");
+    }
+    for n in &v.notes {
+        println!("  note: {n}");
     }
 }
 

@@ -85,7 +85,10 @@ struct Backups {
 #[derive(Debug, Serialize)]
 struct Archiving {
     configured: bool,
-    note: &'static str,
+    note: String,
+    /// The point-in-time side as serve's `/health` reports it (`backup.pitr`), or read from the
+    /// store when no serve answers (then without the server's archiver figures).
+    pitr: Option<Value>,
 }
 
 pub async fn run(config: &Config, json: bool) -> Result<()> {
@@ -106,6 +109,7 @@ async fn gather(config: &Config) -> Report {
     let (serve, health) = serve(config).await;
     let (database, migrations) = database(config).await;
     let backups = backups(config).await;
+    let archiving = archiving(config, health.as_ref()).await;
     let last_errors = health.as_ref().map(last_errors).unwrap_or_default();
     let mut report = Report {
         ok: false,
@@ -114,11 +118,7 @@ async fn gather(config: &Config) -> Report {
         database,
         migrations,
         backups,
-        archiving: Archiving {
-            configured: false,
-            note: "not configured: WAL archiving does not exist yet; nexusd takes logical dumps, \
-                   so the recovery point is the newest backup",
-        },
+        archiving,
         last_errors,
     };
     report.problems = problems(&report, config.backup.schedule.is_some());
@@ -294,6 +294,64 @@ fn summarise(out: &mut Backups, entries: &[Entry], now: DateTime<Utc>) {
         .map(|v| serde_json::json!({"name": v.name, "verified_at": v.verified_at, "ok": v.ok}));
 }
 
+/// WAL archiving: from serve's `/health` when it answers, else from the store.
+async fn archiving(config: &Config, health: Option<&Value>) -> Archiving {
+    let from_serve = health
+        .map(|h| h["backup"]["pitr"].clone())
+        .filter(|p| !p.is_null());
+    let pitr = match from_serve {
+        Some(p) => Some(p),
+        None => pitr_from_store(config).await,
+    };
+    let on = pitr.as_ref().is_some_and(|p| {
+        p["archiving"] == true
+            || (p["archiving"].is_null() && p["last_archived_segment"].is_string())
+    });
+    let note = match &pitr {
+        Some(p) if on => format!(
+            "on: newest segment {} ({} ago); recoverable window {} to {}{}",
+            p["last_archived_segment"].as_str().unwrap_or("none"),
+            p["last_archived_age_seconds"]
+                .as_f64()
+                .map_or("-".into(), |a| age_text(a as i64)),
+            p["window_start"].as_str().unwrap_or("-"),
+            p["window_end"].as_str().unwrap_or("-"),
+            p["gap"]
+                .as_str()
+                .map(|g| format!("; {g}"))
+                .unwrap_or_default()
+        ),
+        _ => "not configured: WAL archiving is off, so the recovery point is the newest backup \
+              (docs/pitr.md: turning archiving on)"
+            .into(),
+    };
+    Archiving {
+        configured: on,
+        note,
+        pitr,
+    }
+}
+
+/// The archive's state read from the store (no serve to ask); `None` when there is no archive.
+async fn pitr_from_store(config: &Config) -> Option<Value> {
+    if let BackupDestination::Local { dir } = &config.backup.destination
+        && !dir.join(crate::backup::wal::WAL_DIR).is_dir()
+    {
+        return None;
+    }
+    let options = Target::resolve(&config.database, &config.state_dir)
+        .map(|t| t.options)
+        .unwrap_or_else(|_| PgConnectOptions::new_without_pgpass());
+    let db = Database::new(options, None, &config.database);
+    let backups = super::backup::open(config, &db).await.ok()?;
+    let report = backups.archive_report().await.ok()?;
+    let mut p = crate::backup::status::PitrStatus::default();
+    crate::backup::pitr_status::apply_report(&mut p, &report, Utc::now());
+    (p.last_archived_segment.is_some() || p.base_backups > 0)
+        .then(|| serde_json::to_value(p).ok())
+        .flatten()
+}
+
 /// The errors a running serve reports in `/health`.
 fn last_errors(health: &Value) -> Vec<String> {
     let mut errors = Vec::new();
@@ -362,6 +420,9 @@ fn problems(r: &Report, scheduled: bool) -> Vec<String> {
             v["name"].as_str().unwrap_or("?")
         ));
     }
+    if let Some(gap) = r.archiving.pitr.as_ref().and_then(|p| p["gap"].as_str()) {
+        out.push(gap.to_string());
+    }
     out.extend(r.last_errors.iter().cloned());
     out
 }
@@ -405,7 +466,7 @@ fn render(r: &Report) -> String {
         ("database", database),
         ("migrations", migrations),
         ("backups", render_backups(&r.backups)),
-        ("archiving", r.archiving.note.to_string()),
+        ("archiving", r.archiving.note.clone()),
     ];
     let errors = if r.last_errors.is_empty() {
         "none".into()

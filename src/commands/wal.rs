@@ -21,13 +21,21 @@ const FETCH_TRANSPORT: u8 = 126;
 pub fn push(path: PathBuf) -> ExitCode {
     guarded(1, async move {
         let config = load(1)?;
-        let outcome = wal::push(&config.backup, &path, config.backup.wal_push_timeout).await;
+        let outcome =
+            wal::push_or_drop(&config.backup, &path, config.backup.wal_push_timeout).await;
         match outcome {
             Ok(Pushed::Stored) => {
                 tracing::debug!(file = %path.display(), "archived");
                 Ok(())
             }
             Ok(Pushed::AlreadyThere) => Ok(()),
+            Ok(Pushed::Dropped) => {
+                eprintln!(
+                    "nexusd wal-push: {} DROPPED (store unreachable, pg_wal past NEXUSD_WAL_MAX_PENDING)",
+                    path.display()
+                );
+                Ok(())
+            }
             Err(e) => {
                 tracing::error!(file = %path.display(), error = %format!("{e:#}"), "wal-push failed");
                 eprintln!("nexusd wal-push: {e:#}");

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use super::exposition::{Exposition, Kind};
-use crate::backup::status::BackupStatus;
+use crate::backup::status::{BackupStatus, PitrStatus};
 use crate::db::PoolStats;
 
 /// Upper bounds of the skill duration histogram, in seconds (skills time out at 120 s).
@@ -330,6 +330,84 @@ pub(super) fn backups(out: &mut Exposition, status: &BackupStatus) {
             "When the next scheduled backup starts (Unix time).",
             Kind::Gauge,
             timestamp(next),
+        );
+    }
+    if let Some(p) = &status.pitr {
+        pitr(out, p);
+    }
+}
+
+/// The point-in-time side (docs/pitr.md), once serve has looked at the archive and the server.
+fn pitr(out: &mut Exposition, p: &PitrStatus) {
+    if let Some(on) = p.archiving {
+        out.single(
+            "nexusd_wal_archiving_enabled",
+            "1 when the server archives WAL (archive_mode is not off), 0 otherwise.",
+            Kind::Gauge,
+            f64::from(u8::from(on)),
+        );
+    }
+    // 0 when nothing is archived yet, so "time() - this > N" alerts fire on a fresh archive too.
+    out.single(
+        "nexusd_wal_last_archived_timestamp_seconds",
+        "When the newest archived WAL segment was stored (Unix time; 0 when there is none).",
+        Kind::Gauge,
+        p.last_archived_at.map_or(0.0, timestamp),
+    );
+    if let Some(failed) = p.archive_failures {
+        out.single(
+            "nexusd_wal_archive_failures_total",
+            "Failed archive_command runs (pg_stat_archiver.failed_count, since its last reset).",
+            Kind::Counter,
+            failed as f64,
+        );
+    }
+    let counts = [
+        (
+            "nexusd_wal_duplicate_conflicts",
+            "Pushes refused because the archive held other content under the name (conflict records in the archive).",
+            p.duplicate_conflicts,
+        ),
+        (
+            "nexusd_wal_dropped_segments",
+            "WAL segments dropped at the pg_wal ceiling (NEXUSD_WAL_MAX_PENDING) while the store was unreachable, as recorded in the archive.",
+            p.dropped_segments,
+        ),
+        (
+            "nexusd_wal_archive_gap",
+            "1 when the archive has a gap (a missing segment or timeline history) since the oldest base backup, 0 otherwise.",
+            u64::from(p.gap.is_some()),
+        ),
+    ];
+    for (name, help, value) in counts {
+        out.single(name, help, Kind::Gauge, value as f64);
+    }
+    out.single(
+        "nexusd_pitr_window_seconds",
+        "Length of the recoverable window: from the oldest base backup with unbroken WAL to the newest archived segment (0 when there is none).",
+        Kind::Gauge,
+        p.window_seconds.unwrap_or(0.0),
+    );
+    out.single(
+        "nexusd_basebackup_last_success_timestamp_seconds",
+        "When the newest complete base backup finished (Unix time; 0 when there is none).",
+        Kind::Gauge,
+        p.last_base_backup_at.map_or(0.0, timestamp),
+    );
+    if let Some(bytes) = p.pg_wal_bytes {
+        out.single(
+            "nexusd_pg_wal_bytes",
+            "Size of the server's pg_wal directory (grows while WAL cannot be archived).",
+            Kind::Gauge,
+            bytes as f64,
+        );
+    }
+    if let Some(pending) = p.pending_files {
+        out.single(
+            "nexusd_wal_archive_pending_files",
+            "WAL files in pg_wal waiting to be archived (.ready).",
+            Kind::Gauge,
+            pending as f64,
         );
     }
 }

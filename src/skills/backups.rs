@@ -13,7 +13,9 @@ pub fn get_backup_status() -> Skill {
         id: "get_backup_status",
         name: "Get Backup Status",
         description: "The database backups nexusd holds: the newest one, how many complete backups there are and \
-                      their total size, the last verification, the last attempt and the next scheduled run.",
+                      their total size, the last verification, the last attempt and the next scheduled run; \
+                      for point-in-time recovery (pitr) the recoverable window, the last archived WAL segment and \
+                      its age, archive failures, conflicts, gaps and the newest base backup.",
         tags: &["backups", "operations", "status"],
         requires_authentication: false,
         input_schema: json!({
@@ -90,6 +92,7 @@ async fn run(ctx: SkillContext, input: Map<String, Value>) -> Result<SkillOutput
         "schedule": backups.config().schedule,
         "retention_days": backups.config().retention_days,
         "min_keep": backups.config().min_keep,
+        "pitr": status.pitr,
     }));
     if q.include_backups.unwrap_or(false) {
         out.insert(

@@ -197,5 +197,6 @@ fn backup_summary(status: &crate::backup::status::BackupStatus) -> Value {
         "last_verify_success_at": status.last_verify_success_at,
         "unavailable": status.unavailable,
         "retention_error": status.retention_error,
+        "pitr": status.pitr,
     })
 }
