@@ -5,10 +5,12 @@
 //! in `docs/skill-rules.md`.
 
 pub(crate) mod architecture;
+pub(crate) mod complexity;
 pub(crate) mod component_scan;
 pub(crate) mod component_scoring;
 pub(crate) mod consolidation;
 pub(crate) mod docs;
+pub(crate) mod manifests;
 mod tree;
 
 pub use tree::Tree;
