@@ -8,9 +8,9 @@
 //! `TriggerComplexityAnalysisResponse`, `GetComplexityAnalysisRawResponse` and what
 //! `transformComponent` reads).
 
-mod support;
 #[path = "support/github_stub.rs"]
 mod github_stub;
+mod support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -153,7 +153,10 @@ async fn every_workflow_complexity_and_dependency_skill_answers_the_frontends_ty
         ("top_complex_components[0].lines_of_code".into(), T::Num),
         ("top_complex_components[0].complexity_simple".into(), T::Num),
         ("top_complex_components[0].complexity_mccabe".into(), T::Num),
-        ("top_complex_components[0].complexity_cognitive".into(), T::Num),
+        (
+            "top_complex_components[0].complexity_cognitive".into(),
+            T::Num,
+        ),
         ("top_complex_components[0].category_simple".into(), T::Str),
     ];
     for metric in ["mccabe", "simple", "cognitive"] {
@@ -261,7 +264,9 @@ async fn every_workflow_complexity_and_dependency_skill_answers_the_frontends_ty
     let status = loop {
         let (code, status) = nexusd.get(&format!("/a2a/workflow/{id}")).await.unwrap();
         assert_eq!(code, 200, "{status}");
-        if ["completed", "partial_success", "failed"].contains(&status["status"].as_str().unwrap_or("")) {
+        if ["completed", "partial_success", "failed"]
+            .contains(&status["status"].as_str().unwrap_or(""))
+        {
             break status;
         }
         assert!(Instant::now() < deadline, "{status}");

@@ -325,7 +325,9 @@ async fn cancel_stops_running_and_queued_jobs() {
     stub.stopped
         .store(true, std::sync::atomic::Ordering::Relaxed);
 
-    // A replica without workers leaves the job queued; cancelling it ends it at once.
+    // A replica without workers (and no other left) leaves the job queued; cancelling it ends it
+    // at once.
+    drop(nexusd);
     let idle = serve(&db, Some(&url), &[("NEXUSD_WORKFLOW_CONCURRENCY", "0")]).await;
     let id = trigger(&idle, &["acme/svc"], json!({})).await;
     let (status, body) = cancel(&idle, &id).await;
@@ -337,7 +339,6 @@ async fn cancel_stops_running_and_queued_jobs() {
     let (_, body) = workflow(&idle, &id).await;
     assert_eq!(body["status"], "cancelled");
     assert_eq!(body["metadata"]["attempt"], 0, "it never ran");
-    drop(nexusd);
 }
 
 #[tokio::test]
@@ -454,5 +455,156 @@ async fn bad_workflow_ids_are_clear_4xx_and_workflows_need_credentials() {
     assert_eq!(
         body["error"],
         "Repositories not found in knowledge base: acme/nowhere"
+    );
+}
+
+#[tokio::test]
+async fn complexity_is_measured_stored_and_read_back() {
+    let (_stub, url) = stub_with(&[("acme/svc", service_files())]).await;
+    let db = database(&["acme/svc"]).await;
+    let nexusd = serve(&db, Some(&url), &[]).await;
+    let (_, before) = nexusd
+        .exec(
+            "get_repository_complexity_details",
+            json!({"repository": "acme/svc"}),
+        )
+        .await;
+    assert_eq!(before["success"], false);
+    assert_eq!(before["error_type"], "not_analyzed", "{before}");
+
+    let measured = nexusd
+        .ok(
+            "analyze_repository_complexity",
+            json!({"repository": "acme/svc"}),
+        )
+        .await;
+    assert_eq!(measured["files"], 7);
+    assert_eq!(measured["files_measured"], 3);
+    let languages = measured["languages"].as_object().unwrap();
+    assert_eq!(
+        languages.keys().collect::<Vec<_>>(),
+        ["rust", "typescript"],
+        "{measured}"
+    );
+    assert_eq!(measured["dependencies"]["runtime"], 6);
+    let parts = &measured["score_parts"];
+    let sum: f64 = ["size", "branching", "languages", "dependencies"]
+        .iter()
+        .map(|k| parts[k].as_f64().unwrap())
+        .sum();
+    let score = measured["score"].as_f64().unwrap();
+    assert!((score - sum).abs() < 0.051, "{measured}");
+    // languages = 2.5 × (2 − 1); dependencies = 6 / 5
+    assert_eq!(parts["languages"], 2.5);
+    assert_eq!(parts["dependencies"], 1.2);
+
+    let details = nexusd
+        .ok(
+            "get_repository_complexity_details",
+            json!({"repository": "acme/svc", "include_components": true}),
+        )
+        .await;
+    assert_eq!(details["score"].as_f64(), Some(score));
+    assert_eq!(details["complexity_metrics"]["staleness_days"], 0);
+    assert_eq!(details["complexity_metrics"]["grade"], measured["grade"]);
+    let top = details["top_complex_components"].as_array().unwrap();
+    assert_eq!(top.len(), 3);
+    assert_eq!(top[0]["location"], "src/http/client.rs", "{details}");
+    assert_eq!(details["largest_files"], measured["largest_files"]);
+}
+
+#[tokio::test]
+async fn manifests_are_parsed_hostile_ones_reported_and_verifications_kept() {
+    let mut files = service_files();
+    files.push(("broken/Cargo.toml", "[dependencies\nserde = "));
+    let deep = format!(
+        "{{\"dependencies\": {}1{}}}",
+        "[".repeat(5000),
+        "]".repeat(5000)
+    );
+    let deep: &'static str = Box::leak(deep.into_boxed_str());
+    files.push(("deep/package.json", deep));
+    files.push((
+        "go/go.mod",
+        "module github.com/acme/svc\nrequire (\n\tgithub.com/acme/lib v1.0.0\n)\n",
+    ));
+    let (_stub, url) = stub_with(&[("acme/svc", files), ("acme/lib", vec![])]).await;
+    let db = database(&["acme/svc", "acme/lib"]).await;
+    let nexusd = serve(&db, Some(&url), &[]).await;
+
+    let found = nexusd
+        .ok(
+            "discover_repository_dependencies",
+            json!({"repository_name": "acme/svc"}),
+        )
+        .await;
+    assert_eq!(found["dependencies_discovered"], 9, "{found}");
+    let errors: Vec<&str> = found["manifest_errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["manifest"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        errors,
+        ["broken/Cargo.toml", "deep/package.json"],
+        "{found}"
+    );
+    assert!(
+        found["manifest_errors"][0]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("broken/Cargo.toml: invalid TOML")
+    );
+    let edges = found["repository_dependencies"].as_array().unwrap();
+    assert_eq!(edges.len(), 1, "{found}");
+    assert_eq!(edges[0]["target_repository"], "acme/lib");
+    assert_eq!(edges[0]["confidence"], 95);
+
+    // A person's verdict is stored, and survives the next discovery.
+    let verified = nexusd
+        .ok(
+            "update_dependency_verification",
+            json!({"dependencies": [{"source_repository": "acme/svc", "target_repository": "acme/lib",
+                                      "dependency_type": "runtime", "confidence": 40}]}),
+        )
+        .await;
+    assert_eq!(verified["updated_count"], 1);
+    let (_, refused) = nexusd
+        .exec(
+            "update_dependency_verification",
+            json!({"dependencies": [
+                {"source_repository": "acme/lib", "target_repository": "acme/svc", "dependency_type": "dev", "confidence": 10},
+                {"source_repository": "acme/svc", "target_repository": "acme/nowhere", "dependency_type": "runtime", "confidence": 10}]}),
+        )
+        .await;
+    assert_eq!(refused["success"], false);
+    assert!(
+        refused["error"].as_str().unwrap().contains("acme/nowhere"),
+        "{refused}"
+    );
+    let pool = db.pool().await;
+    let edges_from_lib: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM dependency_edges e JOIN repositories r ON r.id = e.source_repo_id
+          WHERE r.name = 'acme/lib'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(edges_from_lib, 0, "the refused call wrote nothing");
+    let found = nexusd
+        .ok(
+            "discover_repository_dependencies",
+            json!({"repository_name": "acme/svc"}),
+        )
+        .await;
+    let edges = found["repository_dependencies"].as_array().unwrap();
+    assert_eq!(edges.len(), 1, "{found}");
+    assert_eq!(
+        (
+            edges[0]["confidence"].as_i64(),
+            edges[0]["verified"].as_bool()
+        ),
+        (Some(40), Some(true))
     );
 }

@@ -63,14 +63,14 @@ pub const VARIABLES: &[Var] = &[
         meaning: "cache the answers of the read skills, dropped on every knowledge-base write (off: every call reads the database)",
     },
     Var {
-        name: "NEXUSD_WORKFLOW_CONCURRENCY",
-        default: "1",
-        meaning: "workflow jobs (trigger_full_analysis_workflow, extract_repository_patterns) this replica runs at once, 0-16; 0 leaves the queue to other replicas",
-    },
-    Var {
         name: "NEXUSD_SKILL_CACHE_BYTES",
         default: "8388608 (8 MiB)",
         meaning: "memory budget of that cache; the least recently used answers go first",
+    },
+    Var {
+        name: "NEXUSD_WORKFLOW_CONCURRENCY",
+        default: "1",
+        meaning: "workflow jobs (trigger_full_analysis_workflow, extract_repository_patterns) this replica runs at once, 0-16; 0 leaves the queue to other replicas",
     },
 ];
 
