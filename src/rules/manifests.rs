@@ -406,18 +406,21 @@ mod tests {
         )
         .unwrap();
         assert_eq!(m.package.as_deref(), Some("svc"));
+        let mut found = names(&m);
+        found.sort();
         assert_eq!(
-            names(&m),
+            found,
             [
-                ("serde", "runtime"),
                 ("lib", "runtime"),
+                ("nix", "runtime"),
                 ("real", "runtime"),
-                ("tempfile", "dev"),
-                ("nix", "runtime")
+                ("serde", "runtime"),
+                ("tempfile", "dev")
             ]
         );
+        let lib = m.dependencies.iter().find(|d| d.name == "lib").unwrap();
         assert_eq!(
-            m.dependencies[1].requirement.as_deref(),
+            lib.requirement.as_deref(),
             Some("https://github.com/acme/lib")
         );
     }

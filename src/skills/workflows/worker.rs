@@ -58,7 +58,10 @@ pub fn spawn(
 ) -> Workers {
     let stop = CancellationToken::new();
     let mut tasks = JoinSet::new();
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "nexusd".into());
+    // The worker's name says where it runs, for people reading workflow_jobs.worker.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "nexusd".into());
     for slot in 0..count {
         let name = format!("{host}/{}/{slot}", std::process::id());
         let worker = Worker {
