@@ -113,17 +113,23 @@ async fn every_workflow_complexity_and_dependency_skill_answers_the_frontends_ty
         ],
     )
     .await;
-    let call = |skill: &'static str, input: Value| {
-        let nexusd = &nexusd;
-        async move {
-            let body = nexusd.ok(skill, input).await;
-            check(skill, &body, STANDARD);
-            body
-        }
-    };
+    complexity(&nexusd).await;
+    dependencies(&nexusd).await;
+    let id = queued_workflows(&nexusd).await;
+    workflow_status(&nexusd, &id).await;
+}
 
+/// Runs a skill that must succeed; its answer carries the standard keys.
+async fn call(nexusd: &Nexusd, skill: &'static str, input: Value) -> Value {
+    let body = nexusd.ok(skill, input).await;
+    check(skill, &body, STANDARD);
+    body
+}
+
+async fn complexity(nexusd: &Nexusd) {
     // analyzeRepositoryComplexity → TriggerComplexityAnalysisResponse.
     let body = call(
+        nexusd,
         "analyze_repository_complexity",
         json!({"repository": "acme/svc"}),
     )
@@ -136,6 +142,7 @@ async fn every_workflow_complexity_and_dependency_skill_answers_the_frontends_ty
 
     // getComplexityAnalysis → GetComplexityAnalysisRawResponse, then transformComponent.
     let body = call(
+        nexusd,
         "get_repository_complexity_details",
         json!({"repository": "acme/svc", "include_components": true}),
     )
@@ -166,9 +173,12 @@ async fn every_workflow_complexity_and_dependency_skill_answers_the_frontends_ty
     }
     let fields: Vec<(&str, T)> = fields.iter().map(|(p, t)| (p.as_str(), *t)).collect();
     check("get_repository_complexity_details", &body, &fields);
+}
 
+async fn dependencies(nexusd: &Nexusd) {
     // discoverRepositoryDependencies → DiscoverDependenciesResponse.
     let body = call(
+        nexusd,
         "discover_repository_dependencies",
         json!({"repository_name": "acme/svc"}),
     )
@@ -185,6 +195,7 @@ async fn every_workflow_complexity_and_dependency_skill_answers_the_frontends_ty
 
     // updateDependencyVerification → UpdateDependencyVerificationResponse.
     let body = call(
+        nexusd,
         "update_dependency_verification",
         json!({"dependencies": [{"source_repository": "acme/svc", "target_repository": "acme/lib",
                                   "dependency_type": "runtime", "confidence": 80}]}),
@@ -197,7 +208,7 @@ async fn every_workflow_complexity_and_dependency_skill_answers_the_frontends_ty
     );
 
     // getWorkflowMetadata → WorkflowMetadataResponse (ResultsMetadataView sums the counts).
-    let body = call("get_workflow_metadata", json!({})).await;
+    let body = call(nexusd, "get_workflow_metadata", json!({})).await;
     check(
         "get_workflow_metadata",
         &body,
@@ -210,9 +221,13 @@ async fn every_workflow_complexity_and_dependency_skill_answers_the_frontends_ty
             ("metadata[0].last_updated", T::Str),
         ],
     );
+}
 
+/// The two queued skills; returns the full analysis's workflow id.
+async fn queued_workflows(nexusd: &Nexusd) -> String {
     // extractRepositoryPatterns → ExtractPatternsResponse, queued (AsyncWorkflowResponse).
     let body = call(
+        nexusd,
         "extract_repository_patterns",
         json!({"repository_name": "acme/svc"}),
     )
@@ -236,6 +251,7 @@ async fn every_workflow_complexity_and_dependency_skill_answers_the_frontends_ty
     // triggerFullAnalysisWorkflow (the input the page sends) → TriggerFullAnalysisResponse,
     // queued; useTriggerWorkflow also logs repositories_count.
     let body = call(
+        nexusd,
         "trigger_full_analysis_workflow",
         json!({"repositories": ["acme/svc", "acme/lib"],
                "phases": {"pattern_extraction": true, "dependency_discovery": true}}),
@@ -256,10 +272,12 @@ async fn every_workflow_complexity_and_dependency_skill_answers_the_frontends_ty
         ],
     );
     assert_eq!(body["state"], "async_queued");
+    body["workflow_id"].as_str().unwrap().to_string()
+}
 
-    // getWorkflowStatus → WorkflowStatusResponse, as transformWorkflowResponse and the
-    // workflow pages read it; useAsyncWorkflow reads metadata.state.
-    let id = body["workflow_id"].as_str().unwrap();
+/// getWorkflowStatus → WorkflowStatusResponse, as transformWorkflowResponse and the workflow
+/// pages read it; useAsyncWorkflow reads metadata.state.
+async fn workflow_status(nexusd: &Nexusd, id: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
         let (code, status) = nexusd.get(&format!("/a2a/workflow/{id}")).await.unwrap();

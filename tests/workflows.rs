@@ -192,7 +192,11 @@ async fn a_full_analysis_is_queued_then_done_with_its_result() {
     assert_eq!(svc["dependencies_count"], 8);
     assert!(svc["patterns_count"].as_i64().unwrap() >= 1);
     assert_eq!(stub.count("acme/svc", "tree"), 1, "one open per job");
+    extraction_and_metrics(&nexusd).await;
+}
 
+/// extract_repository_patterns queued and done; the workflow metrics count both jobs.
+async fn extraction_and_metrics(nexusd: &Nexusd) {
     // extract_repository_patterns: queued, then done without GitHub.
     let queued = nexusd
         .ok(
@@ -202,7 +206,7 @@ async fn a_full_analysis_is_queued_then_done_with_its_result() {
         .await;
     assert_eq!(queued["state"], "async_queued");
     let id = queued["workflow_id"].as_str().unwrap();
-    let done = wait_for(&nexusd, id, Duration::from_secs(30), ended).await;
+    let done = wait_for(nexusd, id, Duration::from_secs(30), ended).await;
     assert_eq!(done["status"], "completed", "{done}");
     assert!(done["results"][0]["patterns_extracted"].as_u64().unwrap() >= 1);
 

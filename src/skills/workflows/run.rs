@@ -19,6 +19,8 @@ pub const EXTRACT_PATTERNS: &str = "extract_patterns";
 /// How a job ended, as far as its work goes (the worker turns a cancellation into `cancelled`).
 pub struct Outcome {
     pub status: &'static str,
+    /// The work was stopped before its end (a cancellation, a lost lease or a shutdown).
+    pub interrupted: bool,
     pub results: Vec<Value>,
     pub error: Option<String>,
 }
@@ -168,6 +170,7 @@ pub async fn run_job(
         }
         return Outcome {
             status: "failed",
+            interrupted: false,
             results: tracker.results(),
             error: Some(error.to_string()),
         };
@@ -183,7 +186,8 @@ pub async fn run_job(
 }
 
 fn finish(mut tracker: Tracker<'_>, stop: &CancellationToken) -> Outcome {
-    if stop.is_cancelled() {
+    let interrupted = stop.is_cancelled();
+    if interrupted {
         for r in tracker.repos.iter_mut().filter(|r| r.status != "completed") {
             r.status = "cancelled";
         }
@@ -209,6 +213,7 @@ fn finish(mut tracker: Tracker<'_>, stop: &CancellationToken) -> Outcome {
     });
     Outcome {
         status,
+        interrupted,
         results: tracker.results(),
         error,
     }

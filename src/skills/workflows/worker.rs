@@ -86,12 +86,11 @@ struct Worker {
 
 impl Worker {
     async fn run(self) {
-        let mut readiness = self.ctx.readiness.clone();
         while !self.stop.is_cancelled() {
-            if !matches!(&*readiness.borrow(), Readiness::Ready(_)) {
+            // Polled rather than awaited: the readiness sender may be gone once bootstrap ended.
+            if !matches!(&*self.ctx.readiness.borrow(), Readiness::Ready(_)) {
                 tokio::select! {
                     _ = self.stop.cancelled() => return,
-                    _ = readiness.changed() => continue,
                     _ = tokio::time::sleep(POLL) => continue,
                 }
             }
@@ -174,14 +173,15 @@ impl Worker {
         let outcome = run_job(&self.ctx, session, &job, &stop_work).await;
         beat.abort();
         relay.abort();
+        // A job whose work ran to its end ends with its own status, whatever fired after.
         let status = if lost.is_cancelled() {
             "lost"
+        } else if !outcome.interrupted {
+            outcome.status
         } else if cancel.is_cancelled() {
             "cancelled"
-        } else if self.stop.is_cancelled() {
-            "released"
         } else {
-            outcome.status
+            "released"
         };
         let written = self.end(session, &job, status, &outcome).await;
         tracing::info!(worker = %self.name, job = %job.id, status, written, ms = started.elapsed().as_millis() as u64, "workflow ended");
