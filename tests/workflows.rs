@@ -612,3 +612,46 @@ async fn manifests_are_parsed_hostile_ones_reported_and_verifications_kept() {
         (Some(40), Some(true))
     );
 }
+
+#[tokio::test]
+async fn a_live_workers_job_is_left_alone_until_its_lease_runs_out() {
+    use sqlx::Connection;
+    let (stub, url) = stub_with(&[("acme/svc", service_files())]).await;
+    let db = database(&["acme/svc"]).await;
+    // Another worker's session, alive, holding a running job with a valid lease.
+    let mut other = sqlx::PgConnection::connect_with(&db.options())
+        .await
+        .unwrap();
+    let id: String = sqlx::query_scalar(
+        "INSERT INTO workflow_jobs (kind, input, repositories, status, attempt, worker, worker_pid,
+                                    lease_until, started_at)
+         VALUES ('full_analysis', '{\"phases\": {\"pattern_extraction\": false, \"metadata_analysis\": false}}',
+                 '{acme/svc}', 'running', 1, 'elsewhere', pg_backend_pid(), now() + interval '1 hour', now())
+         RETURNING id::text",
+    )
+    .fetch_one(&mut other)
+    .await
+    .unwrap();
+    let nexusd = serve(&db, Some(&url), &[]).await;
+    // Several polls of the worker go by: the job is not taken from its live worker.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (_, body) = workflow(&nexusd, &id).await;
+    assert_eq!(
+        (
+            body["status"].as_str(),
+            body["metadata"]["attempt"].as_i64()
+        ),
+        (Some("running"), Some(1)),
+        "{body}"
+    );
+    assert_eq!(stub.count("acme/svc", "tree"), 0);
+    // Its lease runs out while its session lives on (a hung worker): it is claimed again.
+    sqlx::query("UPDATE workflow_jobs SET lease_until = now() - interval '1 second'")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let done = wait_for(&nexusd, &id, Duration::from_secs(30), ended).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["metadata"]["attempt"], 2);
+    assert_eq!(done["results"][0]["dependencies_discovered"], 8);
+}
