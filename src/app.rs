@@ -72,6 +72,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<()> {
             search: search.clone(),
             backups: backups.backups.clone(),
             backup_status: backups.status.clone(),
+            workflow_wake: Arc::new(tokio::sync::Notify::new()),
         },
         skills,
         auth: Arc::new(Authenticator::new(&config.skills.api.auth)),
@@ -92,6 +93,12 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<()> {
         database.readiness.clone(),
         shutdown.clone(),
     );
+    let workers = crate::skills::spawn_workflow_workers(
+        state.ctx.clone(),
+        state.ctx.workflow_wake.clone(),
+        state.skill_stats.workflows.clone(),
+        config.skills.workflow_concurrency,
+    );
     crate::systemd::notify_ready();
     let watchdog = crate::systemd::spawn_watchdog(shutdown.clone());
 
@@ -100,6 +107,8 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<()> {
         backups.stop(&shutdown),
         stop_metrics(metrics_server, &shutdown),
     );
+    // A running workflow goes back to the queue before the pool closes.
+    workers.stop(DRAIN_TIMEOUT).await;
     served?;
     crate::systemd::notify_stopping();
     tracing::info!("shutting down");

@@ -1165,6 +1165,18 @@ const REFERENCE_ORDER: [&str; 22] = [
     "scan_repository_components",
 ];
 
+/// The frontend's complexity, dependency and workflow skills, registered after the reference's
+/// with or without a token.
+const FRONTEND: [&str; 7] = [
+    "analyze_repository_complexity",
+    "get_repository_complexity_details",
+    "discover_repository_dependencies",
+    "update_dependency_verification",
+    "trigger_full_analysis_workflow",
+    "extract_repository_patterns",
+    "get_workflow_metadata",
+];
+
 /// nexusd's own skills, registered after the reference's.
 const NEXUSD_OWN: [&str; 3] = [
     "record_analysis",
@@ -1172,11 +1184,12 @@ const NEXUSD_OWN: [&str; 3] = [
     "get_backup_status",
 ];
 
-/// The reference's skills (minus `skip`), then nexusd's own.
+/// The reference's skills (minus `skip`), the frontend's, then nexusd's own.
 fn expected_ids(skip: &[&str]) -> Vec<String> {
     REFERENCE_ORDER
         .iter()
         .filter(|id| !skip.contains(id))
+        .chain(FRONTEND.iter())
         .chain(NEXUSD_OWN.iter())
         .map(|id| id.to_string())
         .collect()
@@ -1200,7 +1213,10 @@ async fn agent_card_lists_the_reference_order_with_and_without_github_token() {
 
     let (_, card) = with.get("/.well-known/agent.json").await.unwrap();
     assert_eq!(card_ids(&card), expected_ids(&[]));
-    assert_eq!(card["metadata"]["skill_count"], 22 + NEXUSD_OWN.len());
+    assert_eq!(
+        card["metadata"]["skill_count"],
+        22 + FRONTEND.len() + NEXUSD_OWN.len()
+    );
     let protected: Vec<&str> = card["skills"]
         .as_array()
         .unwrap()
@@ -1216,6 +1232,11 @@ async fn agent_card_lists_the_reference_order_with_and_without_github_token() {
             "add_deployment_info",
             "add_runtime_issue",
             "scan_repository_components",
+            "analyze_repository_complexity",
+            "discover_repository_dependencies",
+            "update_dependency_verification",
+            "trigger_full_analysis_workflow",
+            "extract_repository_patterns",
             "record_analysis"
         ]
     );
@@ -1242,9 +1263,12 @@ async fn agent_card_lists_the_reference_order_with_and_without_github_token() {
         "suggest_improvements",
     ]);
     assert_eq!(card_ids(&card), expected);
-    assert_eq!(expected.len(), 19 + NEXUSD_OWN.len());
+    assert_eq!(expected.len(), 19 + FRONTEND.len() + NEXUSD_OWN.len());
     let (_, root) = without.get("/").await.unwrap();
-    assert_eq!(root["skills_registered"], 19 + NEXUSD_OWN.len());
+    assert_eq!(
+        root["skills_registered"],
+        19 + FRONTEND.len() + NEXUSD_OWN.len()
+    );
 
     // Without a token or agents: what the original answered.
     let health = without.ok("health_check_external", json!({})).await;

@@ -1150,6 +1150,14 @@ async fn agent_card_root_and_openapi_describe_what_is_enforced() {
         "analyze_component_centrality",
         "recommend_consolidation_plan",
         "scan_repository_components",
+        // The frontend's complexity, dependency and workflow skills.
+        "analyze_repository_complexity",
+        "get_repository_complexity_details",
+        "discover_repository_dependencies",
+        "update_dependency_verification",
+        "trigger_full_analysis_workflow",
+        "extract_repository_patterns",
+        "get_workflow_metadata",
         // nexusd's own, after the reference's.
         "record_analysis",
         "find_similar_patterns",
@@ -1188,6 +1196,11 @@ async fn agent_card_root_and_openapi_describe_what_is_enforced() {
             "add_deployment_info",
             "add_runtime_issue",
             "scan_repository_components",
+            "analyze_repository_complexity",
+            "discover_repository_dependencies",
+            "update_dependency_verification",
+            "trigger_full_analysis_workflow",
+            "extract_repository_patterns",
             "record_analysis",
         ]
         .contains(&entry["id"].as_str().unwrap());
@@ -1243,6 +1256,7 @@ async fn agent_card_root_and_openapi_describe_what_is_enforced() {
             "query_known_issues",
             "get_recent_actions",
             "detect_misplaced_components",
+            "get_workflow_metadata",
             "find_similar_patterns",
             "get_backup_status",
         ]

@@ -28,18 +28,22 @@ pub const KNOWLEDGE_BASE_TABLES: &[&str] = &[
     "analysis_history",
     "component_vectors",
     "dependencies",
+    "dependency_edges",
     "deployment_scripts",
     "keywords",
     "lessons_learned",
+    "manifest_dependencies",
     "pattern_keywords",
     "patterns",
     "repositories",
+    "repository_complexity",
     "repository_relationships",
     "reusable_components",
     "runtime_issues",
     "security_patterns",
     "technical_decisions",
     "test_frameworks",
+    "workflow_jobs",
 ];
 /// halfvec (used by the HNSW index) arrived in pgvector 0.7.0.
 const MIN_PGVECTOR: &str = "0.7.0";

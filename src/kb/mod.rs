@@ -4,8 +4,11 @@
 
 pub(crate) mod activity;
 pub(crate) mod analysis;
+pub(crate) mod complexity;
 pub(crate) mod components;
+pub(crate) mod jobs;
 pub(crate) mod knowledge;
+pub(crate) mod manifests;
 pub(crate) mod patterns;
 pub(crate) mod repositories;
 pub(crate) mod runtime;

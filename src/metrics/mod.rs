@@ -15,7 +15,7 @@ mod postgres;
 mod queries;
 
 pub use config::{MetricsConfig, VARIABLES};
-pub use own::{CacheStats, SkillOutcome, SkillStats};
+pub use own::{CacheStats, SkillOutcome, SkillStats, WorkflowStats};
 
 use std::io::Write;
 use std::net::SocketAddr;

@@ -56,6 +56,62 @@ pub struct SkillStats {
     by_skill: Mutex<BTreeMap<(&'static str, SkillOutcome), Histogram>>,
     /// The read skills' response cache (`skills/cache.rs` keeps these).
     pub cache: std::sync::Arc<CacheStats>,
+    /// The workflow queue (`skills/workflows/worker.rs` keeps these).
+    pub workflows: std::sync::Arc<WorkflowStats>,
+}
+
+/// The workflow queue as this replica's workers last saw it, and the jobs they ended.
+#[derive(Default)]
+pub struct WorkflowStats {
+    queued: AtomicU64,
+    running: AtomicU64,
+    /// Jobs ended by this replica's workers, by kind and status (both from fixed lists).
+    ended: Mutex<BTreeMap<(String, String), u64>>,
+}
+
+impl WorkflowStats {
+    /// Jobs waiting and running in the shared queue (all replicas).
+    pub fn set_depth(&self, queued: i64, running: i64) {
+        self.queued
+            .store(u64::try_from(queued).unwrap_or(0), Ordering::Relaxed);
+        self.running
+            .store(u64::try_from(running).unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// A job this replica ended with `status`.
+    pub fn finished(&self, kind: &str, status: &str) {
+        if let Ok(mut map) = self.ended.lock() {
+            *map.entry((kind.to_string(), status.to_string()))
+                .or_default() += 1;
+        }
+    }
+
+    fn write(&self, out: &mut Exposition) {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
+        out.single(
+            "nexusd_workflow_jobs_queued",
+            "Workflow jobs waiting in the shared queue, as this replica's workers last saw it.",
+            Kind::Gauge,
+            load(&self.queued),
+        );
+        out.single(
+            "nexusd_workflow_jobs_running",
+            "Workflow jobs running on any replica, as this replica's workers last saw it.",
+            Kind::Gauge,
+            load(&self.running),
+        );
+        let ended: Vec<((String, String), u64)> = match self.ended.lock() {
+            Ok(map) => map.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            Err(_) => return,
+        };
+        for ((kind, status), count) in &ended {
+            out.counter(
+                "nexusd_workflow_jobs_total",
+                "Workflow jobs this replica's workers ended, by kind and status.",
+            )
+            .sample(&[("kind", kind), ("status", status)], *count as f64);
+        }
+    }
 }
 
 /// What the read skills' response cache did, and what it holds.
@@ -126,6 +182,7 @@ impl SkillStats {
 
     pub(super) fn write(&self, out: &mut Exposition) {
         self.cache.write(out);
+        self.workflows.write(out);
         let snapshot: Vec<_> = match self.by_skill.lock() {
             Ok(map) => map.iter().map(|(k, v)| (*k, v.clone())).collect(),
             Err(_) => return,

@@ -22,7 +22,7 @@ const MAX_IMPORTS: usize = 30;
 const MAX_KEYWORDS: usize = 15;
 
 /// Directories that hold no reusable code of the repository itself.
-const SKIPPED_DIRS: &[&str] = &[
+pub(crate) const SKIPPED_DIRS: &[&str] = &[
     "node_modules",
     "vendor",
     "third_party",
@@ -244,7 +244,7 @@ fn is_comment(language: Language, line: &str) -> bool {
 }
 
 /// Non-blank lines that are not comments.
-fn lines_of_code(language: Language, text: &str) -> i32 {
+pub(crate) fn lines_of_code(language: Language, text: &str) -> i32 {
     let count = text
         .lines()
         .map(str::trim)
@@ -257,6 +257,25 @@ fn lines_of_code(language: Language, text: &str) -> i32 {
 /// `when`, `&&`, `||`, and `=>` match arms in Rust), over code lines: the sum of every
 /// function's McCabe number `1 + decisions`, approximated by counting tokens.
 fn cyclomatic(language: Language, text: &str) -> f64 {
+    let (functions, decisions) = functions_and_decisions(language, text);
+    (functions.max(1) + decisions) as f64
+}
+
+/// Functions and decision points of a source text, counted as [`cyclomatic`] counts them
+/// (`rules/complexity.rs` measures files with the same counts).
+pub(crate) fn functions_and_decisions(language: Language, text: &str) -> (usize, usize) {
+    let mut functions = 0usize;
+    let mut decisions = 0usize;
+    for line in text.lines() {
+        let (f, d) = line_counts(language, line);
+        functions += f;
+        decisions += d;
+    }
+    (functions, decisions)
+}
+
+/// Functions and decision points on one line (none on blank and comment lines).
+pub(crate) fn line_counts(language: Language, line: &str) -> (usize, usize) {
     static DECISION: LazyLock<Regex> =
         LazyLock::new(|| regex(r"\b(?:if|elif|for|while|case|catch|except|when)\b|&&|\|\|"));
     static RUST_FN: LazyLock<Regex> = LazyLock::new(|| regex(r"\bfn[ \t]+[A-Za-z_]"));
@@ -272,20 +291,15 @@ fn cyclomatic(language: Language, text: &str) -> f64 {
         Language::Go => &GO_FN,
         Language::Java => &JAVA_FN,
     };
-    let mut functions = 0usize;
-    let mut decisions = 0usize;
-    for line in text.lines() {
-        let trimmed = line.trim();
-        if trimmed.is_empty() || is_comment(language, trimmed) {
-            continue;
-        }
-        functions += function.find_iter(line).count();
-        decisions += DECISION.find_iter(line).count();
-        if language == Language::Rust {
-            decisions += line.matches("=>").count();
-        }
+    let trimmed = line.trim();
+    if trimmed.is_empty() || is_comment(language, trimmed) {
+        return (0, 0);
     }
-    (functions.max(1) + decisions) as f64
+    let mut decisions = DECISION.find_iter(line).count();
+    if language == Language::Rust {
+        decisions += line.matches("=>").count();
+    }
+    (function.find_iter(line).count(), decisions)
 }
 
 /// The first line of the file's leading comment or docstring (licence headers skipped).

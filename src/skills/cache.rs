@@ -71,6 +71,10 @@ pub(crate) const READS: &[&str] = &[
     "recommend_consolidation_plan",
     "find_similar_patterns",
     "get_backup_status",
+    // The stored complexity is read with its age in days, which changes with time alone.
+    "get_repository_complexity_details",
+    // Counts workflows queued and running, which are not in the knowledge base's generation.
+    "get_workflow_metadata",
 ];
 
 /// What the cache does with a call of a skill.

@@ -67,6 +67,11 @@ pub const VARIABLES: &[Var] = &[
         default: "8388608 (8 MiB)",
         meaning: "memory budget of that cache; the least recently used answers go first",
     },
+    Var {
+        name: "NEXUSD_WORKFLOW_CONCURRENCY",
+        default: "1",
+        meaning: "workflow jobs (trigger_full_analysis_workflow, extract_repository_patterns) this replica runs at once, 0-16; 0 leaves the queue to other replicas",
+    },
 ];
 
 /// The response cache's default budget: 8 MiB.
@@ -82,6 +87,9 @@ pub struct SkillsConfig {
     pub cache_bytes: usize,
     /// `KNOWLEDGE_BASE_REPO`: echoed in `/health` and the agent card, as the original did.
     pub knowledge_base_repo: String,
+    /// `NEXUSD_WORKFLOW_CONCURRENCY`: workflow jobs run at once by this replica (default 1: the
+    /// e2-micro has 2 vCPUs shared and 1 GiB).
+    pub workflow_concurrency: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -152,11 +160,19 @@ impl SkillsConfig {
             1 << 30,
             "a number of bytes from 4096 to 1073741824",
         );
+        let workflow_concurrency = env.bounded(
+            "NEXUSD_WORKFLOW_CONCURRENCY",
+            1,
+            0,
+            16,
+            "a number from 0 to 16",
+        ) as usize;
         Some(SkillsConfig {
             api: api?,
             external,
             cache_bytes: if cache_on { cache_bytes as usize } else { 0 },
             knowledge_base_repo,
+            workflow_concurrency,
         })
     }
 }

@@ -39,6 +39,8 @@ pub struct SkillContext {
     /// `None` when the backup store could not be opened (the reason is in `backup_status`).
     pub backups: Option<Arc<Backups>>,
     pub backup_status: StatusHandle,
+    /// Wakes this replica's workflow workers when a job is queued (`workflows/worker.rs`).
+    pub workflow_wake: Arc<tokio::sync::Notify>,
 }
 
 impl SkillContext {

@@ -7,9 +7,11 @@ mod analysis;
 mod architecture;
 mod backups;
 mod cache;
+mod complexity;
 mod components;
 pub(crate) mod config;
 mod context;
+mod dependencies;
 mod documentation;
 mod error;
 mod health;
@@ -22,11 +24,13 @@ mod repository;
 mod runtime;
 mod search;
 mod state;
+mod workflows;
 
 pub use cache::{SkillCache, spawn_listener as spawn_cache_listener};
 pub use config::{SkillsConfig, VARIABLES};
 pub use context::{Caller, SkillContext};
 pub use state::AppState;
+pub use workflows::spawn as spawn_workflow_workers;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -89,6 +93,17 @@ pub fn registry(config: &SkillsConfig) -> Result<Registry> {
         components::recommend_consolidation_plan(),
         components::scan_repository_components(),
     ]);
+    // The frontend's complexity, dependency and workflow skills (docs/workflows.md); the GitHub
+    // ones answer `not_configured` without GITHUB_TOKEN rather than being left out.
+    skills.extend([
+        complexity::analyze_repository_complexity(),
+        complexity::get_repository_complexity_details(),
+        dependencies::discover_repository_dependencies(),
+        dependencies::update_dependency_verification(),
+        workflows::trigger_full_analysis_workflow(),
+        workflows::extract_repository_patterns(),
+        workflows::get_workflow_metadata(),
+    ]);
     // Then nexusd's own skills.
     skills.extend([
         analysis::record_analysis(),
@@ -111,6 +126,7 @@ pub fn router(state: AppState) -> Router {
         .route("/.well-known/agent.json", get(agent_card))
         .route("/a2a/execute", post(execute))
         .route("/a2a/cancel", post(cancel))
+        .route("/a2a/workflow/{id}", get(workflows::status))
         .route("/openapi.json", get(openapi::document))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -177,6 +193,7 @@ async fn root(State(state): State<AppState>) -> Response {
             "endpoints": {
                 "execute": "/a2a/execute",
                 "cancel": "/a2a/cancel",
+                "workflow": "/a2a/workflow/{workflow_id}",
                 "agent_card": "/.well-known/agent.json",
                 "health": "/health",
                 "openapi": "/openapi.json",
@@ -497,12 +514,22 @@ fn stamp(body: &mut Value, started: Instant) {
     }
 }
 
-/// `POST /a2a/cancel`: skills run within their request (in a task of their own only so a client
-/// leaving cannot cut one off), so there is never a task to cancel; the answer keeps the
-/// original's shape.
-async fn cancel(State(state): State<AppState>, body: Body) -> Result<Response, SkillError> {
+/// `POST /a2a/cancel`: a workflow id (a UUID) cancels that workflow (`workflows/mod.rs`). Skills
+/// run within their request (in a task of their own only so a client leaving cannot cut one off),
+/// so any other task id has nothing left to cancel; that answer keeps the original's shape.
+async fn cancel(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, SkillError> {
     let mut request = read_object(body, state.ctx.config.api.http.body_timeout).await?;
     match request.remove("task_id") {
+        Some(Value::String(id)) if workflows::is_workflow_id(&id) => {
+            if let Some(reason) = unready_reason(&state) {
+                return Err(SkillError::Unavailable(reason));
+            }
+            Ok(workflows::cancel(&state, &headers, &id).await)
+        }
         Some(Value::String(id)) if !id.is_empty() => Ok(json_response(
             StatusCode::OK,
             json!({

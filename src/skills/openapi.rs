@@ -123,14 +123,29 @@ fn paths(requests: Vec<Value>) -> Value {
                 "503": {"description": "The database is unavailable", "content": json_of("Error")},
             },
         }},
+        "/a2a/workflow/{id}": {"get": {
+            "summary": "A workflow's status, progress and result (docs/workflows.md)",
+            "operationId": "workflowStatus",
+            "security": [{}, {"bearer": []}],
+            "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"}}],
+            "responses": {
+                "200": {"description": "The workflow", "content": any_json},
+                "400": {"description": "The id is not a UUID", "content": json_of("Error")},
+                "401": {"description": "Workflows need credentials and none valid were given", "content": json_of("Error")},
+                "404": {"description": "No such workflow", "content": json_of("Error")},
+                "503": {"description": "The database is unavailable", "content": json_of("Error")},
+            },
+        }},
         "/a2a/cancel": {"post": {
-            "summary": "Cancel a task (skills run within their request, so nothing is ever left running)",
+            "summary": "Cancel a workflow (a workflow id), or a task (skills run within their request, so nothing else is ever left running)",
             "operationId": "cancel",
             "requestBody": {"required": true, "content": {"application/json": {"schema": {
                 "type": "object", "properties": {"task_id": {"type": "string"}}, "required": ["task_id"]}}}},
             "responses": {
-                "200": {"description": "Cancelled", "content": any_json},
+                "200": {"description": "Cancelled, or (a running workflow) cancelling", "content": any_json},
                 "400": {"description": "task_id missing or body malformed", "content": json_of("Error")},
+                "404": {"description": "No workflow has this id", "content": json_of("Error")},
+                "409": {"description": "The workflow has already ended", "content": json_of("Error")},
             },
         }},
     })
