@@ -47,6 +47,11 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<()> {
     let listeners = Listeners::bind(&config).await?;
     let database = DatabaseTask::start(&config, &shutdown).await?;
     let backups = BackupTask::start(&config, &database.db).await;
+    tracing::info!(
+        "{}; {}",
+        config.capabilities.backups.describe("backups"),
+        config.capabilities.host_metrics.describe("host metrics")
+    );
 
     let skill_stats = Arc::new(SkillStats::default());
     let metrics_server = listeners.metrics.map(|listener| {
@@ -141,6 +146,8 @@ struct DatabaseTask {
     db: Database,
     readiness: watch::Receiver<Readiness>,
     bootstrapper: JoinHandle<()>,
+    /// The leader election (`db/leader.rs`), on its own direct connection.
+    election: JoinHandle<()>,
     supervisor: Option<JoinHandle<()>>,
     cluster_stop: CancellationToken,
     _state_lock: Option<StateLock>,
@@ -148,8 +155,12 @@ struct DatabaseTask {
 
 impl DatabaseTask {
     async fn start(config: &Arc<Config>, shutdown: &CancellationToken) -> Result<Self> {
-        let (settings, dirs) =
-            crate::backup::wal::embedded_archiving(&config.backup, &config.state_dir);
+        // With backups off the embedded cluster archives no WAL (nothing would keep it).
+        let (settings, dirs) = if config.capabilities.backups.on {
+            crate::backup::wal::embedded_archiving(&config.backup, &config.state_dir)
+        } else {
+            (Vec::new(), Vec::new())
+        };
         let target = Target::resolve_with(&config.database, &config.state_dir, settings, dirs)?;
         let cluster_stop = CancellationToken::new();
         let mut state_lock = None;
@@ -178,14 +189,25 @@ impl DatabaseTask {
             )));
         }
         tracing::info!(database = %target.display, "knowledge base");
+        // Sessions that must last (the leader's lock, migrations under sqlx's advisory lock)
+        // bypass a transaction-pooling PgBouncer.
+        let direct = match &config.connections.direct {
+            Some(url) => url.options.clone(),
+            None => target.options.clone(),
+        };
+        let (leader, election) = crate::db::leader::Leader::start(
+            crate::db::session_options(direct.clone()),
+            shutdown.clone(),
+        );
         let db = Database::new(
             target.options.clone(),
             target.password.as_deref(),
             &config.database,
-        );
+        )
+        .with_leader(leader);
         let (ready_tx, readiness) = watch::channel(Readiness::Starting);
         let bootstrapper = tokio::spawn(crate::bootstrap::until_ready(
-            target.options,
+            direct,
             target.display,
             config.database.bootstrap.clone(),
             cluster_up,
@@ -196,6 +218,7 @@ impl DatabaseTask {
             db,
             readiness,
             bootstrapper,
+            election,
             supervisor,
             cluster_stop,
             _state_lock: state_lock,
@@ -205,6 +228,8 @@ impl DatabaseTask {
     /// Stops bootstrap, closes the pool, then stops the embedded cluster.
     async fn stop(self) {
         self.bootstrapper.abort();
+        // The shutdown token made the election release the lock; a moment for it to do so.
+        let _ = tokio::time::timeout(POOL_CLOSE_TIMEOUT, self.election).await;
         if tokio::time::timeout(POOL_CLOSE_TIMEOUT, self.db.close())
             .await
             .is_err()
@@ -236,6 +261,16 @@ impl BackupTask {
     /// backups are off.
     async fn start(config: &Config, db: &Database) -> Self {
         let status = StatusHandle::default();
+        if !config.capabilities.backups.on {
+            let why = config.capabilities.backups.describe("backups");
+            status.update(|s| s.unavailable = Some(why));
+            return BackupTask {
+                backups: None,
+                status,
+                schedule: None,
+                follower: None,
+            };
+        }
         let opened = Backups::open(
             &config.backup,
             db.clone(),
@@ -268,14 +303,15 @@ impl BackupTask {
             backups.clone(),
             config.backup.status_refresh,
         ));
-        let schedule = match crate::backup::schedule::start(backups.clone()).await {
-            Ok(schedule) => schedule,
-            Err(e) => {
-                tracing::error!(error = %format!("{e:#}"), "backups will not be scheduled");
-                status.update(|s| s.unavailable = Some(format!("{e:#}")));
-                None
-            }
-        };
+        let schedule =
+            match crate::backup::schedule::start(backups.clone(), db.leader().clone()).await {
+                Ok(schedule) => schedule,
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "backups will not be scheduled");
+                    status.update(|s| s.unavailable = Some(format!("{e:#}")));
+                    None
+                }
+            };
         BackupTask {
             backups: Some(backups),
             status,

@@ -73,6 +73,11 @@ pub const VARIABLES: &[Var] = &[
         meaning: "superuser connection to the same database, used only to create extensions, so the daemon runs as the app role",
     },
     Var {
+        name: "NEXUSD_DIRECT_DATABASE_URL",
+        default: "unset: DATABASE_URL",
+        meaning: "a direct (non-pooled) connection to the primary, for what needs a session of its own: the leader election's advisory lock, migrations, the skill cache's LISTEN. Set it when DATABASE_URL goes through PgBouncer in transaction mode",
+    },
+    Var {
         name: "NEXUSD_PG_BINDIR",
         default: "searched",
         meaning: "PostgreSQL programs (server binaries for the embedded cluster, pg_dump/psql for backups); searched in pg_config --bindir, /usr/lib/postgresql/*/bin, … otherwise",
@@ -96,6 +101,23 @@ pub struct DatabaseConfig {
     pub bootstrap: Option<DatabaseUrl>,
     /// `NEXUSD_PG_BINDIR`: where the embedded cluster's server binaries are (default: searched).
     pub pg_bindir: Option<PathBuf>,
+}
+
+/// How a replica reaches the database past a pooler and its read replicas.
+#[derive(Debug, Clone, Default)]
+pub struct Connections {
+    /// `NEXUSD_DIRECT_DATABASE_URL`: the primary without a pooler in between, for sessions that
+    /// must last (the leader's lock, migrations, LISTEN); `None`: `DATABASE_URL` is direct.
+    pub direct: Option<DatabaseUrl>,
+}
+
+impl Connections {
+    pub fn from_env(env: &mut Env<'_>) -> Connections {
+        let direct = env
+            .get("NEXUSD_DIRECT_DATABASE_URL")
+            .and_then(|url| database_url(env, "NEXUSD_DIRECT_DATABASE_URL", &url));
+        Connections { direct }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -12,12 +12,13 @@
 
 pub(crate) mod cluster;
 mod config;
+pub mod leader;
 mod programs;
 pub(crate) mod target;
 pub(crate) mod tools;
 
 pub use cluster::{Cluster, ClusterSpec, Postmaster, small_vm_settings};
-pub use config::{DatabaseConfig, DatabaseTarget, DatabaseUrl, VARIABLES};
+pub use config::{Connections, DatabaseConfig, DatabaseTarget, DatabaseUrl, VARIABLES};
 pub use tools::ClientTools;
 
 use std::future::Future;
@@ -52,6 +53,9 @@ pub struct Database {
     pub name: String,
     min_connections: u32,
     max_connections: u32,
+    /// This replica's place in the leader election (`leader.rs`); no election unless `serve`
+    /// starts one.
+    leader: leader::Leader,
 }
 
 /// Pool figures as `/health` reports them.
@@ -91,7 +95,18 @@ impl Database {
             name,
             min_connections: config.min_connections,
             max_connections: config.max_connections,
+            leader: leader::Leader::none(),
         }
+    }
+
+    /// The same database, with this replica's leader election attached (`serve` only).
+    pub fn with_leader(mut self, leader: leader::Leader) -> Self {
+        self.leader = leader;
+        self
+    }
+
+    pub fn leader(&self) -> &leader::Leader {
+        &self.leader
     }
 
     pub fn pool(&self) -> &PgPool {

@@ -145,6 +145,7 @@ impl Metrics {
         }
         self.skills.write(out);
         own::pool(out, self.db.stats());
+        own::leader(out, self.db.leader().is_leader());
         own::backups(out, &self.backups.snapshot());
     }
 

@@ -255,6 +255,16 @@ pub(super) fn pool(out: &mut Exposition, stats: PoolStats) {
     );
 }
 
+/// `nexusd_leader`: 1 on the replica that runs the singleton jobs (`db/leader.rs`).
+pub(super) fn leader(out: &mut Exposition, leading: bool) {
+    out.single(
+        "nexusd_leader",
+        "1 when this replica leads (runs the scheduled backups, retention, verification and the embedding backfill), 0 otherwise.",
+        Kind::Gauge,
+        if leading { 1.0 } else { 0.0 },
+    );
+}
+
 fn timestamp(t: chrono::DateTime<chrono::Utc>) -> f64 {
     t.timestamp_millis() as f64 / 1000.0
 }
