@@ -148,6 +148,9 @@ struct DatabaseTask {
     bootstrapper: JoinHandle<()>,
     /// The leader election (`db/leader.rs`), on its own direct connection.
     election: JoinHandle<()>,
+    resign: CancellationToken,
+    /// Checks the read replicas' lag (`db/replicas.rs`), when there are any.
+    replica_checker: Option<JoinHandle<()>>,
     supervisor: Option<JoinHandle<()>>,
     cluster_stop: CancellationToken,
     _state_lock: Option<StateLock>,
@@ -195,9 +198,11 @@ impl DatabaseTask {
             Some(url) => url.options.clone(),
             None => target.options.clone(),
         };
+        // Leadership is given up only in `stop`, after a backup in flight had its drain time.
+        let resign = CancellationToken::new();
         let (leader, election) = crate::db::leader::Leader::start(
             crate::db::session_options(direct.clone()),
-            shutdown.clone(),
+            resign.clone(),
         );
         let db = Database::new(
             target.options.clone(),
@@ -205,6 +210,17 @@ impl DatabaseTask {
             &config.database,
         )
         .with_leader(leader);
+        let (db, replica_checker) = if config.connections.read.is_empty() {
+            (db, None)
+        } else {
+            let reads = crate::db::replicas::ReadReplicas::new(
+                &config.connections.read,
+                config.connections.read_max_lag,
+                config.database.max_connections,
+            );
+            let checker = reads.spawn_checker();
+            (db.with_read_replicas(reads), Some(checker))
+        };
         let (ready_tx, readiness) = watch::channel(Readiness::Starting);
         let bootstrapper = tokio::spawn(crate::bootstrap::until_ready(
             direct,
@@ -219,6 +235,8 @@ impl DatabaseTask {
             readiness,
             bootstrapper,
             election,
+            resign,
+            replica_checker,
             supervisor,
             cluster_stop,
             _state_lock: state_lock,
@@ -228,7 +246,12 @@ impl DatabaseTask {
     /// Stops bootstrap, closes the pool, then stops the embedded cluster.
     async fn stop(self) {
         self.bootstrapper.abort();
-        // The shutdown token made the election release the lock; a moment for it to do so.
+        if let Some(checker) = &self.replica_checker {
+            checker.abort();
+        }
+        // Release the leader lock at once, so another replica takes over without waiting for
+        // this process's connections to drop.
+        self.resign.cancel();
         let _ = tokio::time::timeout(POOL_CLOSE_TIMEOUT, self.election).await;
         if tokio::time::timeout(POOL_CLOSE_TIMEOUT, self.db.close())
             .await

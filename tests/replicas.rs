@@ -13,12 +13,12 @@ use serde_json::json;
 use support::{Nexusd, shared_db, temp_root};
 
 /// Seconds between scheduled backups.
-const TICK: i64 = 5;
+const TICK: i64 = 10;
 
 fn schedule_vars<'a>(url: &'a str, store: &'a str) -> Vec<(&'a str, &'a str)> {
     vec![
         ("DATABASE_URL", url),
-        ("NEXUSD_BACKUP_SCHEDULE", "*/5 * * * * *"),
+        ("NEXUSD_BACKUP_SCHEDULE", "*/10 * * * * *"),
         ("NEXUSD_BACKUP_VERIFY_SCHEDULE", "off"),
         ("NEXUSD_BASEBACKUP_SCHEDULE", "off"),
         ("NEXUSD_BACKUP_DIR", store),
@@ -179,7 +179,7 @@ async fn three_replicas_take_one_backup_per_tick_and_fail_over_to_one_another() 
         };
         assert!(text.lines().any(|l| l == want), "replica {i}: no {want:?}");
     }
-    each_tick_one_backup(&store, &replicas, 3).await;
+    each_tick_one_backup(&store, &replicas, 2).await;
 
     // kill -9 of the leader: another replica leads within 10 s, one backup per tick goes on.
     let mut killed = replicas[first].take().unwrap();
@@ -313,4 +313,218 @@ async fn a_managed_deployment_turns_backups_and_host_metrics_off_and_says_why() 
     let said = String::from_utf8_lossy(&check.stdout);
     assert!(said.contains("backups on"), "{said}");
     assert!(said.contains("host metrics on"), "{said}");
+}
+
+/// A hot standby of `primary`, made with `pg_basebackup -R` and run like the test clusters.
+struct Standby {
+    port: u16,
+    postmaster: Option<nexusd::db::Postmaster>,
+}
+
+impl Standby {
+    async fn of(primary: &support::TestCluster) -> Standby {
+        use std::os::unix::fs::PermissionsExt;
+        let root = temp_root("nexusd-standby-");
+        let data = root.join("data");
+        std::fs::create_dir(&data).unwrap();
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let postgres = nix::unistd::User::from_name("postgres")
+            .unwrap()
+            .expect("a postgres user");
+        nix::unistd::chown(&data, Some(postgres.uid), Some(postgres.gid)).unwrap();
+        let basebackup = std::fs::read_dir("/usr/lib/postgresql")
+            .unwrap()
+            .flatten()
+            .map(|d| d.path().join("bin/pg_basebackup"))
+            .find(|p| p.exists())
+            .expect("pg_basebackup (scripts/setup-debian)");
+        let done = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(basebackup)
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+            ])
+            .args(["-p", &primary.port.to_string()])
+            .arg("-D")
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(
+            done.status.success(),
+            "{}",
+            String::from_utf8_lossy(&done.stderr)
+        );
+        let port = support::free_port();
+        let mut settings: Vec<(String, String)> = nexusd::db::small_vm_settings()
+            .into_iter()
+            .filter(|(k, _)| k != "max_connections" && k != "shared_buffers")
+            .collect();
+        // A hot standby needs at least the primary's max_connections.
+        settings.push(("max_connections".into(), "300".into()));
+        settings.push(("shared_buffers".into(), "64MB".into()));
+        let spec = nexusd::db::ClusterSpec {
+            data_dir: data.clone(),
+            socket_dir: root.join("sock"),
+            port,
+            tcp: true,
+            superuser: "postgres".into(),
+            durable: false,
+            settings,
+        };
+        support::spawn_guardian(&data, &root);
+        let cluster = nexusd::db::Cluster::new(spec, None).unwrap();
+        let postmaster = cluster.start().await.expect("starting the standby");
+        Standby {
+            port,
+            postmaster: Some(postmaster),
+        }
+    }
+
+    fn url(&self, database: &str) -> String {
+        format!("postgresql://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    async fn pool(&self, database: &str) -> sqlx::PgPool {
+        sqlx::PgPool::connect(&self.url(database)).await.unwrap()
+    }
+
+    async fn stop(&mut self) {
+        if let Some(pm) = self.postmaster.take() {
+            pm.stop(Duration::from_secs(10)).await.unwrap();
+        }
+    }
+}
+
+async fn repository_names(serve: &Nexusd) -> Vec<String> {
+    let list = serve.ok("get_repository_list", json!({})).await;
+    list["repositories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// Polls `/health` until the first read replica's `usable` is `want`.
+async fn replica_usable(serve: &Nexusd, want: bool) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, health) = serve.get("/health").await.unwrap();
+        if health["read_replicas"][0]["usable"] == want {
+            return health;
+        }
+        assert!(Instant::now() < deadline, "{health}\n{}", serve.log_text());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn read_skills_go_to_a_hot_standby_and_back_to_the_primary_when_it_lags_or_stops() {
+    let primary = support::TestCluster::start().await;
+    let db = primary.create_db().await;
+    db.bootstrap().await;
+    let mut standby = Standby::of(&primary).await;
+    let read_url = standby.url(&db.name);
+    let url = db.url();
+    let serve = Nexusd::ready(
+        &url,
+        &[
+            ("DATABASE_READ_URL", read_url.as_str()),
+            ("NEXUSD_READ_MAX_LAG", "2"),
+            ("REQUIRE_AUTH_FOR_WRITE", "false"),
+            ("NEXUSD_BACKUP_SCHEDULE", "off"),
+            ("NEXUSD_EMBEDDING_PROVIDER", "none"),
+        ],
+    )
+    .await;
+    replica_usable(&serve, true).await;
+
+    // A write goes to the primary; once replayed, the reads are served by the standby.
+    serve
+        .ok("add_repository", json!({"repository": "acme/one"}))
+        .await;
+    let on_standby = standby.pool(&db.name).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while sqlx::query_scalar::<_, i64>("SELECT count(*) FROM repositories")
+        .fetch_one(&on_standby)
+        .await
+        .unwrap()
+        == 0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the standby never replayed the write"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let reads_on_standby = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT coalesce(sum(calls), 0)::int8 FROM pg_stat_statements s
+               JOIN pg_database d ON d.oid = s.dbid
+              WHERE d.datname = current_database() AND s.query ILIKE '%repositories%'",
+        )
+        .fetch_one(&on_standby)
+        .await
+        .unwrap()
+    };
+    let before = reads_on_standby().await;
+    for _ in 0..5 {
+        assert_eq!(repository_names(&serve).await, ["acme/one"]);
+    }
+    let after = reads_on_standby().await;
+    assert!(
+        after >= before + 5,
+        "the standby ran {} reads",
+        after - before
+    );
+
+    // Replay paused: past NEXUSD_READ_MAX_LAG the standby is skipped and reads see the primary.
+    sqlx::query("SELECT pg_wal_replay_pause()")
+        .execute(&on_standby)
+        .await
+        .unwrap();
+    serve
+        .ok("add_repository", json!({"repository": "acme/two"}))
+        .await;
+    let health = replica_usable(&serve, false).await;
+    assert!(
+        health["read_replicas"][0]["lag_seconds"].as_f64().unwrap() > 2.0,
+        "{health}"
+    );
+    assert_eq!(repository_names(&serve).await, ["acme/one", "acme/two"]);
+    let lag = support::http()
+        .get(format!("{}/metrics", serve.metrics))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        lag.lines()
+            .any(|l| l.starts_with("nexusd_read_replica_lag_seconds{")),
+        "no lag metric"
+    );
+    sqlx::query("SELECT pg_wal_replay_resume()")
+        .execute(&on_standby)
+        .await
+        .unwrap();
+    replica_usable(&serve, true).await;
+    on_standby.close().await;
+
+    // The standby stops: every read still succeeds, from the primary.
+    standby.stop().await;
+    for _ in 0..5 {
+        assert_eq!(repository_names(&serve).await, ["acme/one", "acme/two"]);
+    }
+    replica_usable(&serve, false).await;
+    assert_eq!(repository_names(&serve).await, ["acme/one", "acme/two"]);
 }

@@ -20,7 +20,7 @@ pub use readiness::{Readiness, until_ready};
 pub static MIGRATOR: Migrator = sqlx::migrate!();
 
 /// Session advisory lock held for a whole bootstrap (`run`).
-const BOOTSTRAP_LOCK: i64 = 0x6e65_7875_7364_0003;
+const BOOTSTRAP_LOCK: i64 = 0x6e65_7875_7364_0011;
 
 /// PostgreSQL 13 is the oldest server nexusd supports.
 pub const MIN_SERVER_VERSION_NUM: i32 = 130_000;

@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 /// The advisory lock whose holder leads (`pg_locks`: classid = high 32 bits, objid = low 32
 /// bits, objsubid = 1 for a bigint key). Advisory locks are per database, so replicas of
 /// different knowledge bases on one server elect apart.
-pub const LEADER_LOCK: i64 = 0x6e65_7875_7364_0002;
+pub const LEADER_LOCK: i64 = 0x6e65_7875_7364_0010;
 /// How often a replica that does not lead tries the lock, and how often the leader checks that
 /// its lock session is still alive.
 const PING: Duration = Duration::from_secs(1);

@@ -14,6 +14,7 @@ pub(crate) mod cluster;
 mod config;
 pub mod leader;
 mod programs;
+pub mod replicas;
 pub(crate) mod target;
 pub(crate) mod tools;
 
@@ -56,6 +57,8 @@ pub struct Database {
     /// This replica's place in the leader election (`leader.rs`); no election unless `serve`
     /// starts one.
     leader: leader::Leader,
+    /// `DATABASE_READ_URL`: where read-only skills may go instead (`replicas.rs`).
+    reads: Option<std::sync::Arc<replicas::ReadReplicas>>,
 }
 
 /// Pool figures as `/health` reports them.
@@ -96,7 +99,29 @@ impl Database {
             min_connections: config.min_connections,
             max_connections: config.max_connections,
             leader: leader::Leader::none(),
+            reads: None,
         }
+    }
+
+    /// The same database with read replicas for the read-only skills (`serve` only).
+    pub fn with_read_replicas(mut self, reads: std::sync::Arc<replicas::ReadReplicas>) -> Self {
+        self.reads = Some(reads);
+        self
+    }
+
+    pub fn read_replicas(&self) -> Option<&std::sync::Arc<replicas::ReadReplicas>> {
+        self.reads.as_ref()
+    }
+
+    /// This database as a read-only skill should use it: a usable replica's pool in place of the
+    /// primary's, or `None` when there is none (read from the primary).
+    pub fn for_reads(&self) -> Option<Database> {
+        let (pool, host) = self.reads.as_ref()?.pick()?;
+        let mut db = self.clone();
+        db.pool = pool;
+        db.host = host;
+        db.reads = None;
+        Some(db)
     }
 
     /// The same database, with this replica's leader election attached (`serve` only).

@@ -119,6 +119,7 @@ pub async fn health(
         "migrations": migrations,
         "backup": backup_summary(&state.ctx.backup_status.snapshot()),
         "leader": state.ctx.db.leader().status(),
+        "read_replicas": state.ctx.db.read_replicas().map(|r| r.states()).unwrap_or_default(),
         "timestamp": now_rfc3339(),
     });
     if !may_see_details(&state, &headers).await {
