@@ -210,6 +210,10 @@ impl DatabaseTask {
             &config.database,
         )
         .with_leader(leader);
+        let db = match &config.connections.direct {
+            Some(url) => db.with_direct(url.options.clone(), url.password()),
+            None => db,
+        };
         let (db, replica_checker) = if config.connections.read.is_empty() {
             (db, None)
         } else {

@@ -528,3 +528,111 @@ async fn read_skills_go_to_a_hot_standby_and_back_to_the_primary_when_it_lags_or
     replica_usable(&serve, false).await;
     assert_eq!(repository_names(&serve).await, ["acme/one", "acme/two"]);
 }
+
+/// PgBouncer (the Debian package) on 127.0.0.1 in front of `port`, in `mode`, run as postgres
+/// (it refuses root) with a generated configuration; stopped at drop.
+struct PgBouncer {
+    port: u16,
+    child: std::process::Child,
+}
+
+impl PgBouncer {
+    fn start(server_port: u16, mode: &str) -> PgBouncer {
+        let root = temp_root("nexusd-pgbouncer-");
+        let port = support::free_port();
+        let users = root.join("userlist.txt");
+        std::fs::write(&users, "\"postgres\" \"\"\n").unwrap();
+        let ini = root.join("pgbouncer.ini");
+        std::fs::write(
+            &ini,
+            format!(
+                "[databases]\n* = host=127.0.0.1 port={server_port}\n\n[pgbouncer]\n\
+                 listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
+                 auth_type = trust\nauth_file = {}\npool_mode = {mode}\n\
+                 default_pool_size = 4\nmax_client_conn = 200\n\
+                 ignore_startup_parameters = extra_float_digits,options\n",
+                users.display()
+            ),
+        )
+        .unwrap();
+        let child = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--", "/usr/sbin/pgbouncer", "-q"])
+            .arg(&ini)
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("pgbouncer (scripts/setup-debian installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "pgbouncer did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        PgBouncer { port, child }
+    }
+
+    fn url(&self, database: &str) -> String {
+        format!("postgresql://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+}
+
+impl Drop for PgBouncer {
+    fn drop(&mut self) {
+        // runuser passes SIGTERM on to pgbouncer.
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn through_pgbouncer_the_api_works_and_sessions_go_direct() {
+    let db = shared_db().await;
+    let bouncer = PgBouncer::start(support::shared_port(), "session");
+    let pooled = bouncer.url(&db.name);
+    let direct = db.url();
+    let serve = Nexusd::ready(
+        &pooled,
+        &[
+            ("NEXUSD_DIRECT_DATABASE_URL", direct.as_str()),
+            ("REQUIRE_AUTH_FOR_WRITE", "false"),
+            ("NEXUSD_BACKUP_SCHEDULE", "off"),
+            ("NEXUSD_EMBEDDING_PROVIDER", "none"),
+        ],
+    )
+    .await;
+    // 20 concurrent first writers of one repository: one row.
+    let calls = (0..20).map(|i| {
+        let serve = &serve;
+        async move {
+            let input = json!({
+                "repository": "acme/race",
+                "lesson": format!("lesson {i}"),
+                "context": "pgbouncer",
+                "category": "operations",
+            });
+            serve.ok("add_lesson_learned", input).await
+        }
+    });
+    futures_util::future::join_all(calls).await;
+    let admin = db.pool().await;
+    let rows: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM repositories WHERE name = 'acme/race'")
+            .fetch_one(&admin)
+            .await
+            .unwrap();
+    assert_eq!(rows, 1);
+    assert_eq!(repository_names(&serve).await, ["acme/race"]);
+    let issues = serve.ok("query_known_issues", json!({})).await;
+    assert!(issues.is_object());
+    // The leader's lock session does not go through the pooler: PgBouncer would hand it to
+    // whichever client comes next once the session is released.
+    let (_, health) = serve.get("/health").await.unwrap();
+    assert_eq!(health["leader"]["leader"], true, "{health}");
+    let direct_sessions: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity
+          WHERE datname = current_database() AND application_name LIKE 'nexusd-leader %'",
+    )
+    .fetch_one(&admin)
+    .await
+    .unwrap();
+    assert_eq!(direct_sessions, 1);
+}

@@ -124,6 +124,15 @@ impl Database {
         Some(db)
     }
 
+    /// The same database, with dedicated connections (snapshots and locks of backups, the
+    /// metrics session, LISTEN, pg_dump) made to `direct` (`NEXUSD_DIRECT_DATABASE_URL`)
+    /// rather than through the pooler the pool goes through: those need a session of their own.
+    pub fn with_direct(mut self, direct: PgConnectOptions, password: Option<&str>) -> Self {
+        self.tools = tools::ToolConnection::from_options(&direct, password);
+        self.options = session_options(direct);
+        self
+    }
+
     /// The same database, with this replica's leader election attached (`serve` only).
     pub fn with_leader(mut self, leader: leader::Leader) -> Self {
         self.leader = leader;
@@ -139,7 +148,7 @@ impl Database {
     }
 
     /// Options for a dedicated connection to the same database (one that must not come from the
-    /// pool, e.g. one holding a snapshot for pg_dump).
+    /// pool, e.g. one holding a snapshot for pg_dump): past the pooler when there is one.
     pub fn connect_options(&self) -> &PgConnectOptions {
         &self.options
     }
