@@ -549,7 +549,7 @@ impl PgBouncer {
                 "[databases]\n* = host=127.0.0.1 port={server_port}\n\n[pgbouncer]\n\
                  listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
                  auth_type = trust\nauth_file = {}\npool_mode = {mode}\n\
-                 default_pool_size = 4\nmax_client_conn = 200\n\
+                 default_pool_size = 20\nmax_client_conn = 200\n\
                  ignore_startup_parameters = extra_float_digits,options\n",
                 users.display()
             ),
@@ -607,7 +607,7 @@ async fn through_pgbouncer_the_api_works_and_sessions_go_direct() {
                 "repository": "acme/race",
                 "lesson": format!("lesson {i}"),
                 "context": "pgbouncer",
-                "category": "operations",
+                "category": "reliability",
             });
             serve.ok("add_lesson_learned", input).await
         }
