@@ -179,6 +179,17 @@ async fn three_replicas_take_one_backup_per_tick_and_fail_over_to_one_another() 
         };
         assert!(text.lines().any(|l| l == want), "replica {i}: no {want:?}");
     }
+    // `nexusd status` names the leading replica (host:pid), from the database's lock table.
+    let status = support::nexusd_command(&["status"], &vars)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&status.stdout);
+    let pid = replicas[first].as_ref().unwrap().child.id();
+    assert!(
+        said.lines()
+            .any(|l| l.starts_with("leader") && l.ends_with(&format!(":{pid}"))),
+        "{said}"
+    );
     each_tick_one_backup(&store, &replicas, 2).await;
 
     // kill -9 of the leader: another replica leads within 10 s, one backup per tick goes on.
