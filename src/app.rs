@@ -210,21 +210,7 @@ impl DatabaseTask {
             &config.database,
         )
         .with_leader(leader);
-        let db = match &config.connections.direct {
-            Some(url) => db.with_direct(url.options.clone(), url.password()),
-            None => db,
-        };
-        let (db, replica_checker) = if config.connections.read.is_empty() {
-            (db, None)
-        } else {
-            let reads = crate::db::replicas::ReadReplicas::new(
-                &config.connections.read,
-                config.connections.read_max_lag,
-                config.database.max_connections,
-            );
-            let checker = reads.spawn_checker();
-            (db.with_read_replicas(reads), Some(checker))
-        };
+        let (db, replica_checker) = past_one_machine(config, db);
         let (ready_tx, readiness) = watch::channel(Readiness::Starting);
         let bootstrapper = tokio::spawn(crate::bootstrap::until_ready(
             direct,
@@ -271,6 +257,25 @@ impl DatabaseTask {
             }
         }
     }
+}
+
+/// The pool's direct side (`NEXUSD_DIRECT_DATABASE_URL`: dedicated sessions bypass a pooler)
+/// and the read replicas (`DATABASE_READ_URL`) with their lag checker.
+fn past_one_machine(config: &Config, db: Database) -> (Database, Option<JoinHandle<()>>) {
+    let db = match &config.connections.direct {
+        Some(url) => db.with_direct(url.options.clone(), url.password()),
+        None => db,
+    };
+    if config.connections.read.is_empty() {
+        return (db, None);
+    }
+    let reads = crate::db::replicas::ReadReplicas::new(
+        &config.connections.read,
+        config.connections.read_max_lag,
+        config.database.max_connections,
+    );
+    let checker = reads.spawn_checker();
+    (db.with_read_replicas(reads), Some(checker))
 }
 
 /// Backups under `serve`: the store, the status `/health` and `/metrics` read, and the schedule.
