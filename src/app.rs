@@ -47,6 +47,11 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<()> {
     let listeners = Listeners::bind(&config).await?;
     let database = DatabaseTask::start(&config, &shutdown).await?;
     let backups = BackupTask::start(&config, &database.db).await;
+    tracing::info!(
+        "{}; {}",
+        config.capabilities.backups.describe("backups"),
+        config.capabilities.host_metrics.describe("host metrics")
+    );
 
     let skill_stats = Arc::new(SkillStats::default());
     let metrics_server = listeners.metrics.map(|listener| {
@@ -150,6 +155,11 @@ struct DatabaseTask {
     db: Database,
     readiness: watch::Receiver<Readiness>,
     bootstrapper: JoinHandle<()>,
+    /// The leader election (`db/leader.rs`), on its own direct connection.
+    election: JoinHandle<()>,
+    resign: CancellationToken,
+    /// Checks the read replicas' lag (`db/replicas.rs`), when there are any.
+    replica_checker: Option<JoinHandle<()>>,
     supervisor: Option<JoinHandle<()>>,
     cluster_stop: CancellationToken,
     _state_lock: Option<StateLock>,
@@ -157,8 +167,12 @@ struct DatabaseTask {
 
 impl DatabaseTask {
     async fn start(config: &Arc<Config>, shutdown: &CancellationToken) -> Result<Self> {
-        let (settings, dirs) =
-            crate::backup::wal::embedded_archiving(&config.backup, &config.state_dir);
+        // With backups off the embedded cluster archives no WAL (nothing would keep it).
+        let (settings, dirs) = if config.capabilities.backups.on {
+            crate::backup::wal::embedded_archiving(&config.backup, &config.state_dir)
+        } else {
+            (Vec::new(), Vec::new())
+        };
         let target = Target::resolve_with(&config.database, &config.state_dir, settings, dirs)?;
         let cluster_stop = CancellationToken::new();
         let mut state_lock = None;
@@ -187,14 +201,28 @@ impl DatabaseTask {
             )));
         }
         tracing::info!(database = %target.display, "knowledge base");
+        // Sessions that must last (the leader's lock, migrations under sqlx's advisory lock)
+        // bypass a transaction-pooling PgBouncer.
+        let direct = match &config.connections.direct {
+            Some(url) => url.options.clone(),
+            None => target.options.clone(),
+        };
+        // Leadership is given up only in `stop`, after a backup in flight had its drain time.
+        let resign = CancellationToken::new();
+        let (leader, election) = crate::db::leader::Leader::start(
+            crate::db::session_options(direct.clone()),
+            resign.clone(),
+        );
         let db = Database::new(
             target.options.clone(),
             target.password.as_deref(),
             &config.database,
-        );
+        )
+        .with_leader(leader);
+        let (db, replica_checker) = past_one_machine(config, db);
         let (ready_tx, readiness) = watch::channel(Readiness::Starting);
         let bootstrapper = tokio::spawn(crate::bootstrap::until_ready(
-            target.options,
+            direct,
             target.display,
             config.database.bootstrap.clone(),
             cluster_up,
@@ -205,6 +233,9 @@ impl DatabaseTask {
             db,
             readiness,
             bootstrapper,
+            election,
+            resign,
+            replica_checker,
             supervisor,
             cluster_stop,
             _state_lock: state_lock,
@@ -214,6 +245,13 @@ impl DatabaseTask {
     /// Stops bootstrap, closes the pool, then stops the embedded cluster.
     async fn stop(self) {
         self.bootstrapper.abort();
+        if let Some(checker) = &self.replica_checker {
+            checker.abort();
+        }
+        // Release the leader lock at once, so another replica takes over without waiting for
+        // this process's connections to drop.
+        self.resign.cancel();
+        let _ = tokio::time::timeout(POOL_CLOSE_TIMEOUT, self.election).await;
         if tokio::time::timeout(POOL_CLOSE_TIMEOUT, self.db.close())
             .await
             .is_err()
@@ -228,6 +266,25 @@ impl DatabaseTask {
             }
         }
     }
+}
+
+/// The pool's direct side (`NEXUSD_DIRECT_DATABASE_URL`: dedicated sessions bypass a pooler)
+/// and the read replicas (`DATABASE_READ_URL`) with their lag checker.
+fn past_one_machine(config: &Config, db: Database) -> (Database, Option<JoinHandle<()>>) {
+    let db = match &config.connections.direct {
+        Some(url) => db.with_direct(url.options.clone(), url.password()),
+        None => db,
+    };
+    if config.connections.read.is_empty() {
+        return (db, None);
+    }
+    let reads = crate::db::replicas::ReadReplicas::new(
+        &config.connections.read,
+        config.connections.read_max_lag,
+        config.database.max_connections,
+    );
+    let checker = reads.spawn_checker();
+    (db.with_read_replicas(reads), Some(checker))
 }
 
 /// Backups under `serve`: the store, the status `/health` and `/metrics` read, and the schedule.
@@ -245,6 +302,16 @@ impl BackupTask {
     /// backups are off.
     async fn start(config: &Config, db: &Database) -> Self {
         let status = StatusHandle::default();
+        if !config.capabilities.backups.on {
+            let why = config.capabilities.backups.describe("backups");
+            status.update(|s| s.unavailable = Some(why));
+            return BackupTask {
+                backups: None,
+                status,
+                schedule: None,
+                follower: None,
+            };
+        }
         let opened = Backups::open(
             &config.backup,
             db.clone(),
@@ -277,14 +344,15 @@ impl BackupTask {
             backups.clone(),
             config.backup.status_refresh,
         ));
-        let schedule = match crate::backup::schedule::start(backups.clone()).await {
-            Ok(schedule) => schedule,
-            Err(e) => {
-                tracing::error!(error = %format!("{e:#}"), "backups will not be scheduled");
-                status.update(|s| s.unavailable = Some(format!("{e:#}")));
-                None
-            }
-        };
+        let schedule =
+            match crate::backup::schedule::start(backups.clone(), db.leader().clone()).await {
+                Ok(schedule) => schedule,
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "backups will not be scheduled");
+                    status.update(|s| s.unavailable = Some(format!("{e:#}")));
+                    None
+                }
+            };
         BackupTask {
             backups: Some(backups),
             status,

@@ -12,7 +12,8 @@
 use std::path::PathBuf;
 
 use crate::backup::BackupConfig;
-use crate::db::DatabaseConfig;
+use crate::capabilities::Capabilities;
+use crate::db::{Connections, DatabaseConfig};
 use crate::embed::EmbeddingConfig;
 use crate::env::file::EnvFile;
 use crate::env::{ConfigErrors, Env, Var, absolute};
@@ -31,6 +32,10 @@ pub struct Config {
     pub embedding: EmbeddingConfig,
     pub backup: BackupConfig,
     pub metrics: MetricsConfig,
+    /// `NEXUSD_BACKUPS`, `NEXUSD_HOST_METRICS`: what this replica leaves to the platform.
+    pub capabilities: Capabilities,
+    /// `NEXUSD_DIRECT_DATABASE_URL`: past a pooler.
+    pub connections: Connections,
     /// The environment file the configuration came from, for messages.
     pub env_file: EnvFile,
 }
@@ -70,7 +75,7 @@ const GENERAL: &[Var] = &[
 ];
 
 /// Every variable nexusd reads, by section, in the order `--help` shows them.
-pub fn sections() -> [(&'static str, &'static [Var]); 12] {
+pub fn sections() -> [(&'static str, &'static [Var]); 13] {
     [
         ("Database", crate::db::VARIABLES),
         ("Skills API", crate::skills::VARIABLES),
@@ -81,6 +86,10 @@ pub fn sections() -> [(&'static str, &'static [Var]); 12] {
         ("Embeddings and search", crate::embed::VARIABLES),
         ("Backups", crate::backup::VARIABLES),
         ("Metrics", crate::metrics::VARIABLES),
+        (
+            "Replicas and managed databases",
+            crate::capabilities::VARIABLES,
+        ),
         ("Cloud Run proxy", crate::proxy::VARIABLES),
         ("Logging", crate::telemetry::VARIABLES),
         ("State", GENERAL),
@@ -190,7 +199,12 @@ impl Config {
         let log = LogConfig::from_env(env);
         let embedding = EmbeddingConfig::from_env(env);
         let backup = BackupConfig::from_env(env, &state_dir);
-        let metrics = MetricsConfig::from_env(env);
+        let mut metrics = MetricsConfig::from_env(env);
+        let capabilities = Capabilities::from_env(env);
+        if !capabilities.host_metrics.on {
+            metrics.host_collectors.clear();
+        }
+        let connections = Connections::from_env(env);
         Some(Config {
             database: database?,
             skills: skills?,
@@ -199,6 +213,8 @@ impl Config {
             embedding,
             backup,
             metrics,
+            capabilities,
+            connections,
             env_file: EnvFile::None,
         })
     }

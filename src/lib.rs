@@ -10,6 +10,7 @@
 mod app;
 pub mod backup;
 pub mod bootstrap;
+mod capabilities;
 mod cli;
 pub mod commands;
 pub mod config;

@@ -79,6 +79,14 @@ fn terraform_security_facts_hold() {
     run_check("check_terraform_hcl.py", &[]);
 }
 
+/// `terraform/managed/`, the managed shape (docs/scaling.md): Cloud SQL on a private IP only
+/// with backups and PITR, the password in Secret Manager, nexusd on Cloud Run with backups and
+/// host metrics off, a least-privilege service account, nothing open to the world.
+#[test]
+fn terraform_managed_security_facts_hold() {
+    run_check("check_terraform_managed.py", &[]);
+}
+
 /// An operator finds every variable nexusd reads in `nexusd --help` and in the README's
 /// configuration table.
 #[test]

@@ -42,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::db::Database;
 use crate::db::cluster::quote_ident;
+use crate::db::leader::Lease;
 use crate::db::tools::ClientTools;
 use manifest::{VERIFY_SUFFIX, name_order};
 use retention::{Plan, Policy};
@@ -143,6 +144,17 @@ impl Backups {
         cancel: CancellationToken,
         progress: &Progress,
     ) -> Result<Manifest, BackupError> {
+        self.run_fenced(cancel, progress, None).await
+    }
+
+    /// [`Backups::run`] for a leader's job: the manifest, which makes the backup count, is
+    /// written only if `lease` still holds right before (`db/leader.rs`).
+    pub async fn run_fenced(
+        &self,
+        cancel: CancellationToken,
+        progress: &Progress,
+        lease: Option<&Lease>,
+    ) -> Result<Manifest, BackupError> {
         let Ok(_running) = self.running.try_lock() else {
             return Err(BackupError::Busy);
         };
@@ -160,7 +172,7 @@ impl Backups {
             })
         };
         // Boxed: the pipeline's future is too deep to nest unboxed in callers'.
-        let result = Box::pin(self.take(started, stop.clone(), progress)).await;
+        let result = Box::pin(self.take(started, stop.clone(), progress, lease)).await;
         deadline.abort();
         let result = match result {
             Err(BackupError::Failed(e)) if stop.is_cancelled() && !cancel.is_cancelled() => {
@@ -225,6 +237,7 @@ impl Backups {
         started: DateTime<Utc>,
         cancel: CancellationToken,
         progress: &Progress,
+        lease: Option<&Lease>,
     ) -> Result<Manifest, BackupError> {
         let clock = Instant::now();
         let mut conn = PgConnection::connect_with(self.db.connect_options())
@@ -310,6 +323,13 @@ impl Backups {
             generation: dumped.object.generation,
             nexusd_version: env!("CARGO_PKG_VERSION").into(),
         };
+        if let Some(lease) = lease
+            && !lease.confirm(self.db.pool()).await
+        {
+            return Err(BackupError::Failed(anyhow!(
+                "this replica lost leadership during backup {name}: no manifest written, so it does not count"
+            )));
+        }
         self.store
             .put_json(&format!("{name}{MANIFEST_SUFFIX}"), &manifest)
             .await

@@ -1,6 +1,8 @@
 //! The backup jobs inside `nexusd serve`, on tokio-cron-scheduler (UTC, seconds first): the
 //! nightly backup, followed by pruning only when it succeeded, and the weekly verification. A
-//! failing job is logged and counted; the scheduler keeps going.
+//! failing job is logged and counted; the scheduler keeps going. With several replicas on one
+//! database every replica ticks, and only the leader (`db/leader.rs`) runs the job: losing
+//! leadership cancels it, and its manifest is written only while the lease still holds.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +11,8 @@ use anyhow::{Context, Result};
 use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
 
-use super::{BackupError, Backups, Progress};
+use super::{Backups, Progress};
+use crate::db::leader::{Leader, Lease};
 
 /// The running scheduler and the token that aborts a backup in flight.
 pub struct Schedule {
@@ -18,7 +21,7 @@ pub struct Schedule {
 }
 
 /// Starts the configured jobs; `None` when both schedules are off.
-pub async fn start(backups: Arc<Backups>) -> Result<Option<Schedule>> {
+pub async fn start(backups: Arc<Backups>, leader: Leader) -> Result<Option<Schedule>> {
     let config = backups.config().clone();
     if config.schedule.is_none()
         && config.verify_schedule.is_none()
@@ -33,38 +36,18 @@ pub async fn start(backups: Arc<Backups>) -> Result<Option<Schedule>> {
     let abort = CancellationToken::new();
 
     if let Some(cron) = &config.schedule {
-        let b = backups.clone();
-        let token = abort.clone();
-        let job = Job::new_async(cron.as_str(), move |id, mut scheduler| {
-            let b = b.clone();
-            let token = token.clone();
-            Box::pin(async move {
-                match b.run(token.child_token(), &Progress::off()).await {
-                    Ok(_) => {
-                        if let Err(e) = b.prune(false).await {
-                            tracing::error!(error = %format!("{e:#}"), "pruning after the backup failed");
-                        }
-                    }
-                    // Never prune after a failed backup: the old ones may be all there is.
-                    Err(BackupError::Busy) | Err(BackupError::Failed(_)) => {}
-                }
-                if let Ok(next) = scheduler.next_tick_for_job(id).await {
-                    b.status().update(|s| s.next_backup_at = next);
-                }
-            })
-        })
-        .with_context(|| format!("NEXUSD_BACKUP_SCHEDULE {cron:?}"))?;
-        let id = scheduler.add(job).await.context("scheduling the backup")?;
-        let next = scheduler.clone().next_tick_for_job(id).await.ok().flatten();
-        backups.status().update(|s| s.next_backup_at = next);
-        tracing::info!(schedule = %cron, next = ?next, store = %backups.store().describe(), "nightly backups scheduled (UTC)");
+        add_backup_job(&scheduler, &backups, &abort, cron, &leader).await?;
     }
     if let Some(cron) = &config.verify_schedule {
         let b = backups.clone();
+        let leader = leader.clone();
         let job = Job::new_async(cron.as_str(), move |id, mut scheduler| {
             let b = b.clone();
+            let lease = lead(&leader, "verification");
             Box::pin(async move {
-                if let Err(e) = b.verify(None, &Progress::off()).await {
+                if lease.is_some()
+                    && let Err(e) = b.verify(None, &Progress::off()).await
+                {
                     tracing::error!(error = %format!("{e:#}"), "the scheduled backup verification could not run");
                 }
                 b.verify_physical_if_archiving().await;
@@ -82,13 +65,54 @@ pub async fn start(backups: Arc<Backups>) -> Result<Option<Schedule>> {
         backups.status().update(|s| s.next_verify_at = next);
     }
     if let Some(cron) = &config.base_schedule {
-        add_base_job(&scheduler, &backups, &abort, cron).await?;
+        add_base_job(&scheduler, &backups, &abort, cron, &leader).await?;
     }
     scheduler
         .start()
         .await
         .context("starting the backup scheduler")?;
     Ok(Some(Schedule { scheduler, abort }))
+}
+
+/// The nightly logical backup, then pruning when it succeeded, on the leader only.
+async fn add_backup_job(
+    scheduler: &JobScheduler,
+    backups: &Arc<Backups>,
+    abort: &CancellationToken,
+    cron: &str,
+    leader: &Leader,
+) -> Result<()> {
+    let b = backups.clone();
+    let token = abort.clone();
+    let leader = leader.clone();
+    let job = Job::new_async(cron, move |id, mut scheduler| {
+        let b = b.clone();
+        let token = token.clone();
+        let lease = lead(&leader, "backup");
+        Box::pin(async move {
+            if let Some(lease) = lease {
+                let cancel = lease.guard(&token);
+                let result = b.run_fenced(cancel, &Progress::off(), Some(&lease)).await;
+                // Never prune after a failed backup (the old ones may be all there is), nor
+                // once leadership is gone (the new leader prunes after its own).
+                if result.is_ok()
+                    && !lease.ended()
+                    && let Err(e) = b.prune(false).await
+                {
+                    tracing::error!(error = %format!("{e:#}"), "pruning after the backup failed");
+                }
+            }
+            if let Ok(next) = scheduler.next_tick_for_job(id).await {
+                b.status().update(|s| s.next_backup_at = next);
+            }
+        })
+    })
+    .with_context(|| format!("NEXUSD_BACKUP_SCHEDULE {cron:?}"))?;
+    let id = scheduler.add(job).await.context("scheduling the backup")?;
+    let next = scheduler.clone().next_tick_for_job(id).await.ok().flatten();
+    backups.status().update(|s| s.next_backup_at = next);
+    tracing::info!(schedule = %cron, next = ?next, store = %backups.store().describe(), "nightly backups scheduled (UTC)");
+    Ok(())
 }
 
 /// The weekly physical base backup (src/backup/base.rs); it fails, logged, while archiving is
@@ -98,15 +122,21 @@ async fn add_base_job(
     backups: &Arc<Backups>,
     abort: &CancellationToken,
     cron: &str,
+    leader: &Leader,
 ) -> Result<()> {
     let b = backups.clone();
     let token = abort.clone();
+    let leader = leader.clone();
     let job = Job::new_async(cron, move |_, _| {
         let b = b.clone();
         let token = token.clone();
+        let lease = lead(&leader, "base backup");
         Box::pin(async move {
+            let Some(lease) = lease else {
+                return;
+            };
             // Its outcome is logged by run_physical.
-            let _ = b.run_physical(token.child_token(), &Progress::off()).await;
+            let _ = b.run_physical(lease.guard(&token), &Progress::off()).await;
         })
     })
     .with_context(|| format!("NEXUSD_BASEBACKUP_SCHEDULE {cron:?}"))?;
@@ -116,6 +146,19 @@ async fn add_base_job(
         .context("scheduling the base backup")?;
     tracing::info!(schedule = %cron, "weekly base backups scheduled (UTC)");
     Ok(())
+}
+
+/// This tick's lease when this replica leads (a process running no election, such as a test
+/// building `Backups` by hand, never does: `serve` always runs one).
+fn lead(leader: &Leader, job: &str) -> Option<Lease> {
+    let lease = leader.lease();
+    if lease.is_none() {
+        tracing::debug!(
+            job,
+            "another replica leads: this one skips the scheduled job"
+        );
+    }
+    lease
 }
 
 impl Schedule {

@@ -19,6 +19,9 @@ pub use readiness::{Readiness, until_ready};
 /// The knowledge-base schema, compiled into the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!();
 
+/// Session advisory lock held for a whole bootstrap (`run`).
+const BOOTSTRAP_LOCK: i64 = 0x6e65_7875_7364_0011;
+
 /// PostgreSQL 13 is the oldest server nexusd supports.
 pub const MIN_SERVER_VERSION_NUM: i32 = 130_000;
 
@@ -222,6 +225,14 @@ pub async fn run(
     superuser: Option<&DatabaseUrl>,
 ) -> Result<BootstrapReport, BootstrapError> {
     let conn = connect(options, target).await?;
+    // Replicas starting together bootstrap one after the other: extensions are created once
+    // and the later ones find the schema current (sqlx's migrator locks only the migrations).
+    // The session holds the lock until the connection closes at the end.
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(BOOTSTRAP_LOCK)
+        .execute(&conn)
+        .await
+        .map_err(sql("waiting for another replica's bootstrap"))?;
     let facts = ServerFacts::read(&conn).await?;
     if facts.version_num < MIN_SERVER_VERSION_NUM {
         return Err(BootstrapError::ServerTooOld {

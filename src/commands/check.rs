@@ -122,8 +122,12 @@ pub async fn run(config: &Config, json: bool) -> anyhow::Result<()> {
 
 /// The backup store (a real write, read and delete) and the environment's `NEXUSD_*` names.
 async fn check_outside_the_database(config: &Config, report: &mut Report) {
-    let finding = probes::backup_store(&config.backup).await;
-    report.record(finding);
+    report.ok(config.capabilities.backups.describe("backups"));
+    report.ok(config.capabilities.host_metrics.describe("host metrics"));
+    if config.capabilities.backups.on {
+        let finding = probes::backup_store(&config.backup).await;
+        report.record(finding);
+    }
     let names: Vec<String> = std::env::vars_os()
         .filter_map(|(name, _)| name.into_string().ok())
         .collect();

@@ -39,6 +39,10 @@ struct Report {
     migrations: Migrations,
     backups: Backups,
     archiving: Archiving,
+    /// What this replica leaves to the platform (`NEXUSD_BACKUPS`, `NEXUSD_HOST_METRICS`).
+    capabilities: Vec<String>,
+    /// The replica running the singleton jobs (`host:pid`), from the database's lock table.
+    leader: Option<String>,
     last_errors: Vec<String>,
 }
 
@@ -110,6 +114,7 @@ async fn gather(config: &Config) -> Report {
     let (database, migrations) = database(config).await;
     let backups = backups(config).await;
     let archiving = archiving(config, health.as_ref()).await;
+    let leader = leader(config).await;
     let last_errors = health.as_ref().map(last_errors).unwrap_or_default();
     let mut report = Report {
         ok: false,
@@ -119,9 +124,16 @@ async fn gather(config: &Config) -> Report {
         migrations,
         backups,
         archiving,
+        capabilities: vec![
+            config.capabilities.backups.describe("backups"),
+            config.capabilities.host_metrics.describe("host metrics"),
+        ],
+        leader,
         last_errors,
     };
-    report.problems = problems(&report, config.backup.schedule.is_some());
+    // Backups the platform takes are no problem of nexusd's.
+    let scheduled = config.backup.schedule.is_some() && config.capabilities.backups.on;
+    report.problems = problems(&report, scheduled);
     report.ok = report.problems.is_empty();
     report
 }
@@ -225,6 +237,33 @@ async fn database(config: &Config) -> (DatabaseState, Migrations) {
         Err(_) => state.error = Some(format!("no answer within {PROBE_TIMEOUT:?}")),
     }
     (state, migrations)
+}
+
+/// Which replica leads (`db/leader.rs`): the holder of the leader lock, asked of the server.
+async fn leader(config: &Config) -> Option<String> {
+    use sqlx::Connection;
+    let target = Target::resolve(&config.database, &config.state_dir).ok()?;
+    if target
+        .cluster
+        .as_ref()
+        .is_some_and(|c| c.running_pid().is_none())
+    {
+        return None;
+    }
+    let options = match &config.connections.direct {
+        Some(url) => url.options.clone(),
+        None => target.options,
+    };
+    let ask = async {
+        let mut conn = sqlx::PgConnection::connect_with(&options).await.ok()?;
+        let holder = crate::db::leader::current_holder(&mut conn).await.ok()?;
+        conn.close().await.ok();
+        holder
+    };
+    tokio::time::timeout(PROBE_TIMEOUT, ask)
+        .await
+        .ok()
+        .flatten()
 }
 
 /// The server's version and the migrations applied.
@@ -467,6 +506,13 @@ fn render(r: &Report) -> String {
         ("migrations", migrations),
         ("backups", render_backups(&r.backups)),
         ("archiving", r.archiving.note.clone()),
+        ("switches", r.capabilities.join("; ")),
+        (
+            "leader",
+            r.leader
+                .clone()
+                .unwrap_or_else(|| "none (no serve holds the leader lock)".into()),
+        ),
     ];
     let errors = if r.last_errors.is_empty() {
         "none".into()

@@ -73,6 +73,21 @@ pub const VARIABLES: &[Var] = &[
         meaning: "superuser connection to the same database, used only to create extensions, so the daemon runs as the app role",
     },
     Var {
+        name: "NEXUSD_DIRECT_DATABASE_URL",
+        default: "unset: DATABASE_URL",
+        meaning: "a direct (non-pooled) connection to the primary, for what needs a session of its own: the leader election's advisory lock, migrations, the skill cache's LISTEN. Set it when DATABASE_URL goes through PgBouncer in transaction mode",
+    },
+    Var {
+        name: "DATABASE_READ_URL",
+        default: "unset: reads from the primary",
+        meaning: "read replicas (hot standbys, Cloud SQL read replicas), comma-separated postgresql:// URLs: read-only skills go to one that answers and is within NEXUSD_READ_MAX_LAG, everything else to DATABASE_URL",
+    },
+    Var {
+        name: "NEXUSD_READ_MAX_LAG",
+        default: "10",
+        meaning: "seconds of replay lag past which a read replica is skipped (reads fall back to the primary)",
+    },
+    Var {
         name: "NEXUSD_PG_BINDIR",
         default: "searched",
         meaning: "PostgreSQL programs (server binaries for the embedded cluster, pg_dump/psql for backups); searched in pg_config --bindir, /usr/lib/postgresql/*/bin, … otherwise",
@@ -96,6 +111,48 @@ pub struct DatabaseConfig {
     pub bootstrap: Option<DatabaseUrl>,
     /// `NEXUSD_PG_BINDIR`: where the embedded cluster's server binaries are (default: searched).
     pub pg_bindir: Option<PathBuf>,
+}
+
+/// How a replica reaches the database past a pooler and its read replicas.
+#[derive(Debug, Clone, Default)]
+pub struct Connections {
+    /// `NEXUSD_DIRECT_DATABASE_URL`: the primary without a pooler in between, for sessions that
+    /// must last (the leader's lock, migrations, LISTEN); `None`: `DATABASE_URL` is direct.
+    pub direct: Option<DatabaseUrl>,
+    /// `DATABASE_READ_URL`: read replicas for the read-only skills.
+    pub read: Vec<DatabaseUrl>,
+    /// `NEXUSD_READ_MAX_LAG` (10 s): a replica lagging more is skipped.
+    pub read_max_lag: std::time::Duration,
+}
+
+impl Connections {
+    pub fn from_env(env: &mut Env<'_>) -> Connections {
+        let direct = env
+            .get("NEXUSD_DIRECT_DATABASE_URL")
+            .and_then(|url| database_url(env, "NEXUSD_DIRECT_DATABASE_URL", &url));
+        let read = env
+            .get("DATABASE_READ_URL")
+            .map(|urls| {
+                urls.split(',')
+                    .map(str::trim)
+                    .filter(|u| !u.is_empty())
+                    .filter_map(|url| database_url(env, "DATABASE_READ_URL", url))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let lag: u32 = env.bounded(
+            "NEXUSD_READ_MAX_LAG",
+            10,
+            1,
+            86_400,
+            "a number of seconds, 1 or more",
+        );
+        Connections {
+            direct,
+            read,
+            read_max_lag: std::time::Duration::from_secs(lag.into()),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

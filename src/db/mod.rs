@@ -12,12 +12,14 @@
 
 pub(crate) mod cluster;
 mod config;
+pub mod leader;
 mod programs;
+pub mod replicas;
 pub(crate) mod target;
 pub(crate) mod tools;
 
 pub use cluster::{Cluster, ClusterSpec, Postmaster, small_vm_settings};
-pub use config::{DatabaseConfig, DatabaseTarget, DatabaseUrl, VARIABLES};
+pub use config::{Connections, DatabaseConfig, DatabaseTarget, DatabaseUrl, VARIABLES};
 pub use tools::ClientTools;
 
 use std::future::Future;
@@ -52,6 +54,11 @@ pub struct Database {
     pub name: String,
     min_connections: u32,
     max_connections: u32,
+    /// This replica's place in the leader election (`leader.rs`); no election unless `serve`
+    /// starts one.
+    leader: leader::Leader,
+    /// `DATABASE_READ_URL`: where read-only skills may go instead (`replicas.rs`).
+    reads: Option<std::sync::Arc<replicas::ReadReplicas>>,
 }
 
 /// Pool figures as `/health` reports them.
@@ -91,7 +98,49 @@ impl Database {
             name,
             min_connections: config.min_connections,
             max_connections: config.max_connections,
+            leader: leader::Leader::none(),
+            reads: None,
         }
+    }
+
+    /// The same database with read replicas for the read-only skills (`serve` only).
+    pub fn with_read_replicas(mut self, reads: std::sync::Arc<replicas::ReadReplicas>) -> Self {
+        self.reads = Some(reads);
+        self
+    }
+
+    pub fn read_replicas(&self) -> Option<&std::sync::Arc<replicas::ReadReplicas>> {
+        self.reads.as_ref()
+    }
+
+    /// This database as a read-only skill should use it: a usable replica's pool in place of the
+    /// primary's, or `None` when there is none (read from the primary).
+    pub fn for_reads(&self) -> Option<Database> {
+        let (pool, host) = self.reads.as_ref()?.pick()?;
+        let mut db = self.clone();
+        db.pool = pool;
+        db.host = host;
+        db.reads = None;
+        Some(db)
+    }
+
+    /// The same database, with dedicated connections (snapshots and locks of backups, the
+    /// metrics session, LISTEN, pg_dump) made to `direct` (`NEXUSD_DIRECT_DATABASE_URL`)
+    /// rather than through the pooler the pool goes through: those need a session of their own.
+    pub fn with_direct(mut self, direct: PgConnectOptions, password: Option<&str>) -> Self {
+        self.tools = tools::ToolConnection::from_options(&direct, password);
+        self.options = session_options(direct);
+        self
+    }
+
+    /// The same database, with this replica's leader election attached (`serve` only).
+    pub fn with_leader(mut self, leader: leader::Leader) -> Self {
+        self.leader = leader;
+        self
+    }
+
+    pub fn leader(&self) -> &leader::Leader {
+        &self.leader
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -99,7 +148,7 @@ impl Database {
     }
 
     /// Options for a dedicated connection to the same database (one that must not come from the
-    /// pool, e.g. one holding a snapshot for pg_dump).
+    /// pool, e.g. one holding a snapshot for pg_dump): past the pooler when there is one.
     pub fn connect_options(&self) -> &PgConnectOptions {
         &self.options
     }

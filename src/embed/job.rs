@@ -143,7 +143,8 @@ const BACKFILL_BATCH: usize = 100;
 /// `nexusd serve`'s background task: once the schema is ready, and then whenever woken
 /// ([`Search::wake_backfill`]) or every [`BACKFILL_INTERVAL`], embeds the patterns that have
 /// no embedding — never replacing other models' embeddings (that is `nexusd embed --reembed`'s
-/// job). Failures are logged and retried with backoff.
+/// job). Failures are logged and retried with backoff. With several replicas only the leader
+/// (`db/leader.rs`) runs it; losing leadership stops the run between batches.
 pub fn spawn_backfill(
     db: Database,
     search: Arc<Search>,
@@ -165,13 +166,19 @@ pub fn spawn_backfill(
         }
         let mut retry = BACKFILL_FIRST_RETRY;
         let mut last_refusal = None;
+        let mut leader = db.leader().clone();
         loop {
+            let lease = tokio::select! {
+                lease = leader.wait_lease() => lease,
+                () = shutdown.cancelled() => return,
+            };
+            let cancel = lease.guard(&shutdown);
             let wait = match run(
                 db.pool(),
                 &embedder,
                 Scope::Missing,
                 BACKFILL_BATCH,
-                &shutdown,
+                &cancel,
                 |_| {},
             )
             .await

@@ -145,6 +145,10 @@ impl Metrics {
         }
         self.skills.write(out);
         own::pool(out, self.db.stats());
+        own::leader(out, self.db.leader().is_leader());
+        if let Some(reads) = self.db.read_replicas() {
+            own::read_replicas(out, &reads.states());
+        }
         own::backups(out, &self.backups.snapshot());
     }
 

@@ -312,6 +312,39 @@ pub(super) fn pool(out: &mut Exposition, stats: PoolStats) {
     );
 }
 
+/// `nexusd_leader`: 1 on the replica that runs the singleton jobs (`db/leader.rs`).
+pub(super) fn leader(out: &mut Exposition, leading: bool) {
+    out.single(
+        "nexusd_leader",
+        "1 when this replica leads (runs the scheduled backups, retention, verification and the embedding backfill), 0 otherwise.",
+        Kind::Gauge,
+        if leading { 1.0 } else { 0.0 },
+    );
+}
+
+/// The read replicas (`DATABASE_READ_URL`): whether reads go there, and their replay lag.
+pub(super) fn read_replicas(out: &mut Exposition, states: &[crate::db::replicas::ReplicaState]) {
+    if states.is_empty() {
+        return;
+    }
+    let family = out.gauge(
+        "nexusd_read_replica_usable",
+        "1 when read-only skills go to this read replica, 0 when it is skipped (down, or lagging more than NEXUSD_READ_MAX_LAG).",
+    );
+    for s in states {
+        family.sample(&[("replica", &s.host)], if s.usable { 1.0 } else { 0.0 });
+    }
+    let family = out.gauge(
+        "nexusd_read_replica_lag_seconds",
+        "Replay lag of the read replica as it last reported it (0 when it has replayed all it received).",
+    );
+    for s in states {
+        if let Some(lag) = s.lag_seconds {
+            family.sample(&[("replica", &s.host)], lag);
+        }
+    }
+}
+
 fn timestamp(t: chrono::DateTime<chrono::Utc>) -> f64 {
     t.timestamp_millis() as f64 / 1000.0
 }

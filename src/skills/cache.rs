@@ -56,6 +56,11 @@ pub(crate) const CACHED: &[&str] = &[
     "get_recent_actions",
 ];
 
+/// Whether `skill` only reads (cached or not): it may run on a read replica.
+pub(crate) fn reads_only(skill: &str) -> bool {
+    CACHED.contains(&skill) || READS.contains(&skill)
+}
+
 /// Skills that write nothing to the knowledge base and are not cached. Any skill not named here
 /// or in [`CACHED`] is taken as a writer: it empties the cache when it finishes.
 pub(crate) const READS: &[&str] = &[

@@ -29,7 +29,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(4);
 const REDACTED: &str = "redacted";
 
 /// The values hidden from callers without credentials, as `(object, key)` of the body.
-const HIDDEN: [(&str, &str); 10] = [
+const HIDDEN: [(&str, &str); 11] = [
     ("database", "host"),
     ("database", "database"),
     ("database", "version"),
@@ -40,6 +40,7 @@ const HIDDEN: [(&str, &str); 10] = [
     ("backup", "last_error"),
     ("backup", "unavailable"),
     ("backup", "retention_error"),
+    ("leader", "replica"),
 ];
 
 /// The server version and pgvector version, or why the database cannot answer.
@@ -117,6 +118,8 @@ pub async fn health(
         "pgvector_enabled": pgvector_enabled,
         "migrations": migrations,
         "backup": backup_summary(&state.ctx.backup_status.snapshot()),
+        "leader": state.ctx.db.leader().status(),
+        "read_replicas": state.ctx.db.read_replicas().map(|r| r.states()).unwrap_or_default(),
         "timestamp": now_rfc3339(),
     });
     if !may_see_details(&state, &headers).await {

@@ -413,12 +413,15 @@ async fn run_skill(
     started: Instant,
     ticket: Option<cache::Ticket>,
 ) -> (StatusCode, Value) {
-    let result = call(state, skill, input, caller).await;
+    let mut served_by_replica = false;
+    let result = call(state, skill, input, caller, &mut served_by_replica).await;
     let outcome = match &result {
         Ok(_) => SkillOutcome::Success,
         Err(e) => e.outcome(),
     };
-    if let (Some(ticket), Ok(output)) = (ticket, &result) {
+    // Only the primary's answers are cached: a replica's may predate the invalidation that the
+    // primary's notification brought.
+    if let (Some(ticket), Ok(output), false) = (ticket, &result, served_by_replica) {
         state.cache.put(ticket, output);
     }
     let (status, mut body) = match result {
@@ -463,6 +466,7 @@ async fn call(
     skill: &Skill,
     input: Map<String, Value>,
     caller: Caller,
+    served_by_replica: &mut bool,
 ) -> Result<SkillOutput, SkillError> {
     crate::json_schema::validate(&skill.input_schema, &input).map_err(SkillError::Invalid)?;
     if let Some(reason) = skill.uses_database.then(|| unready_reason(state)).flatten() {
@@ -470,12 +474,43 @@ async fn call(
     }
     let mut ctx = state.ctx.clone();
     ctx.caller = caller;
+    // A read-only skill goes to a read replica when one is usable (`db/replicas.rs`); a replica
+    // that fails it is skipped and the read is done again on the primary.
+    if cache::reads_only(skill.id)
+        && let Some(replica) = ctx.db.for_reads()
+    {
+        let host = replica.host.clone();
+        let mut on_replica = ctx.clone();
+        on_replica.db = replica;
+        match run_handler(skill, on_replica, input.clone()).await {
+            Err(SkillError::Unavailable(why)) => {
+                tracing::warn!(replica = %host, reason = %why, "a read replica failed a read; reading from the primary");
+                if let Some(reads) = state.ctx.db.read_replicas() {
+                    reads.skip(&host);
+                }
+            }
+            other => {
+                *served_by_replica = true;
+                return other;
+            }
+        }
+    }
+    run_handler(skill, ctx, input).await
+}
+
+/// Runs the handler in its own task against `ctx`, answering within [`SKILL_TIMEOUT`].
+async fn run_handler(
+    skill: &Skill,
+    ctx: SkillContext,
+    input: Map<String, Value>,
+) -> Result<SkillOutput, SkillError> {
+    let db = ctx.db.clone();
     let task = tokio::spawn((skill.handler)(ctx, input));
     match tokio::time::timeout(SKILL_TIMEOUT, task).await {
         // The pool only says it timed out; say why the database cannot be reached.
-        Ok(Ok(Err(SkillError::Unavailable(_)))) => Err(SkillError::Unavailable(
-            state.ctx.db.unavailable_reason().await,
-        )),
+        Ok(Ok(Err(SkillError::Unavailable(_)))) => {
+            Err(SkillError::Unavailable(db.unavailable_reason().await))
+        }
         Ok(Ok(result)) => result,
         Ok(Err(e)) => Err(SkillError::Internal {
             message: "the skill failed unexpectedly".to_string(),

@@ -64,14 +64,14 @@ def block(body: dict, name: str) -> dict:
 
 
 class Config:
-    def __init__(self) -> None:
+    def __init__(self, root: Path = TF) -> None:
         self.resources: dict[tuple[str, str], dict] = {}
         self.variables: dict[str, dict] = {}
         self.locals: dict[str, Any] = {}
         self.outputs: dict[str, dict] = {}
         self.terraform: list[dict] = []
         self.sources: dict[str, str] = {}
-        for path in sorted(TF.glob("*.tf")):
+        for path in sorted(root.glob("*.tf")):
             self.sources[path.name] = path.read_text()
             with open(path) as f:
                 parsed = clean(hcl2.load(f))
