@@ -45,12 +45,13 @@ pub async fn start(backups: Arc<Backups>, leader: Leader) -> Result<Option<Sched
             let b = b.clone();
             let lease = lead(&leader, "verification");
             Box::pin(async move {
-                if lease.is_some()
-                    && let Err(e) = b.verify(None, &Progress::off()).await
-                {
-                    tracing::error!(error = %format!("{e:#}"), "the scheduled backup verification could not run");
+                if lease.is_some() {
+                    if let Err(e) = b.verify(None, &Progress::off()).await {
+                        tracing::error!(error = %format!("{e:#}"), "the scheduled backup verification could not run");
+                    }
+                    // The physical part is a singleton job too: one scratch recovery per tick.
+                    b.verify_physical_if_archiving().await;
                 }
-                b.verify_physical_if_archiving().await;
                 if let Ok(next) = scheduler.next_tick_for_job(id).await {
                     b.status().update(|s| s.next_verify_at = next);
                 }
