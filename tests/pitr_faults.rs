@@ -240,19 +240,45 @@ async fn switch_for(conn: &mut PgConnection, phase: Duration) -> Vec<String> {
     switched
 }
 
-/// Segment names on timeline 1, as numbers (16 MB segments: 256 per "log" number).
-fn segment_numbers(names: &[String]) -> Vec<u64> {
-    let mut numbers: Vec<u64> = names
+/// A segment name on timeline 1 as a number (16 MB segments: 256 per "log" number).
+fn segment_number(name: &str) -> Option<u64> {
+    if name.len() != 24 || !name.starts_with("00000001") {
+        return None;
+    }
+    let log = u64::from_str_radix(&name[8..16], 16).ok()?;
+    let seg = u64::from_str_radix(&name[16..24], 16).ok()?;
+    Some(log * 256 + seg)
+}
+
+/// Every segment from the base backup's start to `last` is in the archive: no gap.
+async fn assert_no_gap(site: &Site, gcs: &FakeGcs, last: &str) {
+    let bucket = site.bucket.as_str();
+    let manifest = gcs
+        .objects(bucket)
+        .await
+        .into_iter()
+        .find(|n| n.starts_with("nexusd/base/") && n.ends_with(".manifest.json"))
+        .expect("a base backup manifest");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&gcs.download(bucket, &manifest).await).unwrap();
+    let start = manifest["start_wal_file"].as_str().unwrap().to_string();
+    let mut archived: Vec<u64> = site
+        .archived(gcs)
+        .await
         .iter()
-        .filter(|n| n.len() == 24 && n.starts_with("00000001"))
-        .filter_map(|n| {
-            let log = u64::from_str_radix(&n[8..16], 16).ok()?;
-            let seg = u64::from_str_radix(&n[16..24], 16).ok()?;
-            Some(log * 256 + seg)
-        })
+        .filter_map(|n| segment_number(n))
         .collect();
-    numbers.sort();
-    numbers
+    archived.sort();
+    let (first, end) = (
+        segment_number(&start).unwrap(),
+        segment_number(last).unwrap(),
+    );
+    let wanted: Vec<u64> = (first..=end).collect();
+    let held: Vec<u64> = archived
+        .into_iter()
+        .filter(|n| (first..=end).contains(n))
+        .collect();
+    assert_eq!(held, wanted, "the archive from {start} to {last}");
 }
 
 #[tokio::test]
@@ -331,28 +357,7 @@ async fn two_minutes_without_the_store_lose_nothing_and_leave_no_gap_in_the_arch
     conn.close().await.ok();
     nexusd.terminate(Duration::from_secs(30));
 
-    // No gap: every segment from the base backup's start to the last one switched is there.
-    let manifest = gcs
-        .objects(bucket)
-        .await
-        .into_iter()
-        .find(|n| n.starts_with("nexusd/base/") && n.ends_with(".manifest.json"))
-        .expect("a base backup manifest");
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&gcs.download(bucket, &manifest).await).unwrap();
-    let start = manifest["start_wal_file"].as_str().unwrap().to_string();
-    let archived = segment_numbers(&site.archived(&gcs).await);
-    let (first, end) = (
-        segment_numbers(&[start.clone()])[0],
-        segment_numbers(&[last.clone()])[0],
-    );
-    let wanted: Vec<u64> = (first..=end).collect();
-    let held: Vec<u64> = archived
-        .iter()
-        .copied()
-        .filter(|n| (first..=end).contains(n))
-        .collect();
-    assert_eq!(held, wanted, "the archive from {start} to {last}");
+    assert_no_gap(&site, &gcs, &last).await;
 
     // Every committed row, from the bucket.
     let said = nexusd_ok(&["restore", "--target-time", "latest"], &vars);
