@@ -11,6 +11,7 @@ pub mod fault_proxy;
 pub mod latency_proxy;
 pub mod prometheus;
 pub mod scrape;
+pub mod throttle_proxy;
 
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
