@@ -1083,6 +1083,10 @@ async fn agent_card_root_and_openapi_describe_what_is_enforced() {
         "get_pattern_health",
         "query_known_issues",
         "get_recent_actions",
+        // Registered without GITHUB_TOKEN too, answering `not_configured`.
+        "validate_repository_architecture",
+        "check_specific_standard",
+        "suggest_improvements",
         "detect_misplaced_components",
         "analyze_component_centrality",
         "recommend_consolidation_plan",
@@ -1091,6 +1095,20 @@ async fn agent_card_root_and_openapi_describe_what_is_enforced() {
         "record_analysis",
         "find_similar_patterns",
         "get_backup_status",
+        // The web frontend's, which the original never had.
+        "update_pattern",
+        "deprecate_pattern",
+        "archive_pattern",
+        "get_pattern_history",
+        "suggest_pattern_from_component",
+        "create_pattern_from_component",
+        "list_components",
+        "get_component_dependencies",
+        "get_dashboard_overview",
+        "get_pattern_adoption_trends",
+        "get_pattern_health_summary",
+        "get_repository_activity_summary",
+        "get_component_duplication_stats",
     ];
 
     let (status, card) = nexusd.get("/.well-known/agent.json").await.unwrap();
@@ -1126,6 +1144,10 @@ async fn agent_card_root_and_openapi_describe_what_is_enforced() {
             "add_runtime_issue",
             "scan_repository_components",
             "record_analysis",
+            "update_pattern",
+            "deprecate_pattern",
+            "archive_pattern",
+            "create_pattern_from_component",
         ]
         .contains(&entry["id"].as_str().unwrap());
         assert_eq!(
@@ -1182,6 +1204,12 @@ async fn agent_card_root_and_openapi_describe_what_is_enforced() {
             "detect_misplaced_components",
             "find_similar_patterns",
             "get_backup_status",
+            "list_components",
+            "get_dashboard_overview",
+            "get_pattern_adoption_trends",
+            "get_pattern_health_summary",
+            "get_repository_activity_summary",
+            "get_component_duplication_stats",
         ]
     );
     assert_eq!(validated + without_required.len(), expected_order.len());

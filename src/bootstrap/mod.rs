@@ -31,6 +31,7 @@ pub const KNOWLEDGE_BASE_TABLES: &[&str] = &[
     "deployment_scripts",
     "keywords",
     "lessons_learned",
+    "pattern_history",
     "pattern_keywords",
     "patterns",
     "repositories",

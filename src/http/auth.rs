@@ -50,7 +50,8 @@ pub const VARIABLES: &[Var] = &[
 /// registry declares protected (a test in `skills/mod.rs` holds them together).
 const PROTECTION: &str = "true: these skills need a bearer token: record_analysis, \
     add_lesson_learned, update_dependency_info, add_deployment_info, add_runtime_issue, \
-    scan_repository_components; every other skill (add_repository included) is public unless \
+    scan_repository_components, update_pattern, deprecate_pattern, archive_pattern, \
+    create_pattern_from_component; every other skill (add_repository included) is public unless \
     NEXUSD_PROTECTED_SKILLS names it. false: every skill is public";
 
 /// Who may call the protected (write) skills.

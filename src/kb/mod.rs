@@ -4,8 +4,11 @@
 
 pub(crate) mod activity;
 pub(crate) mod analysis;
+pub(crate) mod analytics;
+pub(crate) mod catalog;
 pub(crate) mod components;
 pub(crate) mod knowledge;
+pub(crate) mod lifecycle;
 pub(crate) mod patterns;
 pub(crate) mod repositories;
 pub(crate) mod runtime;

@@ -5,6 +5,7 @@
 //! in `docs/skill-rules.md`.
 
 pub(crate) mod architecture;
+pub(crate) mod component_graph;
 pub(crate) mod component_scan;
 pub(crate) mod component_scoring;
 pub(crate) mod consolidation;
