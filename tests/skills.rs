@@ -1215,7 +1215,7 @@ async fn agent_card_root_and_openapi_describe_what_is_enforced() {
     assert_eq!(validated + without_required.len(), expected_order.len());
 
     let (_, root) = nexusd.get("/").await.unwrap();
-    assert_eq!(root["skills"], json!(expected_order));
+    assert_eq!(root["skills"], json!(expected_order.to_vec()));
     assert_eq!(
         root["agent_card"],
         "https://agent.example.com/.well-known/agent.json"

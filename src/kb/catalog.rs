@@ -5,7 +5,9 @@ use serde_json::Value;
 use sqlx::PgConnection;
 
 /// One page of components of repository `$1` (any when NULL) and type `$2` (any when NULL,
-/// compared case-insensitively), `$3` from `$4`, with the number matching and the number stored.
+/// compared case-insensitively), `$3` from `$4`: `total_components` is the number matching (the
+/// web frontend shows it as a repository's component count), `filtered_count` the number on this
+/// page, `stored_components` the number stored.
 pub const LIST_SQL: &str = "
     WITH f AS (
         SELECT c.*, r.name::text AS repository
@@ -13,8 +15,9 @@ pub const LIST_SQL: &str = "
          WHERE ($1::text IS NULL OR r.name = $1)
            AND ($2::text IS NULL OR lower(c.component_type) = lower($2)))
     SELECT jsonb_build_object(
-        'total_components', (SELECT count(*) FROM reusable_components),
-        'filtered_count', (SELECT count(*) FROM f),
+        'total_components', (SELECT count(*) FROM f),
+        'filtered_count', (SELECT count(*) FROM (SELECT 1 FROM f ORDER BY repository, name, id LIMIT $3 OFFSET $4) n),
+        'stored_components', (SELECT count(*) FROM reusable_components),
         'components', coalesce((SELECT jsonb_agg(jsonb_build_object(
                 'component_id', coalesce(p.component_id, p.repository || ':' || p.name),
                 'name', p.name,

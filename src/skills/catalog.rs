@@ -68,8 +68,8 @@ async fn run_list(ctx: SkillContext, input: Map<String, Value>) -> Result<SkillO
         offset,
     )
     .await?;
-    let filtered = page
-        .get("filtered_count")
+    let matching = page
+        .get("total_components")
         .and_then(Value::as_i64)
         .unwrap_or(0);
     let returned = page
@@ -84,7 +84,7 @@ async fn run_list(ctx: SkillContext, input: Map<String, Value>) -> Result<SkillO
     answer.insert(
         "pagination".into(),
         json!({"limit": limit, "offset": offset, "returned": returned,
-               "has_more": offset + returned < filtered}),
+               "has_more": offset + returned < matching}),
     );
     Ok(answer)
 }
