@@ -137,21 +137,7 @@ async fn run_detect(
     input: Map<String, Value>,
 ) -> Result<SkillOutput, SkillError> {
     let q: DetectInput = parse(input)?;
-    let q_filters = [
-        ("repository", q.repository.clone()),
-        (
-            "component_types",
-            q.component_types.as_ref().map(|t| t.join(",")),
-        ),
-        (
-            "min_similarity_score",
-            q.min_similarity_score.map(|m| m.to_string()),
-        ),
-        (
-            "include_diverged",
-            q.include_diverged.map(|d| d.to_string()),
-        ),
-    ];
+    let filters = filters_applied(&q);
     let k = load(&ctx, "Failed to detect misplaced components").await?;
     if let Some(r) = &q.repository {
         require(&k, r)?;
@@ -233,7 +219,7 @@ async fn run_detect(
         "component_issues": issues,
         "total_duplicates": duplicated,
         "total_misplaced": found - duplicated,
-        "filters_applied": filters_applied(&q_filters),
+        "filters_applied": filters,
     })))
 }
 
@@ -262,10 +248,25 @@ fn component_issue(m: &Value) -> Value {
 }
 
 /// The filters a detection applied, as `name=value` strings.
-fn filters_applied(q: &[(&str, Option<String>)]) -> Vec<String> {
-    q.iter()
-        .filter_map(|(name, value)| value.as_ref().map(|v| format!("{name}={v}")))
-        .collect()
+fn filters_applied(q: &DetectInput) -> Vec<String> {
+    [
+        ("repository", q.repository.clone()),
+        (
+            "component_types",
+            q.component_types.as_ref().map(|t| t.join(",")),
+        ),
+        (
+            "min_similarity_score",
+            q.min_similarity_score.map(|m| m.to_string()),
+        ),
+        (
+            "include_diverged",
+            q.include_diverged.map(|d| d.to_string()),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| value.map(|v| format!("{name}={v}")))
+    .collect()
 }
 
 pub fn analyze_component_centrality() -> Skill {
