@@ -1167,7 +1167,7 @@ const REFERENCE_ORDER: [&str; 22] = [
 
 /// The frontend's complexity, dependency and workflow skills, registered after the reference's
 /// with or without a token.
-const FRONTEND: [&str; 7] = [
+const FRONTEND_WORKFLOWS: [&str; 7] = [
     "analyze_repository_complexity",
     "get_repository_complexity_details",
     "discover_repository_dependencies",
@@ -1184,13 +1184,32 @@ const NEXUSD_OWN: [&str; 3] = [
     "get_backup_status",
 ];
 
-/// The reference's skills (minus `skip`), the frontend's, then nexusd's own.
+/// The web frontend's skills the original never had, registered after nexusd's own.
+const FRONTEND: [&str; 13] = [
+    "update_pattern",
+    "deprecate_pattern",
+    "archive_pattern",
+    "get_pattern_history",
+    "suggest_pattern_from_component",
+    "create_pattern_from_component",
+    "list_components",
+    "get_component_dependencies",
+    "get_dashboard_overview",
+    "get_pattern_adoption_trends",
+    "get_pattern_health_summary",
+    "get_repository_activity_summary",
+    "get_component_duplication_stats",
+];
+
+/// The reference's skills (minus `skip`), the frontend's workflows, nexusd's own, then the rest
+/// of the frontend's.
 fn expected_ids(skip: &[&str]) -> Vec<String> {
     REFERENCE_ORDER
         .iter()
         .filter(|id| !skip.contains(id))
-        .chain(FRONTEND.iter())
+        .chain(FRONTEND_WORKFLOWS.iter())
         .chain(NEXUSD_OWN.iter())
+        .chain(FRONTEND.iter())
         .map(|id| id.to_string())
         .collect()
 }
@@ -1215,7 +1234,7 @@ async fn agent_card_lists_the_reference_order_with_and_without_github_token() {
     assert_eq!(card_ids(&card), expected_ids(&[]));
     assert_eq!(
         card["metadata"]["skill_count"],
-        22 + FRONTEND.len() + NEXUSD_OWN.len()
+        22 + FRONTEND_WORKFLOWS.len() + NEXUSD_OWN.len() + FRONTEND.len()
     );
     let protected: Vec<&str> = card["skills"]
         .as_array()
@@ -1237,7 +1256,11 @@ async fn agent_card_lists_the_reference_order_with_and_without_github_token() {
             "update_dependency_verification",
             "trigger_full_analysis_workflow",
             "extract_repository_patterns",
-            "record_analysis"
+            "record_analysis",
+            "update_pattern",
+            "deprecate_pattern",
+            "archive_pattern",
+            "create_pattern_from_component"
         ]
     );
     // Every example is valid input.
@@ -1256,19 +1279,17 @@ async fn agent_card_lists_the_reference_order_with_and_without_github_token() {
         }
     }
 
+    // Without a token the GitHub architecture skills are registered all the same and answer
+    // `not_configured` (issue 17: the original's "Unknown skill" broke the Compliance page).
     let (_, card) = without.get("/.well-known/agent.json").await.unwrap();
-    let expected = expected_ids(&[
-        "validate_repository_architecture",
-        "check_specific_standard",
-        "suggest_improvements",
-    ]);
+    let expected = expected_ids(&[]);
     assert_eq!(card_ids(&card), expected);
-    assert_eq!(expected.len(), 19 + FRONTEND.len() + NEXUSD_OWN.len());
-    let (_, root) = without.get("/").await.unwrap();
     assert_eq!(
-        root["skills_registered"],
-        19 + FRONTEND.len() + NEXUSD_OWN.len()
+        expected.len(),
+        22 + FRONTEND_WORKFLOWS.len() + NEXUSD_OWN.len() + FRONTEND.len()
     );
+    let (_, root) = without.get("/").await.unwrap();
+    assert_eq!(root["skills_registered"], expected.len());
 
     // Without a token or agents: what the original answered.
     let health = without.ok("health_check_external", json!({})).await;
@@ -1287,21 +1308,33 @@ async fn agent_card_lists_the_reference_order_with_and_without_github_token() {
     without
         .ok("add_repository", json!({"repository": "acme/compliant"}))
         .await;
-    let (_, body) = without
-        .exec(
+    // As the original: the stored components, pattern extraction disabled.
+    let scan = without
+        .ok(
             "scan_repository_components",
             json!({"repository": "acme/compliant"}),
         )
         .await;
-    assert_eq!(failure(&body), "GITHUB_TOKEN not configured");
-    let (_, body) = without
-        .exec(
-            "validate_repository_architecture",
-            json!({"repository": "acme/compliant"}),
-        )
-        .await;
-    assert_eq!(
-        failure(&body),
-        "Unknown skill: validate_repository_architecture"
-    );
+    assert_eq!(scan["pattern_extraction"], "disabled");
+    assert_eq!(scan["components"], json!([]));
+    for skill in [
+        "validate_repository_architecture",
+        "check_specific_standard",
+        "suggest_improvements",
+    ] {
+        let body = without
+            .ok(
+                skill,
+                json!({"repository": "acme/compliant", "standard_category": "documentation"}),
+            )
+            .await;
+        assert_eq!(body["status"], "not_configured", "{skill}");
+        assert!(
+            body["recommendations"][0]["description"]
+                .as_str()
+                .unwrap()
+                .starts_with("GITHUB_TOKEN is not configured"),
+            "{body}"
+        );
+    }
 }

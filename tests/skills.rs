@@ -1146,6 +1146,10 @@ async fn agent_card_root_and_openapi_describe_what_is_enforced() {
         "get_pattern_health",
         "query_known_issues",
         "get_recent_actions",
+        // Registered without GITHUB_TOKEN too, answering `not_configured`.
+        "validate_repository_architecture",
+        "check_specific_standard",
+        "suggest_improvements",
         "detect_misplaced_components",
         "analyze_component_centrality",
         "recommend_consolidation_plan",
@@ -1162,6 +1166,20 @@ async fn agent_card_root_and_openapi_describe_what_is_enforced() {
         "record_analysis",
         "find_similar_patterns",
         "get_backup_status",
+        // The web frontend's, which the original never had.
+        "update_pattern",
+        "deprecate_pattern",
+        "archive_pattern",
+        "get_pattern_history",
+        "suggest_pattern_from_component",
+        "create_pattern_from_component",
+        "list_components",
+        "get_component_dependencies",
+        "get_dashboard_overview",
+        "get_pattern_adoption_trends",
+        "get_pattern_health_summary",
+        "get_repository_activity_summary",
+        "get_component_duplication_stats",
     ];
 
     let (status, card) = nexusd.get("/.well-known/agent.json").await.unwrap();
@@ -1202,6 +1220,10 @@ async fn agent_card_root_and_openapi_describe_what_is_enforced() {
             "trigger_full_analysis_workflow",
             "extract_repository_patterns",
             "record_analysis",
+            "update_pattern",
+            "deprecate_pattern",
+            "archive_pattern",
+            "create_pattern_from_component",
         ]
         .contains(&entry["id"].as_str().unwrap());
         assert_eq!(
@@ -1259,12 +1281,18 @@ async fn agent_card_root_and_openapi_describe_what_is_enforced() {
             "get_workflow_metadata",
             "find_similar_patterns",
             "get_backup_status",
+            "list_components",
+            "get_dashboard_overview",
+            "get_pattern_adoption_trends",
+            "get_pattern_health_summary",
+            "get_repository_activity_summary",
+            "get_component_duplication_stats",
         ]
     );
     assert_eq!(validated + without_required.len(), expected_order.len());
 
     let (_, root) = nexusd.get("/").await.unwrap();
-    assert_eq!(root["skills"], json!(expected_order));
+    assert_eq!(root["skills"], json!(expected_order.to_vec()));
     assert_eq!(
         root["agent_card"],
         "https://agent.example.com/.well-known/agent.json"

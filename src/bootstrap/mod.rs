@@ -36,6 +36,7 @@ pub const KNOWLEDGE_BASE_TABLES: &[&str] = &[
     "keywords",
     "lessons_learned",
     "manifest_dependencies",
+    "pattern_history",
     "pattern_keywords",
     "patterns",
     "repositories",

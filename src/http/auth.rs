@@ -51,8 +51,9 @@ pub const VARIABLES: &[Var] = &[
 const PROTECTION: &str = "true: these skills need a bearer token: record_analysis, \
     add_lesson_learned, update_dependency_info, add_deployment_info, add_runtime_issue, \
     scan_repository_components, analyze_repository_complexity, discover_repository_dependencies, \
-    update_dependency_verification, trigger_full_analysis_workflow, extract_repository_patterns; \
-    so do GET /a2a/workflow/{id} and cancelling a workflow; every other skill (add_repository \
+    update_dependency_verification, trigger_full_analysis_workflow, extract_repository_patterns, \
+    update_pattern, deprecate_pattern, archive_pattern, create_pattern_from_component; so do \
+    GET /a2a/workflow/{id} and cancelling a workflow; every other skill (add_repository \
     included) is public unless \
     NEXUSD_PROTECTED_SKILLS names it. false: every skill is public";
 

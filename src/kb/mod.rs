@@ -4,10 +4,13 @@
 
 pub(crate) mod activity;
 pub(crate) mod analysis;
+pub(crate) mod analytics;
+pub(crate) mod catalog;
 pub(crate) mod complexity;
 pub(crate) mod components;
 pub(crate) mod jobs;
 pub(crate) mod knowledge;
+pub(crate) mod lifecycle;
 pub(crate) mod manifests;
 pub(crate) mod patterns;
 pub(crate) mod repositories;

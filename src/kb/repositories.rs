@@ -221,6 +221,7 @@ fn deployment_json(
     let scripts = row
         .and_then(|r| r.commands.clone())
         .filter(Value::is_array)
+        .map(with_script_defaults)
         .unwrap_or_else(|| json!([]));
     // add_deployment_info names the row after the platform, or "deployment" when none was given.
     let platform = row.map(|r| r.name.as_str()).filter(|n| *n != "deployment");
@@ -233,6 +234,31 @@ fn deployment_json(
         "deployment_frequency": row.and_then(|r| r.deployment_frequency.clone()),
         "last_deployed": row.and_then(|r| iso_opt(r.last_deployed)),
     })
+}
+
+/// Every script object gets `commands` (a list, `[]` when none was recorded) and
+/// `environment_variables` (an object, `{}`): the web frontend's type declares both and its copy
+/// button reads `commands`.
+fn with_script_defaults(scripts: Value) -> Value {
+    match scripts {
+        Value::Array(items) => Value::Array(
+            items
+                .into_iter()
+                .map(|mut script| {
+                    if let Value::Object(m) = &mut script {
+                        if !m.get("commands").is_some_and(Value::is_array) {
+                            m.insert("commands".into(), json!([]));
+                        }
+                        if !m.get("environment_variables").is_some_and(Value::is_object) {
+                            m.insert("environment_variables".into(), json!({}));
+                        }
+                    }
+                    script
+                })
+                .collect(),
+        ),
+        other => other,
+    }
 }
 
 /// DependencyInfo: consumers and derivatives as objects naming the repository, externals as

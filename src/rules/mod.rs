@@ -7,6 +7,7 @@
 
 pub(crate) mod architecture;
 pub(crate) mod complexity;
+pub(crate) mod component_graph;
 pub(crate) mod component_scan;
 pub(crate) mod component_scoring;
 pub(crate) mod consolidation;

@@ -77,7 +77,7 @@ async fn run_recent_actions(
                 "repository": a.repository,
                 "timestamp": iso_opt(a.timestamp),
                 "reference_id": a.reference_id,
-                "metadata": a.metadata,
+                "metadata": readable(&a.action_type, a.metadata),
             })
         })
         .collect();
@@ -94,4 +94,38 @@ async fn run_recent_actions(
         },
         "filters": {"action_types": q.action_types, "repository": q.repository},
     })))
+}
+
+/// A deployment record's description is its infrastructure map stored as JSON text (the
+/// original's layout, `kb/knowledge.rs`); the feed shows it as a sentence and gives the map as
+/// `infrastructure`, so the frontend's activity list does not print raw JSON.
+fn readable(action_type: &str, mut metadata: Value) -> Value {
+    if action_type != "deployment" {
+        return metadata;
+    }
+    let platform = metadata["name"]
+        .as_str()
+        .unwrap_or("deployment")
+        .to_string();
+    let stored = metadata["description"].as_str().map(str::to_string);
+    let Some(Ok(Value::Object(infrastructure))) =
+        stored.as_deref().map(serde_json::from_str::<Value>)
+    else {
+        return metadata;
+    };
+    let facts: Vec<String> = infrastructure
+        .iter()
+        .map(|(k, v)| match v {
+            Value::String(s) => format!("{k}: {s}"),
+            other => format!("{k}: {other}"),
+        })
+        .collect();
+    let sentence = if facts.is_empty() {
+        format!("Deployment recorded ({platform})")
+    } else {
+        format!("Deployment via {platform} ({})", facts.join(", "))
+    };
+    metadata["description"] = Value::String(sentence);
+    metadata["infrastructure"] = Value::Object(infrastructure);
+    metadata
 }

@@ -54,6 +54,9 @@ pub(crate) const CACHED: &[&str] = &[
     "get_deployment_info",
     "query_known_issues",
     "get_recent_actions",
+    // The web frontend's (`pattern_history` has the generation trigger too, migration 0005).
+    "list_components",
+    "get_pattern_history",
 ];
 
 /// Whether `skill` only reads (cached or not): it may run on a read replica.
@@ -80,6 +83,14 @@ pub(crate) const READS: &[&str] = &[
     "get_repository_complexity_details",
     // Counts workflows queued and running, which are not in the knowledge base's generation.
     "get_workflow_metadata",
+    // The web frontend's: their answers carry the time or depend on it.
+    "suggest_pattern_from_component",
+    "get_component_dependencies",
+    "get_dashboard_overview",
+    "get_pattern_adoption_trends",
+    "get_pattern_health_summary",
+    "get_repository_activity_summary",
+    "get_component_duplication_stats",
 ];
 
 /// What the cache does with a call of a skill.

@@ -117,7 +117,7 @@ pub fn detect_misplaced_components() -> Skill {
             ),
         ],
         aliases: &[],
-        empty: json!({"misplaced_components": []}),
+        empty: json!({"misplaced_components": [], "component_issues": [], "total_duplicates": 0, "total_misplaced": 0}),
         uses_database: true,
         handler: handler(run_detect),
     }
@@ -137,6 +137,7 @@ async fn run_detect(
     input: Map<String, Value>,
 ) -> Result<SkillOutput, SkillError> {
     let q: DetectInput = parse(input)?;
+    let filters = filters_applied(&q);
     let k = load(&ctx, "Failed to detect misplaced components").await?;
     if let Some(r) = &q.repository {
         require(&k, r)?;
@@ -195,6 +196,11 @@ async fn run_detect(
     }
     misplaced.sort_by(|a, b| b.0.total_cmp(&a.0));
     let found = misplaced.len();
+    let issues: Vec<Value> = misplaced.iter().map(|(_, m)| component_issue(m)).collect();
+    let duplicated = issues
+        .iter()
+        .filter(|i| i["issue_type"] == "duplicated")
+        .count();
     let summary = if in_scope.is_empty() {
         "No components found matching criteria".to_string()
     } else {
@@ -210,7 +216,57 @@ async fn run_detect(
         "misplaced_components": misplaced.into_iter().take(MAX_LISTED).map(|(_, v)| v).collect::<Vec<_>>(),
         "summary": summary,
         "analysis_timestamp": now_rfc3339(),
+        "component_issues": issues,
+        "total_duplicates": duplicated,
+        "total_misplaced": found - duplicated,
+        "filters_applied": filters,
     })))
+}
+
+/// The web frontend's view of a misplaced component (docs/skills-api.md): `duplicated` when
+/// copies exist elsewhere, `misplaced` otherwise; the similarity is the closest copy's (1.0
+/// when there is none: the component itself is what would move).
+fn component_issue(m: &Value) -> Value {
+    let copies = m["similar_components"].as_array();
+    let similarity = copies
+        .and_then(|c| {
+            c.iter()
+                .filter_map(|s| s["similarity"].as_f64())
+                .reduce(f64::max)
+        })
+        .unwrap_or(1.0);
+    let duplicated = copies.is_some_and(|c| !c.is_empty());
+    json!({
+        "component_name": m["component_name"],
+        "component_id": m["component_id"],
+        "current_location": m["current_location"],
+        "suggested_location": m["canonical_recommendation"]["repository"],
+        "similarity_score": similarity,
+        "issue_type": if duplicated { "duplicated" } else { "misplaced" },
+        "reason": m["canonical_recommendation"]["reasoning"],
+    })
+}
+
+/// The filters a detection applied, as `name=value` strings.
+fn filters_applied(q: &DetectInput) -> Vec<String> {
+    [
+        ("repository", q.repository.clone()),
+        (
+            "component_types",
+            q.component_types.as_ref().map(|t| t.join(",")),
+        ),
+        (
+            "min_similarity_score",
+            q.min_similarity_score.map(|m| m.to_string()),
+        ),
+        (
+            "include_diverged",
+            q.include_diverged.map(|d| d.to_string()),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| value.map(|v| format!("{name}={v}")))
+    .collect()
 }
 
 pub fn analyze_component_centrality() -> Skill {
@@ -305,6 +361,11 @@ async fn run_centrality(
         .iter()
         .find(|c| c.repository == q.current_location)
         .copied();
+    let all_scores: Map<String, Value> = scores
+        .iter()
+        .map(|s| (s.repository.clone(), s.to_json()))
+        .collect();
+    let improvement = round3(best.1 - current);
     Ok(output(json!({
         "component_name": q.component_name,
         "current_location": q.current_location,
@@ -313,14 +374,18 @@ async fn run_centrality(
         "analysis": {
             "best_location": best.0,
             "best_score": best.1,
-            "all_scores": scores.iter().map(|s| (s.repository.clone(), s.to_json())).collect::<Map<_, _>>(),
+            "all_scores": all_scores,
             "recommendation": {
                 "from": q.current_location,
                 "to": best.0,
-                "improvement": round3(best.1 - current),
+                "improvement": improvement,
             },
         },
         "analysis_timestamp": now_rfc3339(),
+        // The web frontend reads these at the top level (docs/skills-api.md).
+        "best_location": best.0,
+        "improvement_score": improvement,
+        "all_scores": all_scores,
     })))
 }
 
@@ -401,6 +466,50 @@ struct PlanResponse<'a> {
     deep_analysis: &'a Option<DeepAnalysis>,
     recommendation: StampedRecommendation<'a>,
     recommendation_timestamp: &'a str,
+    // The web frontend's keys, at the top level (docs/skills-api.md).
+    consolidation_recommendation_id: &'a str,
+    best_location: &'a str,
+    improvement_score: f64,
+    confidence: f64,
+    priority: String,
+    phases: Vec<Value>,
+    benefits: &'a [String],
+    risks: &'a [String],
+    estimated_total_effort_hours: f64,
+}
+
+/// The plan's four phases as the list the web frontend reads.
+fn phase_list(plan: &Phases) -> Vec<Value> {
+    let phases = [
+        (&plan.analysis, "Analyze", "low"),
+        (&plan.consolidate, "Merge", "medium"),
+        (&plan.migrate_consumers, "Update", "high"),
+        (&plan.clean_up, "Monitor", "low"),
+    ];
+    phases
+        .iter()
+        .enumerate()
+        .map(|(i, (phase, label, risk))| {
+            let details = serde_json::to_value(&phase.details).unwrap_or_else(|_| json!({}));
+            let affected = details
+                .get("affected_repositories")
+                .or_else(|| details.get("implementations"))
+                .cloned()
+                .unwrap_or_else(|| json!([]));
+            json!({
+                "phase": i + 1,
+                "phase_number": i + 1,
+                "phase_name": label,
+                "name": phase.name,
+                "description": phase.description,
+                "tasks": phase.tasks,
+                "blockers": [],
+                "estimated_effort_hours": phase.hours,
+                "risk_level": risk,
+                "affected_files": affected,
+            })
+        })
+        .collect()
 }
 
 #[derive(Serialize)]
@@ -447,6 +556,15 @@ async fn run_plan(ctx: SkillContext, input: Map<String, Value>) -> Result<SkillO
             recommendation: &plan.recommendation,
         },
         recommendation_timestamp: &timestamp,
+        consolidation_recommendation_id: &id,
+        best_location: &plan.to_repository,
+        improvement_score: plan.recommendation.improvement,
+        confidence: plan.recommendation.confidence,
+        priority: plan.recommendation.priority.to_uppercase(),
+        phases: phase_list(&plan.consolidation_plan),
+        benefits: &plan.recommendation.benefits,
+        risks: &plan.recommendation.risks,
+        estimated_total_effort_hours: plan.consolidation_plan.total_estimated_hours,
     })
 }
 
@@ -519,6 +637,9 @@ async fn run_scan(ctx: SkillContext, input: Map<String, Value>) -> Result<SkillO
             .ok_or_else(missing)?;
     }
 
+    if ctx.config.external.github.token.is_none() {
+        return stored_components(&ctx, &repository).await;
+    }
     // Read from GitHub before any transaction is open.
     let gh = GitHub::new(&ctx.config.external.github).map_err(|e| scan_error(e, &repository))?;
     parse_repository(&repository).map_err(|e| scan_error(e, &repository))?;
@@ -577,5 +698,43 @@ async fn run_scan(ctx: SkillContext, input: Map<String, Value>) -> Result<SkillO
         "components_updated": replaced.updated,
         "components_unchanged": replaced.unchanged,
         "components_removed": replaced.removed,
+    })))
+}
+
+/// Without GITHUB_TOKEN, as the original did: success with `pattern_extraction: "disabled"` and
+/// the components already stored for the repository (nothing is read or written).
+async fn stored_components(
+    ctx: &SkillContext,
+    repository: &str,
+) -> Result<SkillOutput, SkillError> {
+    let mut conn = ctx.pool().acquire().await?;
+    let page = kb::catalog::list(&mut conn, Some(repository), None, 1000, 0).await?;
+    let components: Vec<Value> = page["components"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .map(|c| {
+                    json!({
+                        "name": c["name"],
+                        "type": c["type"],
+                        "files": c["files"],
+                        "loc": c["loc"],
+                        "methods": c["public_methods"],
+                        "description": c["purpose"],
+                        "language": c["language"],
+                        "cyclomatic_complexity": c["cyclomatic_complexity"],
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(output(json!({
+        "repository": repository,
+        "components_found": components.len(),
+        "vectors_generated": 0,
+        "pattern_extraction": "disabled",
+        "extraction": "stored",
+        "components": components,
+        "message": "GITHUB_TOKEN is not configured: these are the components already stored; set it to rescan the source",
     })))
 }

@@ -4,9 +4,11 @@
 
 mod activity;
 mod analysis;
+mod analytics;
 mod architecture;
 mod backups;
 mod cache;
+mod catalog;
 mod complexity;
 mod components;
 pub(crate) mod config;
@@ -17,6 +19,7 @@ mod error;
 mod health;
 mod integration;
 mod knowledge;
+mod lifecycle;
 mod openapi;
 mod patterns;
 pub(crate) mod registry;
@@ -24,6 +27,7 @@ mod repository;
 mod runtime;
 mod search;
 mod state;
+mod unconfigured;
 mod workflows;
 
 pub use cache::{SkillCache, spawn_listener as spawn_cache_listener};
@@ -79,13 +83,17 @@ pub fn registry(config: &SkillsConfig) -> Result<Registry> {
         runtime::query_known_issues(),
         activity::get_recent_actions(),
     ];
-    // 16-18: only with GITHUB_TOKEN, as in the original.
+    // 16-18: the original registered them only with GITHUB_TOKEN; without it nexusd answers
+    // `not_configured` rather than "Unknown skill" (`unconfigured.rs`).
+    let github = [
+        architecture::validate_repository_architecture(),
+        architecture::check_specific_standard(),
+        architecture::suggest_improvements(),
+    ];
     if config.external.github.token.is_some() {
-        skills.extend([
-            architecture::validate_repository_architecture(),
-            architecture::check_specific_standard(),
-            architecture::suggest_improvements(),
-        ]);
+        skills.extend(github);
+    } else {
+        skills.extend(github.map(unconfigured::not_configured));
     }
     skills.extend([
         components::detect_misplaced_components(),
@@ -109,6 +117,22 @@ pub fn registry(config: &SkillsConfig) -> Result<Registry> {
         analysis::record_analysis(),
         search::find_similar_patterns(),
         backups::get_backup_status(),
+    ]);
+    // Then the skills the web frontend calls that the original never had (docs/skills-api.md).
+    skills.extend([
+        lifecycle::update_pattern(),
+        lifecycle::deprecate_pattern(),
+        lifecycle::archive_pattern(),
+        lifecycle::get_pattern_history(),
+        lifecycle::suggest_pattern_from_component(),
+        lifecycle::create_pattern_from_component(),
+        catalog::list_components(),
+        catalog::get_component_dependencies(),
+        analytics::get_dashboard_overview(),
+        analytics::get_pattern_adoption_trends(),
+        analytics::get_pattern_health_summary(),
+        analytics::get_repository_activity_summary(),
+        analytics::get_component_duplication_stats(),
     ]);
     Registry::new(
         skills,
@@ -239,9 +263,10 @@ async fn agent_card(State(state): State<AppState>) -> Response {
                 "documentation": "https://github.com/patelmm79/dev-nexus#readme",
                 "authentication_note": note,
                 "knowledge_base": state.ctx.config.knowledge_base_repo,
+                // A string either way: the web frontend prints each value as text.
                 "external_agents": {
-                    "dependency_orchestrator": external.orchestrator.as_ref().map(|a| &a.url),
-                    "pattern_miner": external.pattern_miner.as_ref().map(|a| &a.url),
+                    "dependency_orchestrator": external.orchestrator.as_ref().map_or("not configured", |a| a.url.as_str()),
+                    "pattern_miner": external.pattern_miner.as_ref().map_or("not configured", |a| a.url.as_str()),
                 },
                 "architecture": "modular",
                 "skill_count": state.skills.len(),
