@@ -148,6 +148,22 @@ pub struct Replaced {
     pub removed: u64,
 }
 
+/// `replace_for_repository` in its own transaction, for the repository named; `None` when it is
+/// not in the knowledge base.
+pub async fn replace_named(
+    pool: &sqlx::PgPool,
+    repository: &str,
+    found: &[Extracted],
+) -> Result<Option<Replaced>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let Some(repo_id) = super::repository_id(&mut tx, repository).await? else {
+        return Ok(None);
+    };
+    let replaced = replace_for_repository(&mut tx, repo_id, repository, found).await?;
+    tx.commit().await?;
+    Ok(Some(replaced))
+}
+
 /// Makes `found` the repository's components: each is upserted by its id
 /// (`owner/repo:name`), then the repository's rows that were not found are deleted — in that
 /// order, so rows are only removed once their replacements are written. Run it in a

@@ -440,6 +440,19 @@ pub fn extract(path: &str, text: &str) -> Option<Extracted> {
     })
 }
 
+/// The components found in a repository's files (path → text), with unique names: what a scan
+/// records, whoever runs it (`scan_repository_components` or a workflow).
+pub fn extract_all<'a>(
+    files: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> Vec<Extracted> {
+    let mut found: Vec<Extracted> = files
+        .into_iter()
+        .filter_map(|(path, text)| extract(path, text))
+        .collect();
+    unique_names(&mut found);
+    found
+}
+
 /// Makes names unique within one scan: a repeated name gets its parent directory as a prefix,
 /// then a number.
 pub fn unique_names(components: &mut [Extracted]) {

@@ -15,7 +15,7 @@ use super::error::SkillError;
 use super::registry::{Skill, SkillOutput, example, handler, output, parse, render};
 use crate::github::{GitHub, GitHubError, parse_repository};
 use crate::kb::{self, components};
-use crate::rules::component_scan::{self, Extracted};
+use crate::rules::component_scan;
 use crate::rules::component_scoring::{
     self, CandidateScore, Component, Knowledge, MISPLACED_MARGIN, round3, terms,
 };
@@ -656,25 +656,11 @@ async fn run_scan(ctx: SkillContext, input: Map<String, Value>) -> Result<SkillO
         .files(&repository, &info.default_branch, files.clone())
         .await
         .map_err(|e| scan_error(e, &repository))?;
-    let mut found: Vec<Extracted> = contents
-        .iter()
-        .filter_map(|(path, text)| component_scan::extract(path, text))
-        .collect();
-    component_scan::unique_names(&mut found);
-
-    let replaced = async {
-        let mut tx = ctx.pool().begin().await?;
-        let Some(repo_id) = kb::repository_id(&mut tx, &repository).await? else {
-            return Ok(None);
-        };
-        let replaced =
-            components::replace_for_repository(&mut tx, repo_id, &repository, &found).await?;
-        tx.commit().await?;
-        Ok(Some(replaced))
-    }
-    .await
-    .map_err(|e: sqlx::Error| SkillError::from(e).context("Failed to scan repository components"))?
-    .ok_or_else(missing)?;
+    let found = component_scan::extract_all(&contents);
+    let replaced = components::replace_named(ctx.pool(), &repository, &found)
+        .await
+        .map_err(|e| SkillError::from(e).context("Failed to scan repository components"))?
+        .ok_or_else(missing)?;
 
     Ok(output(json!({
         "repository": repository,

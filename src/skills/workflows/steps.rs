@@ -15,7 +15,7 @@ use crate::github::{GitHub, GitHubError, parse_repository};
 use crate::kb::{self, analysis, complexity, components, manifests};
 use crate::rules::Tree;
 use crate::rules::complexity::{self as measure, DependencyCounts};
-use crate::rules::component_scan::{self, Extracted};
+use crate::rules::component_scan;
 use crate::rules::manifests::{self as manifest_rules, Manifest};
 
 /// The message of a step stopped by a cancellation (the job, not the step, reports it).
@@ -125,20 +125,16 @@ pub async fn scan_components(
     let contents = source
         .files(cancel, component_scan::candidate_files(&source.tree))
         .await?;
-    let mut found: Vec<Extracted> = contents
-        .iter()
-        .filter_map(|(path, text)| component_scan::extract(path, text))
-        .collect();
-    component_scan::unique_names(&mut found);
+    let found = component_scan::extract_all(&contents);
     let repository = &source.repository;
-    let mut tx = ctx.pool().begin().await?;
-    let Some(repo_id) = kb::repository_id(&mut tx, repository).await? else {
+    if components::replace_named(ctx.pool(), repository, &found)
+        .await?
+        .is_none()
+    {
         return Err(SkillError::failed(format!(
             "Repository '{repository}' not found in knowledge base"
         )));
-    };
-    components::replace_for_repository(&mut tx, repo_id, repository, &found).await?;
-    tx.commit().await?;
+    }
     Ok(found.len())
 }
 
