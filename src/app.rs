@@ -209,8 +209,15 @@ impl DatabaseTask {
         };
         // Leadership is given up only in `stop`, after a backup in flight had its drain time.
         let resign = CancellationToken::new();
+        let (ready_tx, readiness) = watch::channel(Readiness::Starting);
+        let mut bootstrapped = readiness.clone();
         let (leader, election) = crate::db::leader::Leader::start(
             crate::db::session_options(direct.clone()),
+            async move {
+                let _ = bootstrapped
+                    .wait_for(|r| matches!(r, Readiness::Ready(_)))
+                    .await;
+            },
             resign.clone(),
         );
         let db = Database::new(
@@ -220,7 +227,6 @@ impl DatabaseTask {
         )
         .with_leader(leader);
         let (db, replica_checker) = past_one_machine(config, db);
-        let (ready_tx, readiness) = watch::channel(Readiness::Starting);
         let bootstrapper = tokio::spawn(crate::bootstrap::until_ready(
             direct,
             target.display,

@@ -15,6 +15,7 @@
 //! — still holds the lock. A leader that lost the lock, even one that has not noticed yet,
 //! gets `false`.
 
+use std::future::Future;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -90,15 +91,23 @@ impl Leader {
     /// Starts competing for leadership over a dedicated connection made with `options`, until
     /// `shutdown` (the lock is then released at once, so another replica takes over without
     /// waiting for this process to exit).
+    /// The first attempt waits for `ready` (the database bootstrapped): before that the
+    /// database may not exist yet, and PostgreSQL would log each attempt as a FATAL error.
     pub fn start(
         options: PgConnectOptions,
+        ready: impl Future<Output = ()> + Send + 'static,
         shutdown: CancellationToken,
     ) -> (Leader, JoinHandle<()>) {
         let replica = replica_name();
         let (tx, state) = watch::channel(None);
         let name = format!("{SESSION_NAME} {replica}");
         let options = options.application_name(&name);
-        let task = tokio::spawn(campaign(options, tx, shutdown));
+        let task = tokio::spawn(async move {
+            tokio::select! {
+                () = ready => campaign(options, tx, shutdown).await,
+                () = shutdown.cancelled() => {}
+            }
+        });
         let leader = Leader {
             state,
             elected: true,
