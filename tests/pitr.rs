@@ -12,6 +12,7 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 use support::backups::{Where, text};
 use support::fault_proxy::{Fault, FaultProxy, Rule};
+use support::pitr_rows::{digest, nexusd_ok, write_rows};
 use support::{Nexusd, nexusd_command, shared_gcs, spawn_guardian, temp_root};
 
 const SEGMENT: &str = "000000010000000000000001";
@@ -319,35 +320,6 @@ async fn check_prints_the_archiving_settings_for_a_server_of_ones_own() {
     assert!(said.contains("WAL archiving is off"), "{said}");
     assert!(said.contains("archive_mode = on"), "{said}");
     assert!(said.contains("wal-push %p'"), "{said}");
-}
-
-/// A digest of every row of `pitr_rows`: equal digests mean the same rows, not just as many.
-async fn digest(conn: &mut PgConnection) -> String {
-    sqlx::query_scalar(
-        "SELECT coalesce(md5(string_agg(id::text || ':' || note, ',' ORDER BY id)), 'empty')
-           FROM pitr_rows",
-    )
-    .fetch_one(conn)
-    .await
-    .unwrap()
-}
-
-async fn write_rows(conn: &mut PgConnection, from: i32, note: &str) -> String {
-    sqlx::query("INSERT INTO pitr_rows SELECT g, $2 || g FROM generate_series($1, $1 + 2) g")
-        .bind(from)
-        .bind(note)
-        .execute(&mut *conn)
-        .await
-        .unwrap();
-    digest(conn).await
-}
-
-fn nexusd_ok(args: &[&str], vars: &[(&str, &str)]) -> String {
-    let mut all = vec!["--env-file", "/dev/null"];
-    all.extend_from_slice(args);
-    let out = nexusd_command(&all, vars).output().unwrap();
-    assert!(out.status.success(), "{args:?}: {}", text(&out));
-    text(&out)
 }
 
 /// An embedded cluster under `serve` with a local store, its schedules off, and a table

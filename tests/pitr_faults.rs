@@ -15,6 +15,7 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 use support::backups::{Where, text};
 use support::fault_proxy::{Fault, FaultProxy, Rule};
+use support::pitr_rows::{digest, nexusd_ok, write_rows};
 use support::throttle_proxy::ThrottleProxy;
 use support::{FakeGcs, Nexusd, nexusd_command, shared_gcs, spawn_guardian, temp_root};
 
@@ -23,35 +24,6 @@ fn embedded_options(state: &Path) -> PgConnectOptions {
         .socket(state.join("run"))
         .username("nexusd")
         .database("devnexus")
-}
-
-/// A digest of every row of `pitr_rows`: equal digests mean the same rows, not just as many.
-async fn digest(conn: &mut PgConnection) -> String {
-    sqlx::query_scalar(
-        "SELECT count(*) || ':' || coalesce(md5(string_agg(id::text || ':' || note, ',' ORDER BY id)), 'empty')
-           FROM pitr_rows",
-    )
-    .fetch_one(conn)
-    .await
-    .unwrap()
-}
-
-async fn write_rows(conn: &mut PgConnection, from: i32, note: &str) -> String {
-    sqlx::query("INSERT INTO pitr_rows SELECT g, $2 || g FROM generate_series($1, $1 + 2) g")
-        .bind(from)
-        .bind(note)
-        .execute(&mut *conn)
-        .await
-        .unwrap();
-    digest(conn).await
-}
-
-fn nexusd_ok(args: &[&str], vars: &[(&str, &str)]) -> String {
-    let mut all = vec!["--env-file", "/dev/null"];
-    all.extend_from_slice(args);
-    let out = nexusd_command(&all, vars).output().unwrap();
-    assert!(out.status.success(), "{args:?}: {}", text(&out));
-    text(&out)
 }
 
 /// An embedded cluster under `serve` archiving into a bucket (reached at `store`'s endpoint),
