@@ -12,7 +12,9 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 use support::backups::{Where, text};
 use support::fault_proxy::{Fault, FaultProxy, Rule};
-use support::pitr_rows::{digest, nexusd_ok, write_rows};
+use support::pitr_rows::{
+    ThreeMoments, digest, nexusd_ok, rows_at_three_moments, switch_wal, write_rows,
+};
 use support::{Nexusd, nexusd_command, shared_gcs, spawn_guardian, temp_root};
 
 const SEGMENT: &str = "000000010000000000000001";
@@ -281,10 +283,7 @@ async fn the_embedded_cluster_archives_its_wal_into_the_store() {
         .execute(&mut conn)
         .await
         .unwrap();
-    let segment: String = sqlx::query_scalar("SELECT pg_walfile_name(pg_switch_wal())")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
+    let segment = switch_wal(&mut conn).await;
     let archived = store_dir.join("wal").join(format!("{segment}.gz"));
     let limit = Instant::now() + Duration::from_secs(60);
     while !archived.is_file() && Instant::now() < limit {
@@ -386,23 +385,8 @@ async fn restore_to_a_point_in_time_gives_exactly_the_rows_committed_by_then() {
     assert_eq!(listed["base_backups"][0]["complete"], true, "{listed}");
 
     // Rows at T1, T2, T3, each commit a second or more apart; the target lies between T2 and T3.
-    write_rows(&mut conn, 1, "t1-").await;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    let at_t2 = write_rows(&mut conn, 4, "t2-").await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    let t2: String = sqlx::query_scalar(
-        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'",
-    )
-    .fetch_one(&mut conn)
-    .await
-    .unwrap();
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    let at_t3 = write_rows(&mut conn, 7, "t3-").await;
-    assert_ne!(at_t2, at_t3);
-    let segment: String = sqlx::query_scalar("SELECT pg_walfile_name(pg_switch_wal())")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
+    let ThreeMoments { at_t2, t2, at_t3 } = rows_at_three_moments(&mut conn).await;
+    let segment = switch_wal(&mut conn).await;
     let archived = store_dir.join("wal").join(format!("{segment}.gz"));
     let limit = Instant::now() + Duration::from_secs(60);
     while !archived.is_file() && Instant::now() < limit {

@@ -15,7 +15,7 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 use support::backups::{Where, text};
 use support::fault_proxy::{Fault, FaultProxy, Rule};
-use support::pitr_rows::{digest, nexusd_ok, write_rows};
+use support::pitr_rows::{ThreeMoments, digest, nexusd_ok, rows_at_three_moments, switch_wal};
 use support::throttle_proxy::ThrottleProxy;
 use support::{FakeGcs, Nexusd, nexusd_command, shared_gcs, spawn_guardian, temp_root};
 
@@ -122,13 +122,6 @@ impl Site {
     }
 }
 
-async fn switch_wal(conn: &mut PgConnection) -> String {
-    sqlx::query_scalar("SELECT pg_walfile_name(pg_switch_wal())")
-        .fetch_one(conn)
-        .await
-        .unwrap()
-}
-
 async fn failed_count(conn: &mut PgConnection) -> i64 {
     sqlx::query_scalar("SELECT failed_count FROM pg_stat_archiver")
         .fetch_one(conn)
@@ -154,19 +147,7 @@ async fn restore_from_a_bucket_to_a_point_in_time_gives_exactly_the_rows_committ
 
     // Rows at T1, T2, T3, each commit a second or more apart; the target lies between T2 and T3.
     let mut conn = site.connect().await;
-    write_rows(&mut conn, 1, "t1-").await;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    let at_t2 = write_rows(&mut conn, 4, "t2-").await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    let t2: String = sqlx::query_scalar(
-        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'",
-    )
-    .fetch_one(&mut conn)
-    .await
-    .unwrap();
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    let at_t3 = write_rows(&mut conn, 7, "t3-").await;
-    assert_ne!(at_t2, at_t3);
+    let ThreeMoments { at_t2, t2, .. } = rows_at_three_moments(&mut conn).await;
     let segment = switch_wal(&mut conn).await;
     site.wait_archived(gcs, &segment, Duration::from_secs(60), &nexusd)
         .await;

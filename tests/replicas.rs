@@ -164,14 +164,7 @@ async fn three_replicas_take_one_backup_per_tick_and_fail_over_to_one_another() 
     // The gauge agrees with /health: 1 on the leader, 0 elsewhere.
     for (i, r) in replicas.iter().enumerate() {
         let r = r.as_ref().unwrap();
-        let text = support::http()
-            .get(format!("{}/metrics", r.metrics))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = support::scrape::fetch(&r.metrics, None).await.text;
         let want = if i == first {
             "nexusd_leader 1"
         } else {
@@ -297,14 +290,7 @@ async fn a_managed_deployment_turns_backups_and_host_metrics_off_and_says_why() 
     let said = String::from_utf8_lossy(&status.stdout);
     assert!(said.contains("backups off: managed database"), "{said}");
     // No host collectors, no backup available; PostgreSQL's and nexusd's own metrics stay.
-    let text = support::http()
-        .get(format!("{}/metrics", serve.metrics))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = support::scrape::fetch(&serve.metrics, None).await.text;
     assert!(
         !text.lines().any(|l| l.starts_with("node_cpu")),
         "host metrics still exported"
@@ -511,14 +497,7 @@ async fn read_skills_go_to_a_hot_standby_and_back_to_the_primary_when_it_lags_or
         "{health}"
     );
     assert_eq!(repository_names(&serve).await, ["acme/one", "acme/two"]);
-    let lag = support::http()
-        .get(format!("{}/metrics", serve.metrics))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let lag = support::scrape::fetch(&serve.metrics, None).await.text;
     assert!(
         lag.lines()
             .any(|l| l.starts_with("nexusd_read_replica_lag_seconds{")),

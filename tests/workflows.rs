@@ -210,14 +210,7 @@ async fn extraction_and_metrics(nexusd: &Nexusd) {
     assert_eq!(done["status"], "completed", "{done}");
     assert!(done["results"][0]["patterns_extracted"].as_u64().unwrap() >= 1);
 
-    let metrics = http()
-        .get(format!("{}/metrics", nexusd.metrics))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = support::scrape::fetch(&nexusd.metrics, None).await.text;
     assert!(
         metrics
             .contains(r#"nexusd_workflow_jobs_total{kind="full_analysis",status="completed"} 1"#),
