@@ -438,8 +438,7 @@ async fn run_skill(
     started: Instant,
     ticket: Option<cache::Ticket>,
 ) -> (StatusCode, Value) {
-    let mut served_by_replica = false;
-    let result = call(state, skill, input, caller, &mut served_by_replica).await;
+    let (result, served_by_replica) = call(state, skill, input, caller).await;
     let outcome = match &result {
         Ok(_) => SkillOutcome::Success,
         Err(e) => e.outcome(),
@@ -476,7 +475,7 @@ async fn run_skill(
 }
 
 /// Checks the input against the skill's schema, then runs the skill in its own task, answering
-/// within [`SKILL_TIMEOUT`].
+/// within [`SKILL_TIMEOUT`]; the flag says a read replica answered (such answers are not cached).
 ///
 /// The handler never runs inside the request's future: the server drops that future when the
 /// client disconnects, and a database future dropped mid-flight can leave a pooled connection
@@ -491,11 +490,12 @@ async fn call(
     skill: &Skill,
     input: Map<String, Value>,
     caller: Caller,
-    served_by_replica: &mut bool,
-) -> Result<SkillOutput, SkillError> {
-    crate::json_schema::validate(&skill.input_schema, &input).map_err(SkillError::Invalid)?;
+) -> (Result<SkillOutput, SkillError>, bool) {
+    if let Err(problem) = crate::json_schema::validate(&skill.input_schema, &input) {
+        return (Err(SkillError::Invalid(problem)), false);
+    }
     if let Some(reason) = skill.uses_database.then(|| unready_reason(state)).flatten() {
-        return Err(SkillError::Unavailable(reason));
+        return (Err(SkillError::Unavailable(reason)), false);
     }
     let mut ctx = state.ctx.clone();
     ctx.caller = caller;
@@ -514,13 +514,10 @@ async fn call(
                     reads.skip(&host);
                 }
             }
-            other => {
-                *served_by_replica = true;
-                return other;
-            }
+            other => return (other, true),
         }
     }
-    run_handler(skill, ctx, input).await
+    (run_handler(skill, ctx, input).await, false)
 }
 
 /// Runs the handler in its own task against `ctx`, answering within [`SKILL_TIMEOUT`].
