@@ -78,23 +78,24 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<()> {
             backups: backups.backups.clone(),
             backup_status: backups.status.clone(),
             workflow_wake: Arc::new(tokio::sync::Notify::new()),
+            cache: Arc::new(SkillCache::new(
+                config.skills.cache_bytes,
+                skill_stats.cache.clone(),
+            )),
         },
         skills,
         auth: Arc::new(Authenticator::new(&config.skills.api.auth)),
-        cache: Arc::new(SkillCache::new(
-            config.skills.cache_bytes,
-            skill_stats.cache.clone(),
-        )),
         skill_stats,
     };
     let cache_listener = crate::skills::spawn_cache_listener(
-        state.cache.clone(),
+        state.ctx.cache.clone(),
         &database.db,
         database.readiness.clone(),
     );
     let backfill = crate::embed::job::spawn_backfill(
         database.db.clone(),
         search,
+        state.ctx.cache.clone(),
         database.readiness.clone(),
         shutdown.clone(),
     );
@@ -225,6 +226,9 @@ impl DatabaseTask {
             target.password.as_deref(),
             &config.database,
         )
+        // Named after this replica: its writes skip the knowledge base's notification while no
+        // other replica listens (`skills/cache.rs`).
+        .with_pool_name(&crate::skills::session_names().pool)
         .with_leader(leader);
         let (db, replica_checker) = past_one_machine(config, db);
         let bootstrapper = tokio::spawn(crate::bootstrap::until_ready(

@@ -481,7 +481,7 @@ async fn shutdown_while_the_store_hangs_takes_seconds() {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let sessions: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'nexusd'",
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name LIKE 'nexusd%'",
         )
         .bind(&db.name)
         .fetch_one(&pool)

@@ -24,7 +24,7 @@ async fn idle_in_transaction(db: &TestDb) -> i64 {
     let pool = db.pool().await;
     let n = sqlx::query_scalar(
         "SELECT count(*) FROM pg_stat_activity
-          WHERE datname = $1 AND application_name = 'nexusd' AND state LIKE 'idle in transaction%'",
+          WHERE datname = $1 AND application_name LIKE 'nexusd%' AND state LIKE 'idle in transaction%'",
     )
     .bind(&db.name)
     .fetch_one(&pool)

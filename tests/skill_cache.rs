@@ -1,8 +1,8 @@
 //! The read skills' response cache against real PostgreSQL and real `nexusd serve` processes:
-//! every write announces itself (one notification per transaction, SQL typed by hand included);
-//! answers with the cache equal answers without it before and after every kind of write;
-//! read-after-write through another replica, and after plain SQL; the byte budget under 10,000
-//! distinct inputs.
+//! every write announces itself (one notification per transaction, SQL typed by hand included),
+//! except `serve`'s own while no other replica listens; answers with the cache equal answers
+//! without it before and after every kind of write; read-after-write through another replica,
+//! and after plain SQL; the byte budget under 10,000 distinct inputs.
 
 mod support;
 
@@ -275,6 +275,125 @@ async fn a_read_after_a_write_sees_it_on_every_replica() {
             .unwrap();
         assert_eq!(web["problem_domain"], json!(domain), "round {i}");
     }
+}
+
+/// Notifications observed on `nexusd_kb` by a session that is not a replica's listener (it does
+/// not count as one for the trigger), within `wait`.
+async fn notifications(listener: &mut PgListener, wait: Duration) -> usize {
+    let mut seen = 0;
+    while tokio::time::timeout(wait, listener.recv()).await.is_ok() {
+        seen += 1;
+    }
+    seen
+}
+
+/// A lone replica's writes commit without a notification (which would serialise concurrent
+/// commits on the notification queue's lock) and its next reads still see them; SQL typed by
+/// hand still notifies and is seen; once a second replica listens, the first one's writes
+/// notify again and the second reads them. Fails before migration 0007: every write notified.
+#[tokio::test]
+async fn a_lone_replica_writes_without_notifying_and_others_are_told_once_they_listen() {
+    let db = seeded_db().await;
+    let pool = db.pool().await;
+    let mut observer = PgListener::connect_with(&pool).await.unwrap();
+    observer.listen("nexusd_kb").await.unwrap();
+    let list = json!({});
+
+    let a = replica(&db, &[]).await;
+    for round in 0..3 {
+        a.ok("get_repository_list", list.clone()).await;
+        let repository = format!("alone/r{round}");
+        a.ok("add_repository", json!({"repository": repository}))
+            .await;
+        a.ok(
+            "add_lesson_learned",
+            json!({"repository": repository, "lesson": "alone", "context": "c",
+                   "category": "reliability"}),
+        )
+        .await;
+        assert!(
+            repository_names(&a.ok("get_repository_list", list.clone()).await)
+                .contains(&repository),
+            "round {round}: the replica's own write is not in its next read"
+        );
+    }
+    assert_eq!(
+        notifications(&mut observer, Duration::from_millis(500)).await,
+        0,
+        "a lone replica's writes notified"
+    );
+
+    sqlx::query("UPDATE repositories SET problem_domain = 'typed' WHERE name = 'alone/r0'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        notifications(&mut observer, Duration::from_millis(500)).await,
+        1,
+        "plain SQL must notify"
+    );
+    let web = a.ok("get_repository_list", list.clone()).await;
+    let r0 = web["repositories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "alone/r0")
+        .cloned()
+        .unwrap();
+    assert_eq!(r0["problem_domain"], json!("typed"));
+
+    let b = replica(&db, &[]).await;
+    b.ok("get_repository_list", list.clone()).await;
+    a.ok("add_repository", json!({"repository": "shared/r"}))
+        .await;
+    assert_eq!(
+        notifications(&mut observer, Duration::from_millis(500)).await,
+        1,
+        "with another replica listening, a write must notify"
+    );
+    assert!(
+        repository_names(&b.ok("get_repository_list", list.clone()).await)
+            .contains(&"shared/r".to_string())
+    );
+}
+
+/// A replica whose listener connects while another replica's write is in flight — one that looked
+/// for listeners before there were any, so it will not notify — does not cache until that write
+/// has ended: its reads after the commit see it. Fails without the wait in `listen`: the replica
+/// caches the list at once and keeps serving it without the row.
+#[tokio::test]
+async fn a_new_listener_waits_out_writes_that_could_not_see_it() {
+    use sqlx::Connection;
+    let db = seeded_db().await;
+    let options: sqlx::postgres::PgConnectOptions = db.url().parse().unwrap();
+    // A write of a replica that is alone on the database, left open.
+    let mut writer =
+        sqlx::PgConnection::connect_with(&options.application_name("nexusd serve ghost:1/0"))
+            .await
+            .unwrap();
+    sqlx::raw_sql("BEGIN; INSERT INTO repositories (name) VALUES ('ghost/in-flight');")
+        .execute(&mut writer)
+        .await
+        .unwrap();
+    let a = replica(&db, &[]).await;
+    let list = json!({});
+    // Time for the listener to connect, then reads that would be cached.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for _ in 0..3 {
+        let names = repository_names(&a.ok("get_repository_list", list.clone()).await);
+        assert!(!names.contains(&"ghost/in-flight".to_string()));
+    }
+    sqlx::raw_sql("COMMIT").execute(&mut writer).await.unwrap();
+    for round in 0..3 {
+        let names = repository_names(&a.ok("get_repository_list", list.clone()).await);
+        assert!(
+            names.contains(&"ghost/in-flight".to_string()),
+            "round {round}: a write committed before this read is missing\n{}",
+            a.log_text()
+        );
+    }
+    // And once it has ended, the replica caches again.
+    metric_reaches(&a, "nexusd_skill_cache_hits_total", |v| v >= 1.0).await;
 }
 
 /// 10,000 distinct inputs through a 64 KiB cache: it never holds more, and evicts.

@@ -81,15 +81,11 @@ impl Database {
             None => format!("{}:{}", options.get_host(), options.get_port()),
         };
         let name = options.get_database().unwrap_or_default().to_string();
-        let pool = PgPoolOptions::new()
-            .min_connections(config.min_connections)
-            .max_connections(config.max_connections)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .idle_timeout(Some(Duration::from_secs(300)))
-            .max_lifetime(Some(Duration::from_secs(1800)))
-            .test_before_acquire(false)
-            .before_acquire(|conn, _| usable(conn))
-            .connect_lazy_with(options.clone());
+        let pool = pool(
+            options.clone(),
+            config.min_connections,
+            config.max_connections,
+        );
         Database {
             pool,
             options,
@@ -130,6 +126,19 @@ impl Database {
     pub fn with_direct(mut self, direct: PgConnectOptions, password: Option<&str>) -> Self {
         self.tools = tools::ToolConnection::from_options(&direct, password);
         self.options = session_options(direct);
+        self
+    }
+
+    /// The same database, its pool's sessions named `application_name` (dedicated connections
+    /// keep `nexusd`). `serve` names its skills' pool after the replica (`skills/cache.rs`).
+    pub fn with_pool_name(mut self, application_name: &str) -> Self {
+        self.pool = pool(
+            (*self.pool.connect_options())
+                .clone()
+                .application_name(application_name),
+            self.min_connections,
+            self.max_connections,
+        );
         self
     }
 
@@ -187,6 +196,19 @@ impl Database {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// A lazily connecting pool over `options` whose connections are checked before use ([`usable`]).
+fn pool(options: PgConnectOptions, min_connections: u32, max_connections: u32) -> PgPool {
+    PgPoolOptions::new()
+        .min_connections(min_connections)
+        .max_connections(max_connections)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .idle_timeout(Some(Duration::from_secs(300)))
+        .max_lifetime(Some(Duration::from_secs(1800)))
+        .test_before_acquire(false)
+        .before_acquire(|conn, _| usable(conn))
+        .connect_lazy_with(options)
 }
 
 type Check<'c> = Pin<Box<dyn Future<Output = Result<bool, sqlx::Error>> + Send + 'c>>;

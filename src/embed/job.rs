@@ -148,6 +148,7 @@ const BACKFILL_BATCH: usize = 100;
 pub fn spawn_backfill(
     db: Database,
     search: Arc<Search>,
+    cache: Arc<crate::skills::SkillCache>,
     mut readiness: watch::Receiver<Readiness>,
     shutdown: CancellationToken,
 ) -> Option<tokio::task::JoinHandle<()>> {
@@ -179,7 +180,13 @@ pub fn spawn_backfill(
                 Scope::Missing,
                 BACKFILL_BATCH,
                 &cancel,
-                |_| {},
+                // After each committed batch: this replica's cached answers may predate it and
+                // the trigger may not have told anyone (`skills/cache.rs`).
+                |p| {
+                    if p.done > 0 {
+                        cache.invalidate();
+                    }
+                },
             )
             .await
             {

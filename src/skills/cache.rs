@@ -8,6 +8,17 @@
 //! PostgreSQL delivers it when that transaction commits. Each replica holds one connection
 //! `LISTEN`ing on the channel ([`spawn_listener`]).
 //!
+//! A notifying commit holds a database-wide lock across its WAL flush, which serialises
+//! concurrent writers, so `serve`'s own writes skip the notification when no other replica
+//! listens (`migrations/0007_kb_notify_peers.sql`): its skills' pool is named
+//! `nexusd serve <replica>` and its listener `nexusd listen <replica>` ([`SessionNames`]), and
+//! the trigger notifies for such a session only while a listener of another replica is
+//! connected. This process learns of its own writes without the notification: the write skills
+//! (`mod.rs`), the workflow worker and the embedder's backfill call [`SkillCache::invalidate`]
+//! after they commit. A listener that has just connected may have been missed by a write still
+//! in flight that looked for listeners before it came; so it waits for every transaction in
+//! progress when it started listening to end before its replica caches anything ([`listen`]).
+//!
 //! The rule kept: an answer is served from memory only while nothing has been heard since it was
 //! computed. `epoch` counts what this process has heard: every notification, every loss and
 //! every re-establishment of the listening connection bumps it and empties the cache. A call
@@ -16,8 +27,9 @@
 //! the current one. So an answer computed before a write committed is never served once this
 //! replica has heard of the write. While the listener is not connected nothing is cached or
 //! served (every call reads through); a reconnect cannot tell what it missed, hence the bump.
-//! Write skills run through this replica also bump the epoch as soon as they finish, so a
-//! client reading after its own write through the same replica never waits on the notification.
+//! Write skills run through this replica also bump the epoch as soon as they finish (in their
+//! own task, so also when the client left or was answered by the timeout), so a client reading
+//! after its own write through the same replica never waits on a notification.
 //! Through another replica, the one window left is PostgreSQL's delivery of the notification to
 //! that replica's listener (on the same host, well under a millisecond), which starts before the
 //! writer's commit is acknowledged.
@@ -299,6 +311,49 @@ fn write_canonical(out: &mut String, value: &Value) {
 
 /// How long to wait before listening again after the connection failed or was lost.
 const RETRY: Duration = Duration::from_secs(1);
+/// How often a new listener looks whether the transactions in progress when it started
+/// listening have ended.
+const SETTLE_POLL: Duration = Duration::from_millis(20);
+
+/// The `application_name`s of `serve`'s sessions that migration 0007's trigger tells apart.
+pub struct SessionNames {
+    /// The skills' pool: writes through it skip the notification when no other replica listens.
+    pub pool: String,
+    /// The listening connection.
+    pub listener: String,
+}
+
+/// This process's [`SessionNames`]: `host:pid` and a random tag, so that two replicas never take
+/// each other's listener for their own, even where every instance is `localhost:1`.
+pub fn session_names() -> &'static SessionNames {
+    static NAMES: std::sync::OnceLock<SessionNames> = std::sync::OnceLock::new();
+    NAMES.get_or_init(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "localhost".to_string());
+        let mut tag = [0u8; 4];
+        if std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut tag))
+            .is_err()
+        {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or_default();
+            tag = nanos.to_le_bytes();
+        }
+        let tag = format!(":{}/{:08x}", std::process::id(), u32::from_le_bytes(tag));
+        // `application_name` keeps 63 bytes; "nexusd listen " takes 14.
+        let room = 63 - "nexusd listen ".len() - tag.len();
+        let host: String = host.chars().filter(|c| !c.is_whitespace()).collect();
+        let host = host.get(..room).unwrap_or(&host);
+        let replica = format!("{host}{tag}");
+        SessionNames {
+            pool: format!("nexusd serve {replica}"),
+            listener: format!("nexusd listen {replica}"),
+        }
+    })
+}
 
 /// Keeps a connection of its own `LISTEN`ing on [`CHANNEL`] while the database is ready, and
 /// tells `cache` of every notification and of every loss and return of the connection. `None`
@@ -313,9 +368,11 @@ pub fn spawn_listener(
     }
     // A pool of one, apart from the skills' pool: the listening connection is held for good and
     // must not take a slot (or show in the pool's metrics) from the skills.
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .connect_lazy_with(db.connect_options().clone());
+    let pool = PgPoolOptions::new().max_connections(1).connect_lazy_with(
+        db.connect_options()
+            .clone()
+            .application_name(&session_names().listener),
+    );
     Some(tokio::spawn(async move {
         loop {
             if readiness
@@ -342,12 +399,46 @@ pub fn spawn_listener(
     }))
 }
 
+/// Listens on [`CHANNEL`], then waits until every writing transaction on this database that was
+/// in progress at that moment has ended: one of them may be a write of another replica that
+/// looked for listeners before this one connected and so will not notify (migration 0007). Once
+/// they have ended, whatever they wrote is visible to every read that follows.
+///
+/// A writing transaction holds the lock on its own transaction id until it ends, so `pg_locks`
+/// names them all. (A snapshot would not: its `xmax` is the newest *completed* id plus one, and
+/// the transactions at or past it are in progress but not listed.)
 async fn listen(pool: &sqlx::PgPool) -> Result<PgListener, sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
     listener.eager_reconnect(false);
     listener.ignore_pool_close_event(true);
     listener.listen(CHANNEL).await?;
-    Ok(listener)
+    let writing: Vec<String> = sqlx::query_scalar(
+        "SELECT l.transactionid::text FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+          WHERE l.locktype = 'transactionid' AND l.mode = 'ExclusiveLock' AND l.granted
+            AND a.datname = current_database() AND l.pid <> pg_backend_pid()",
+    )
+    .fetch_all(&mut listener)
+    .await?;
+    if writing.is_empty() {
+        return Ok(listener);
+    }
+    tracing::debug!(
+        transactions = writing.len(),
+        "skill cache: waiting for the writes in flight before caching"
+    );
+    loop {
+        let in_flight: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'transactionid'
+                              AND mode = 'ExclusiveLock' AND transactionid::text = ANY($1))",
+        )
+        .bind(&writing)
+        .fetch_one(&mut listener)
+        .await?;
+        if !in_flight {
+            return Ok(listener);
+        }
+        tokio::time::sleep(SETTLE_POLL).await;
+    }
 }
 
 #[cfg(test)]

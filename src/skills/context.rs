@@ -6,6 +6,7 @@ use std::sync::Arc;
 use sqlx::PgPool;
 use tokio::sync::watch;
 
+use super::cache::SkillCache;
 use super::config::SkillsConfig;
 use super::error::SkillError;
 use crate::backup::Backups;
@@ -41,6 +42,9 @@ pub struct SkillContext {
     pub backup_status: StatusHandle,
     /// Wakes this replica's workflow workers when a job is queued (`workflows/worker.rs`).
     pub workflow_wake: Arc<tokio::sync::Notify>,
+    /// The read skills' answers (`cache.rs`); whatever writes the knowledge base outside a
+    /// write skill's call empties it after its commit.
+    pub cache: Arc<SkillCache>,
 }
 
 impl SkillContext {

@@ -30,7 +30,7 @@ mod state;
 mod unconfigured;
 mod workflows;
 
-pub use cache::{SkillCache, spawn_listener as spawn_cache_listener};
+pub use cache::{SkillCache, session_names, spawn_listener as spawn_cache_listener};
 pub use config::{SkillsConfig, VARIABLES};
 pub use context::{Caller, SkillContext};
 pub use state::AppState;
@@ -342,17 +342,11 @@ async fn execute(State(state): State<AppState>, headers: HeaderMap, body: Body) 
 
     let mut input = input;
     skill.apply_aliases(&mut input);
-    let ticket = state.cache.ticket(skill.id, &input);
-    if let Some(answer) = ticket.as_ref().and_then(|t| state.cache.get(t)) {
+    let ticket = state.ctx.cache.ticket(skill.id, &input);
+    if let Some(answer) = ticket.as_ref().and_then(|t| state.ctx.cache.get(t)) {
         return cached_response(&state, skill, &answer, started);
     }
-    let class = cache::class(skill.id, &input);
     let (status, body) = run_skill(&state, skill, input, caller, started, ticket).await;
-    if class == cache::Class::Write {
-        // Before the answer leaves: a read this client sends next, through this replica, must
-        // not be served an answer from before its write (`cache.rs`).
-        state.cache.invalidate();
-    }
     json_response(status, body)
 }
 
@@ -446,7 +440,7 @@ async fn run_skill(
     // Only the primary's answers are cached: a replica's may predate the invalidation that the
     // primary's notification brought.
     if let (Some(ticket), Ok(output), false) = (ticket, &result, served_by_replica) {
-        state.cache.put(ticket, output);
+        state.ctx.cache.put(ticket, output);
     }
     let (status, mut body) = match result {
         Ok(output) => {
@@ -527,7 +521,20 @@ async fn run_handler(
     input: Map<String, Value>,
 ) -> Result<SkillOutput, SkillError> {
     let db = ctx.db.clone();
-    let task = tokio::spawn((skill.handler)(ctx, input));
+    let writes = cache::class(skill.id, &input) == cache::Class::Write;
+    let cache = ctx.cache.clone();
+    let handler = (skill.handler)(ctx, input);
+    let task = tokio::spawn(async move {
+        let result = handler.await;
+        // In the task, after whatever the handler committed and before its answer leaves, even
+        // when the client has gone or the timeout answered it: a read that follows, through
+        // this replica, must not be served an answer from before the write, and the trigger
+        // tells no one when no other replica listens (`cache.rs`).
+        if writes {
+            cache.invalidate();
+        }
+        result
+    });
     match tokio::time::timeout(SKILL_TIMEOUT, task).await {
         // The pool only says it timed out; say why the database cannot be reached.
         Ok(Ok(Err(SkillError::Unavailable(_)))) => {

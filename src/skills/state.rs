@@ -1,9 +1,9 @@
-//! The skills API's router state: the services skills run against, the registry, the
-//! authenticator, the per-skill statistics `/metrics` reads and the read skills' response cache.
+//! The skills API's router state: the services skills run against (the read skills' response
+//! cache among them), the registry, the authenticator and the per-skill statistics `/metrics`
+//! reads.
 
 use std::sync::Arc;
 
-use super::cache::SkillCache;
 use super::context::SkillContext;
 use super::registry::Registry;
 use crate::http::auth::Authenticator;
@@ -17,6 +17,4 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     /// Skill calls by skill and outcome, for `/metrics`.
     pub skill_stats: Arc<SkillStats>,
-    /// The read skills' answers (`cache.rs`).
-    pub cache: Arc<SkillCache>,
 }

@@ -238,6 +238,9 @@ async fn run_repository(
         tracker.repos[index].phases[p].started_at = Some(now_rfc3339());
         tracker.save(&format!("{repository}: {name}")).await;
         let result = run_phase(ctx, name, &mut tracker.repos[index], &mut source, stop).await;
+        // Whatever the phase committed (a failed one may have committed part), this replica's
+        // cached answers may predate it; the trigger may not have told anyone (`cache.rs`).
+        ctx.cache.invalidate();
         if stop.is_cancelled() {
             tracker.repos[index].phases[p].status = "pending";
             return;
