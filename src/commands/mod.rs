@@ -311,15 +311,13 @@ async fn with_database<T>(
         };
         own = Some(start_embedded(cluster, needs == Needs::Bootstrap).await?);
     }
+    // Migrations take an advisory lock for their session: past a pooler, as under `serve`.
+    let direct = config.connections.direct_or(&target.options);
     let result = async {
         let report = if matches!(needs, Needs::CurrentSchema | Needs::Bootstrap) {
             Some(
-                crate::bootstrap::run(
-                    &target.options,
-                    &target.display,
-                    config.database.bootstrap.as_ref(),
-                )
-                .await?,
+                crate::bootstrap::run(&direct, &target.display, config.database.bootstrap.as_ref())
+                    .await?,
             )
         } else {
             None
@@ -328,7 +326,8 @@ async fn with_database<T>(
             target.options.clone(),
             target.password.as_deref(),
             &config.database,
-        );
+        )
+        .past_the_pooler(&config.connections);
         let outcome = work(&db, report).await;
         db.close().await;
         outcome
