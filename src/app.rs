@@ -167,12 +167,7 @@ struct DatabaseTask {
 
 impl DatabaseTask {
     async fn start(config: &Arc<Config>, shutdown: &CancellationToken) -> Result<Self> {
-        // With backups off the embedded cluster archives no WAL (nothing would keep it).
-        let (settings, dirs) = if config.capabilities.backups.on {
-            crate::backup::wal::embedded_archiving(&config.backup, &config.state_dir)
-        } else {
-            (Vec::new(), Vec::new())
-        };
+        let (settings, dirs) = crate::backup::wal::embedded_archiving_if_on(config);
         let target = Target::resolve_with(&config.database, &config.state_dir, settings, dirs)?;
         let cluster_stop = CancellationToken::new();
         let mut state_lock = None;

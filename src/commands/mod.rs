@@ -293,8 +293,7 @@ async fn with_database<T>(
     needs: Needs,
     work: impl AsyncFnOnce(&Database, Option<BootstrapReport>) -> Result<T>,
 ) -> Result<T> {
-    let (settings, dirs) =
-        crate::backup::wal::embedded_archiving(&config.backup, &config.state_dir);
+    let (settings, dirs) = crate::backup::wal::embedded_archiving_if_on(config);
     let target = Target::resolve_with(&config.database, &config.state_dir, settings, dirs)?;
     let mut own = None;
     let mut _lock = None;
