@@ -2,7 +2,8 @@
 //! server connections for many clients): the skills answer as they do straight to PostgreSQL,
 //! concurrent first writers still make one repository, and what needs a session of its own —
 //! the leader's lock, the workflow workers' sessions — goes direct
-//! (`NEXUSD_DIRECT_DATABASE_URL`). Real processes, a real cluster (`docs/scaling.md`).
+//! (`NEXUSD_DIRECT_DATABASE_URL`), for `serve` and the one-off commands alike. Real processes, a
+//! real cluster (`docs/scaling.md`).
 
 mod support;
 
@@ -226,4 +227,34 @@ async fn through_pgbouncer_in_transaction_mode_the_api_works_and_sessions_go_dir
         workers.iter().all(|pid| !servers.contains(pid)),
         "{workers:?} in {servers:?}"
     );
+}
+
+/// One-off commands go past the pooler as `serve` does: with `DATABASE_URL` at a pooler that is
+/// down and `NEXUSD_DIRECT_DATABASE_URL` set, `nexusd bootstrap` migrates and `nexusd backup
+/// run` takes a complete backup (migrations' advisory lock, the snapshot and pg_dump all need a
+/// session of their own). Before, both failed connecting to `DATABASE_URL`.
+#[tokio::test]
+async fn one_off_commands_use_the_direct_url_for_their_sessions() {
+    use support::backups::{Where, backup_name, nexusd, text};
+
+    let db = shared_db().await;
+    // Nothing listens there: a pooler that is down.
+    let pooler = format!(
+        "postgresql://postgres@127.0.0.1:{}/{}",
+        support::free_port(),
+        db.name
+    );
+    let direct = db.url();
+    let store = Where::local();
+    let vars = [
+        ("DATABASE_URL", pooler.as_str()),
+        ("NEXUSD_DIRECT_DATABASE_URL", direct.as_str()),
+    ];
+    let bootstrap = nexusd(&db, &store, &["bootstrap"], &vars);
+    assert!(bootstrap.status.success(), "{}", text(&bootstrap));
+    let run = nexusd(&db, &store, &["backup", "run"], &vars);
+    assert!(run.status.success(), "{}", text(&run));
+    let name = backup_name(&run);
+    let listed = nexusd(&db, &store, &["backup", "list"], &vars);
+    assert!(text(&listed).contains(&name), "{}", text(&listed));
 }
