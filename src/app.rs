@@ -168,12 +168,7 @@ struct DatabaseTask {
 
 impl DatabaseTask {
     async fn start(config: &Arc<Config>, shutdown: &CancellationToken) -> Result<Self> {
-        // With backups off the embedded cluster archives no WAL (nothing would keep it).
-        let (settings, dirs) = if config.capabilities.backups.on {
-            crate::backup::wal::embedded_archiving(&config.backup, &config.state_dir)
-        } else {
-            (Vec::new(), Vec::new())
-        };
+        let (settings, dirs) = crate::backup::wal::embedded_archiving_if_on(config);
         let target = Target::resolve_with(&config.database, &config.state_dir, settings, dirs)?;
         let cluster_stop = CancellationToken::new();
         let mut state_lock = None;
@@ -204,10 +199,7 @@ impl DatabaseTask {
         tracing::info!(database = %target.display, "knowledge base");
         // Sessions that must last (the leader's lock, migrations under sqlx's advisory lock)
         // bypass a transaction-pooling PgBouncer.
-        let direct = match &config.connections.direct {
-            Some(url) => url.options.clone(),
-            None => target.options.clone(),
-        };
+        let direct = config.connections.direct_or(&target.options);
         // Leadership is given up only in `stop`, after a backup in flight had its drain time.
         let resign = CancellationToken::new();
         let (ready_tx, readiness) = watch::channel(Readiness::Starting);
@@ -281,10 +273,7 @@ impl DatabaseTask {
 /// The pool's direct side (`NEXUSD_DIRECT_DATABASE_URL`: dedicated sessions bypass a pooler)
 /// and the read replicas (`DATABASE_READ_URL`) with their lag checker.
 fn past_one_machine(config: &Config, db: Database) -> (Database, Option<JoinHandle<()>>) {
-    let db = match &config.connections.direct {
-        Some(url) => db.with_direct(url.options.clone(), url.password()),
-        None => db,
-    };
+    let db = db.past_the_pooler(&config.connections);
     if config.connections.read.is_empty() {
         return (db, None);
     }

@@ -891,3 +891,73 @@ async fn after_two_restores_the_gap_check_follows_the_timelines_and_verify_adds_
     );
     assert!(scratch_left(&site.state).is_empty());
 }
+
+/// With `NEXUSD_BACKUPS=off` the embedded cluster archives nothing, whoever starts it: the
+/// settings a one-off command (`nexusd bootstrap`) writes for it carry no archiving, under
+/// `serve` `archive_mode` is off, and a finished WAL segment lands nowhere in the store. Before,
+/// the one-off commands turned archiving on regardless (`nexusd.conf` had `archive_mode = on`).
+#[tokio::test]
+async fn with_backups_off_the_embedded_cluster_archives_no_wal() {
+    let root = temp_root("nexusd-pitr-off-");
+    let state = root.join("state");
+    spawn_guardian(&state.join("pg"), &root);
+    let state_str = state.to_str().unwrap().to_string();
+    let vars = [
+        ("NEXUSD_STATE_DIR", state_str.as_str()),
+        ("NEXUSD_BACKUPS", "off"),
+        ("NEXUSD_EMBEDDING_PROVIDER", "none"),
+    ];
+    // The default local store: where archiving would put WAL.
+    let wal_dir = state.join("backups").join("wal");
+    let archived = || {
+        std::fs::read_dir(&wal_dir)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().to_string())
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
+
+    nexusd_ok(&["bootstrap"], &vars);
+    let conf = std::fs::read_to_string(state.join("pg").join("nexusd.conf"))
+        .expect("the cluster's nexusd.conf");
+    assert!(
+        !conf.contains("archive_mode") && !conf.contains("archive_command"),
+        "{conf}"
+    );
+
+    let mut nexusd = Nexusd::serve(&vars);
+    nexusd.wait_health(200, Duration::from_secs(120)).await;
+    let mut conn = PgConnection::connect_with(&embedded_options(&state))
+        .await
+        .unwrap();
+    let mode: String = sqlx::query_scalar("SELECT current_setting('archive_mode')")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(mode, "off");
+    // PostgreSQL shows "(disabled)" for a command it would not run.
+    let command: String = sqlx::query_scalar("SELECT current_setting('archive_command')")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert!(command.is_empty() || command == "(disabled)", "{command}");
+    sqlx::query("CREATE TABLE off_rows AS SELECT g FROM generate_series(1, 1000) g")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let segment = switch_wal(&mut conn).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (count, failed): (i64, i64) =
+        sqlx::query_as("SELECT archived_count, failed_count FROM pg_stat_archiver")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!((count, failed), (0, 0), "{segment}");
+    assert_eq!(archived(), Vec::<String>::new(), "{}", nexusd.log_text());
+    conn.close().await.ok();
+    let (status, _) = nexusd.terminate(Duration::from_secs(20));
+    assert!(status.success(), "{}", nexusd.log_text());
+    assert_eq!(archived(), Vec::<String>::new());
+}

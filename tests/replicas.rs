@@ -519,110 +519,121 @@ async fn read_skills_go_to_a_hot_standby_and_back_to_the_primary_when_it_lags_or
     assert_eq!(repository_names(&serve).await, ["acme/one", "acme/two"]);
 }
 
-/// PgBouncer (the Debian package) on 127.0.0.1 in front of `port`, in `mode`, run as postgres
-/// (it refuses root) with a generated configuration; stopped at drop.
-struct PgBouncer {
-    port: u16,
-    child: std::process::Child,
-}
-
-impl PgBouncer {
-    fn start(server_port: u16, mode: &str) -> PgBouncer {
-        let root = temp_root("nexusd-pgbouncer-");
-        let port = support::free_port();
-        let users = root.join("userlist.txt");
-        std::fs::write(&users, "\"postgres\" \"\"\n").unwrap();
-        let ini = root.join("pgbouncer.ini");
-        std::fs::write(
-            &ini,
-            format!(
-                "[databases]\n* = host=127.0.0.1 port={server_port}\n\n[pgbouncer]\n\
-                 listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
-                 auth_type = trust\nauth_file = {}\npool_mode = {mode}\n\
-                 default_pool_size = 20\nmax_client_conn = 200\n\
-                 ignore_startup_parameters = extra_float_digits,options\n",
-                users.display()
-            ),
-        )
-        .unwrap();
-        let child = std::process::Command::new("runuser")
-            .args(["-u", "postgres", "--", "/usr/sbin/pgbouncer", "-q"])
-            .arg(&ini)
-            .stdin(std::process::Stdio::null())
-            .spawn()
-            .expect("pgbouncer (scripts/setup-debian installs it)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "pgbouncer did not listen");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        PgBouncer { port, child }
-    }
-
-    fn url(&self, database: &str) -> String {
-        format!("postgresql://postgres@127.0.0.1:{}/{database}", self.port)
-    }
-}
-
-impl Drop for PgBouncer {
-    fn drop(&mut self) {
-        // runuser passes SIGTERM on to pgbouncer.
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let _ = self.child.wait();
-    }
-}
-
+/// A leader that loses its lock session while its backup uploads stores no backup: the upload
+/// is stopped (or the manifest refused by the fencing check right before it is written), the log
+/// says this replica lost leadership, and the next leader's backup is complete. A throttled
+/// uplink to the GCS emulator keeps the first backup's upload running when the session is cut;
+/// it then runs at full speed, so the upload usually ends before the replica notices and the
+/// fencing check (`Lease::confirm`) is what refuses the manifest. With that check removed this
+/// fails (the interrupted backup's manifest lands); before this change, when the term's end
+/// stopped the upload first, the log said only "the backup was cancelled".
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn through_pgbouncer_the_api_works_and_sessions_go_direct() {
+async fn a_leader_losing_its_lock_mid_backup_stores_no_manifest_and_the_next_leader_backs_up() {
+    use nexusd::backup::MANIFEST_SUFFIX;
+    use support::backups::Where;
+    use support::throttle_proxy::ThrottleProxy;
+
     let db = shared_db().await;
-    let bouncer = PgBouncer::start(support::shared_port(), "session");
-    let pooled = bouncer.url(&db.name);
-    let direct = db.url();
-    let serve = Nexusd::ready(
-        &pooled,
-        &[
-            ("NEXUSD_DIRECT_DATABASE_URL", direct.as_str()),
-            ("REQUIRE_AUTH_FOR_WRITE", "false"),
-            ("NEXUSD_BACKUP_SCHEDULE", "off"),
-            ("NEXUSD_EMBEDDING_PROVIDER", "none"),
-        ],
+    let admin = support::backups::seed(&db).await;
+    // About 2.5 MB of random hex (half that gzipped): tens of seconds at the throttled rate.
+    sqlx::query(
+        "INSERT INTO lessons_learned (repo_id, title, description, category, impact)
+         SELECT 1, 'bulk ' || g,
+                (SELECT string_agg(md5(random()::text || g || i), '') FROM generate_series(1, 8) i),
+                'reliability', 'info'
+           FROM generate_series(1, 10000) g",
     )
-    .await;
-    // 20 concurrent first writers of one repository: one row.
-    let calls = (0..20).map(|i| {
-        let serve = &serve;
-        async move {
-            let input = json!({
-                "repository": "acme/race",
-                "lesson": format!("lesson {i}"),
-                "context": "pgbouncer",
-                "category": "reliability",
-            });
-            serve.ok("add_lesson_learned", input).await
-        }
-    });
-    futures_util::future::join_all(calls).await;
-    let admin = db.pool().await;
-    let rows: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM repositories WHERE name = 'acme/race'")
-            .fetch_one(&admin)
-            .await
-            .unwrap();
-    assert_eq!(rows, 1);
-    assert_eq!(repository_names(&serve).await, ["acme/race"]);
-    let issues = serve.ok("query_known_issues", json!({})).await;
-    assert!(issues.is_object());
-    // The leader's lock session does not go through the pooler: PgBouncer would hand it to
-    // whichever client comes next once the session is released.
-    let (_, health) = serve.get("/health").await.unwrap();
-    assert_eq!(health["leader"]["leader"], true, "{health}");
-    let direct_sessions: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM pg_stat_activity
-          WHERE datname = current_database() AND application_name LIKE 'nexusd-leader %'",
-    )
-    .fetch_one(&admin)
+    .execute(&admin)
     .await
     .unwrap();
-    assert_eq!(direct_sessions, 1);
+    let gcs = support::shared_gcs();
+    let Where::Gcs { bucket, .. } = Where::gcs(gcs).await else {
+        unreachable!()
+    };
+    let proxy = ThrottleProxy::start("127.0.9.34", &gcs.ip);
+    let store = Where::Gcs {
+        endpoint: proxy.endpoint(),
+        bucket: bucket.clone(),
+    };
+    proxy.throttle(64 * 1024);
+    let url = db.url();
+    let owned = store.vars();
+    let mut vars: Vec<(&str, &str)> = owned
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    vars.extend([
+        ("NEXUSD_BACKUP_SCHEDULE", "*/10 * * * * *"),
+        ("NEXUSD_BACKUP_VERIFY_SCHEDULE", "off"),
+        ("NEXUSD_BASEBACKUP_SCHEDULE", "off"),
+        ("NEXUSD_BACKUP_MIN_KEEP", "1000"),
+        ("NEXUSD_EMBEDDING_PROVIDER", "none"),
+    ]);
+    let serve = Nexusd::ready(&url, &vars).await;
+    let manifests = || async {
+        gcs.objects(&bucket)
+            .await
+            .into_iter()
+            .filter(|n| n.ends_with(MANIFEST_SUFFIX))
+            .collect::<Vec<_>>()
+    };
+
+    // The first scheduled backup is uploading.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while proxy.sent() < 256 * 1024 {
+        assert!(
+            Instant::now() < deadline,
+            "no upload under way\n{}",
+            serve.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let cut_at = chrono::Utc::now();
+    cut_leader_session(&db).await;
+    // The uplink recovers at once: whatever of the first backup is left may reach the store
+    // before the replica notices, and then only the fencing check stands in the way.
+    proxy.throttle(0);
+
+    // The next leader's backup completes; the interrupted one never counts.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let complete = loop {
+        let found = manifests().await;
+        if !found.is_empty() {
+            break found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no complete backup after the cut\n{}",
+            serve.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    // Let an interrupted backup finish its cleanup, then look again.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let complete: Vec<String> = manifests().await.into_iter().chain(complete).collect();
+    for name in &complete {
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&gcs.download(&bucket, name).await).expect("a JSON manifest");
+        let started = chrono::DateTime::parse_from_rfc3339(
+            manifest["started_at"].as_str().expect("started_at"),
+        )
+        .expect("an RFC 3339 time");
+        assert!(
+            started > cut_at,
+            "{name} started at {started}, before the leader's session was cut at {cut_at}\n{}",
+            serve.log_text()
+        );
+        let object = name.trim_end_matches(MANIFEST_SUFFIX);
+        let stored = gcs.download(&bucket, object).await;
+        assert_eq!(
+            stored.len() as u64,
+            manifest["compressed_bytes"].as_u64().unwrap(),
+            "{object}"
+        );
+    }
+    let log = serve.log_text();
+    assert!(
+        log.contains("lost leadership"),
+        "the log does not say why the first backup does not count:\n{log}"
+    );
 }

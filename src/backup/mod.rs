@@ -175,6 +175,13 @@ impl Backups {
         let result = Box::pin(self.take(started, stop.clone(), progress, lease)).await;
         deadline.abort();
         let result = match result {
+            // The lease's guard cancelled it: say so, rather than only "cancelled".
+            Err(BackupError::Failed(e)) if lease.is_some_and(Lease::ended) => {
+                Err(BackupError::Failed(e.context(
+                    "this replica lost leadership (its lock session ended) during the backup; \
+                     the new leader takes the next one",
+                )))
+            }
             Err(BackupError::Failed(e)) if stop.is_cancelled() && !cancel.is_cancelled() => {
                 Err(BackupError::Failed(e.context(format!(
                     "the backup did not finish within {} s (NEXUSD_BACKUP_TIMEOUT)",

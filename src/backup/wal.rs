@@ -519,6 +519,18 @@ pub fn embedded_archiving(
     (settings, dirs)
 }
 
+/// [`embedded_archiving`] when backups are on (`NEXUSD_BACKUPS`), nothing when they are off:
+/// no WAL would be kept, and `serve` and the one-off commands start the cluster alike.
+pub fn embedded_archiving_if_on(
+    config: &crate::config::Config,
+) -> (Vec<(String, String)>, Vec<PathBuf>) {
+    if config.capabilities.backups.on {
+        embedded_archiving(&config.backup, &config.state_dir)
+    } else {
+        (Vec::new(), Vec::new())
+    }
+}
+
 /// The `restore_command` of a recovery through nexusd.
 pub fn restore_command(exe: &Path, state_dir: &Path) -> String {
     format!(

@@ -293,8 +293,7 @@ async fn with_database<T>(
     needs: Needs,
     work: impl AsyncFnOnce(&Database, Option<BootstrapReport>) -> Result<T>,
 ) -> Result<T> {
-    let (settings, dirs) =
-        crate::backup::wal::embedded_archiving(&config.backup, &config.state_dir);
+    let (settings, dirs) = crate::backup::wal::embedded_archiving_if_on(config);
     let target = Target::resolve_with(&config.database, &config.state_dir, settings, dirs)?;
     let mut own = None;
     let mut _lock = None;
@@ -311,15 +310,13 @@ async fn with_database<T>(
         };
         own = Some(start_embedded(cluster, needs == Needs::Bootstrap).await?);
     }
+    // Migrations take an advisory lock for their session: past a pooler, as under `serve`.
+    let direct = config.connections.direct_or(&target.options);
     let result = async {
         let report = if matches!(needs, Needs::CurrentSchema | Needs::Bootstrap) {
             Some(
-                crate::bootstrap::run(
-                    &target.options,
-                    &target.display,
-                    config.database.bootstrap.as_ref(),
-                )
-                .await?,
+                crate::bootstrap::run(&direct, &target.display, config.database.bootstrap.as_ref())
+                    .await?,
             )
         } else {
             None
@@ -328,7 +325,8 @@ async fn with_database<T>(
             target.options.clone(),
             target.password.as_deref(),
             &config.database,
-        );
+        )
+        .past_the_pooler(&config.connections);
         let outcome = work(&db, report).await;
         db.close().await;
         outcome

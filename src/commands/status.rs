@@ -250,10 +250,7 @@ async fn leader(config: &Config) -> Option<String> {
     {
         return None;
     }
-    let options = match &config.connections.direct {
-        Some(url) => url.options.clone(),
-        None => target.options,
-    };
+    let options = config.connections.direct_or(&target.options);
     let ask = async {
         let mut conn = sqlx::PgConnection::connect_with(&options).await.ok()?;
         let holder = crate::db::leader::current_holder(&mut conn).await.ok()?;

@@ -75,7 +75,7 @@ pub const VARIABLES: &[Var] = &[
     Var {
         name: "NEXUSD_DIRECT_DATABASE_URL",
         default: "unset: DATABASE_URL",
-        meaning: "a direct (non-pooled) connection to the primary, for what needs a session of its own: the leader election's advisory lock, migrations, the skill cache's LISTEN. Set it when DATABASE_URL goes through PgBouncer in transaction mode",
+        meaning: "a direct (non-pooled) connection to the primary, for what needs a session of its own: the leader election's advisory lock, migrations, the workflow workers' sessions, the skill cache's LISTEN, pg_dump (serve and the one-off commands). Set it when DATABASE_URL goes through PgBouncer in transaction mode",
     },
     Var {
         name: "DATABASE_READ_URL",
@@ -151,6 +151,15 @@ impl Connections {
             direct,
             read,
             read_max_lag: std::time::Duration::from_secs(lag.into()),
+        }
+    }
+
+    /// Where a session of its own goes (the leader's lock, migrations, the status probe): the
+    /// direct URL when there is one, else `pooled` — then `DATABASE_URL` is direct.
+    pub fn direct_or(&self, pooled: &PgConnectOptions) -> PgConnectOptions {
+        match &self.direct {
+            Some(url) => url.options.clone(),
+            None => pooled.clone(),
         }
     }
 }

@@ -142,6 +142,16 @@ impl Database {
         self
     }
 
+    /// [`Database::with_direct`] when `NEXUSD_DIRECT_DATABASE_URL` is set; `serve` and the
+    /// one-off commands alike, so pg_dump, psql and dedicated sessions never go through a
+    /// transaction-pooling PgBouncer.
+    pub fn past_the_pooler(self, connections: &Connections) -> Self {
+        match &connections.direct {
+            Some(url) => self.with_direct(url.options.clone(), url.password()),
+            None => self,
+        }
+    }
+
     /// The same database, with this replica's leader election attached (`serve` only).
     pub fn with_leader(mut self, leader: leader::Leader) -> Self {
         self.leader = leader;

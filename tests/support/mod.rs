@@ -9,6 +9,7 @@
 pub mod backups;
 pub mod fault_proxy;
 pub mod latency_proxy;
+pub mod pgbouncer;
 pub mod pitr_rows;
 pub mod prometheus;
 pub mod scrape;

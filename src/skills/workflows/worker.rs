@@ -1,5 +1,6 @@
 //! The workers that drain the workflow queue (`kb/jobs.rs`): `NEXUSD_WORKFLOW_CONCURRENCY` of
-//! them per replica, each on a session of its own. A worker claims a job on that session (its
+//! them per replica, each on a session of its own, made directly to PostgreSQL (past a pooler,
+//! like the leader's lock session). A worker claims a job on that session (its
 //! backend pid is the job's `worker_pid`), renews the lease every [`HEARTBEAT`] through it and
 //! learns there whether the job's cancellation was asked; a job whose worker died is claimed
 //! again once its session is gone or its lease has run out. On shutdown a running job is put back
@@ -9,8 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sqlx::PgConnection;
-use sqlx::pool::PoolConnection;
+use sqlx::{Connection, PgConnection};
 use tokio::sync::{Mutex, Notify};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -27,6 +27,11 @@ pub const LEASE: Duration = Duration::from_secs(30);
 pub const HEARTBEAT: Duration = Duration::from_secs(2);
 /// How often an idle worker looks for a job (new jobs of this replica wake it at once).
 const POLL: Duration = Duration::from_secs(2);
+
+/// `application_name` of a worker's session, for people reading `pg_stat_activity`.
+const SESSION_NAME: &str = "nexusd-workflow";
+/// Bound on opening a worker's session (a pooled connection had the pool's acquire timeout).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The session a worker holds a job on, shared by its heartbeat and its progress writes.
 pub type Session = Arc<Mutex<PgConnection>>;
@@ -104,10 +109,26 @@ impl Worker {
         }
     }
 
-    /// A connection of its own, out of the pool: the job's session lives as long as the worker.
+    /// A connection of its own, made past the pooler (`NEXUSD_DIRECT_DATABASE_URL`): the job's
+    /// owner is this session's backend pid, and through a transaction-pooling PgBouncer a pooled
+    /// connection's pid is a server connection other clients share — it would outlive this
+    /// worker and keep its job from being claimed again.
     async fn session(&self) -> Result<Session, sqlx::Error> {
-        let pooled: PoolConnection<sqlx::Postgres> = self.ctx.pool().acquire().await?;
-        Ok(Arc::new(Mutex::new(pooled.detach())))
+        let options = self
+            .ctx
+            .db
+            .connect_options()
+            .clone()
+            .application_name(SESSION_NAME);
+        let conn = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options))
+            .await
+            .map_err(|_| {
+                sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no connection within {CONNECT_TIMEOUT:?}"),
+                ))
+            })??;
+        Ok(Arc::new(Mutex::new(conn)))
     }
 
     async fn pause(&self, d: Duration) {
