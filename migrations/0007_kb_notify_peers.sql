@@ -9,15 +9,26 @@
 -- empties it itself as soon as its write has committed (src/skills/cache.rs).
 --
 -- The rule, decided by the first write statement of each transaction:
--- * a session of `nexusd serve` names itself `nexusd serve <replica>` (its skills' pool); its
---   listener names itself `nexusd listen <replica>`, the same <replica>;
--- * such a session skips the notification when no `nexusd listen` session of *another* replica
---   is connected to this database: nobody else holds a cache of it;
--- * everyone else — psql, `nexusd import-json`, migrations, another tool — always notifies.
--- A replica whose listener connects while a write that skipped is still in flight would miss
+-- * a session of `nexusd serve`'s skills' pool names itself `nexusd serve <replica>`;
+-- * each replica's cache listener registers in `kb_listeners` and holds, for as long as its
+--   session lives, an exclusive session advisory lock (class 0x6e786b62, key `lock_key`);
+-- * a `nexusd serve` session in a READ COMMITTED transaction skips the notification when no
+--   *other* replica's listener is alive (registered, and its lock held: a registration whose
+--   session died is ignored — trying the lock succeeds);
+-- * everyone else — psql, `nexusd import-json`, migrations, another tool, a REPEATABLE READ
+--   transaction (whose snapshot may predate a registration) — always notifies.
+-- A table and a lock rather than a look at pg_stat_activity: reading the activity of every
+-- backend copies all of it into the transaction, which cost a third of the write rate.
+-- A replica whose listener registers while a write that skipped is still in flight would miss
 -- it: a listener, once listening, waits for every transaction that was in progress to end
 -- before its replica caches anything (src/skills/cache.rs, `listen`).
 -- The generation is taken as before (migration 0004).
+
+CREATE TABLE IF NOT EXISTS kb_listeners (
+    replica  TEXT PRIMARY KEY,
+    lock_key INTEGER NOT NULL,
+    since    TIMESTAMPTZ NOT NULL DEFAULT now()
+);
 
 CREATE OR REPLACE FUNCTION nexusd_kb_changed() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -28,11 +39,12 @@ BEGIN
         RETURN NULL;
     END IF;
     PERFORM set_config('nexusd.kb_generation', nextval('public.kb_generation')::text, true);
-    IF app LIKE 'nexusd serve %' AND NOT EXISTS (
-        SELECT 1 FROM pg_stat_get_activity(NULL) a
-         WHERE a.datid = (SELECT oid FROM pg_database WHERE datname = current_database())
-           AND a.application_name LIKE 'nexusd listen %'
-           AND a.application_name <> 'nexusd listen ' || substr(app, 14)) THEN
+    IF app LIKE 'nexusd serve %'
+       AND current_setting('transaction_isolation') = 'read committed'
+       AND NOT EXISTS (
+           SELECT 1 FROM public.kb_listeners l
+            WHERE l.replica <> substr(app, 14)
+              AND NOT pg_try_advisory_xact_lock_shared(1853385570, l.lock_key)) THEN
         RETURN NULL;
     END IF;
     PERFORM pg_notify('nexusd_kb', current_setting('nexusd.kb_generation'));

@@ -290,7 +290,8 @@ async fn notifications(listener: &mut PgListener, wait: Duration) -> usize {
 /// A lone replica's writes commit without a notification (which would serialise concurrent
 /// commits on the notification queue's lock) and its next reads still see them; SQL typed by
 /// hand still notifies and is seen; once a second replica listens, the first one's writes
-/// notify again and the second reads them. Fails before migration 0007: every write notified.
+/// notify again and the second reads them; once it is killed, they stop again. Fails before
+/// migration 0007: every write notified.
 #[tokio::test]
 async fn a_lone_replica_writes_without_notifying_and_others_are_told_once_they_listen() {
     let db = seeded_db().await;
@@ -354,6 +355,35 @@ async fn a_lone_replica_writes_without_notifying_and_others_are_told_once_they_l
     assert!(
         repository_names(&b.ok("get_repository_list", list.clone()).await)
             .contains(&"shared/r".to_string())
+    );
+
+    // B killed: its registration stays behind, but its lock went with its session, so A's
+    // writes go back to not notifying.
+    drop(b);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let listeners: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+              WHERE datname = current_database() AND application_name LIKE 'nexusd listen %'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if listeners == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the killed replica's listener stays"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    a.ok("add_repository", json!({"repository": "alone/again"}))
+        .await;
+    assert_eq!(
+        notifications(&mut observer, Duration::from_millis(500)).await,
+        0,
+        "a dead replica's registration made a write notify"
     );
 }
 

@@ -11,9 +11,10 @@
 //! A notifying commit holds a database-wide lock across its WAL flush, which serialises
 //! concurrent writers, so `serve`'s own writes skip the notification when no other replica
 //! listens (`migrations/0007_kb_notify_peers.sql`): its skills' pool is named
-//! `nexusd serve <replica>` and its listener `nexusd listen <replica>` ([`SessionNames`]), and
-//! the trigger notifies for such a session only while a listener of another replica is
-//! connected. This process learns of its own writes without the notification: the write skills
+//! `nexusd serve <replica>` ([`SessionNames`]), each replica's listener registers in
+//! `kb_listeners` and holds an advisory lock while it lives ([`register`]), and the trigger
+//! notifies for such a session only while a listener of another replica is alive. This process
+//! learns of its own writes without the notification: the write skills
 //! (`mod.rs`), the workflow worker and the embedder's backfill call [`SkillCache::invalidate`]
 //! after they commit. A listener that has just connected may have been missed by a write still
 //! in flight that looked for listeners before it came; so it waits for every transaction in
@@ -315,13 +316,21 @@ const RETRY: Duration = Duration::from_secs(1);
 /// listening have ended.
 const SETTLE_POLL: Duration = Duration::from_millis(20);
 
-/// The `application_name`s of `serve`'s sessions that migration 0007's trigger tells apart.
+/// How migration 0007's trigger tells this replica's sessions and listener from others'.
 pub struct SessionNames {
-    /// The skills' pool: writes through it skip the notification when no other replica listens.
+    /// This replica in `kb_listeners`.
+    pub replica: String,
+    /// The skills' pool's `application_name`: writes through it skip the notification when no
+    /// other replica listens.
     pub pool: String,
-    /// The listening connection.
+    /// The listening connection's `application_name`.
     pub listener: String,
+    /// Where the listener starts looking for a free advisory lock key (random per process).
+    first_key: i32,
 }
+
+/// Advisory lock class of the listeners' liveness locks (`kb_listeners.lock_key`); "nxkb".
+const LISTENER_LOCK_CLASS: i32 = 0x6e78_6b62;
 
 /// This process's [`SessionNames`]: `host:pid` and a random tag, so that two replicas never take
 /// each other's listener for their own, even where every instance is `localhost:1`.
@@ -331,18 +340,18 @@ pub fn session_names() -> &'static SessionNames {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
             .unwrap_or_else(|_| "localhost".to_string());
-        let mut tag = [0u8; 4];
+        let mut random = [0u8; 4];
         if std::fs::File::open("/dev/urandom")
-            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut tag))
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut random))
             .is_err()
         {
             let nanos = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.subsec_nanos())
                 .unwrap_or_default();
-            tag = nanos.to_le_bytes();
+            random = nanos.to_le_bytes();
         }
-        let tag = format!(":{}/{:08x}", std::process::id(), u32::from_le_bytes(tag));
+        let tag = format!(":{}/{:08x}", std::process::id(), u32::from_le_bytes(random));
         // `application_name` keeps 63 bytes; "nexusd listen " takes 14.
         let room = 63 - "nexusd listen ".len() - tag.len();
         let host: String = host.chars().filter(|c| !c.is_whitespace()).collect();
@@ -351,6 +360,8 @@ pub fn session_names() -> &'static SessionNames {
         SessionNames {
             pool: format!("nexusd serve {replica}"),
             listener: format!("nexusd listen {replica}"),
+            replica,
+            first_key: i32::from_le_bytes(random),
         }
     })
 }
@@ -399,10 +410,12 @@ pub fn spawn_listener(
     }))
 }
 
-/// Listens on [`CHANNEL`], then waits until every writing transaction on this database that was
-/// in progress at that moment has ended: one of them may be a write of another replica that
-/// looked for listeners before this one connected and so will not notify (migration 0007). Once
-/// they have ended, whatever they wrote is visible to every read that follows.
+/// Registers this replica's listener in `kb_listeners` (holding its liveness lock for as long
+/// as the session lives), listens on [`CHANNEL`], then waits until every writing transaction on
+/// this database that was in progress at that moment has ended: one of them may be a write of
+/// another replica that looked for listeners before this one registered and so will not notify
+/// (migration 0007). Once they have ended, whatever they wrote is visible to every read that
+/// follows.
 ///
 /// A writing transaction holds the lock on its own transaction id until it ends, so `pg_locks`
 /// names them all. (A snapshot would not: its `xmax` is the newest *completed* id plus one, and
@@ -411,6 +424,7 @@ async fn listen(pool: &sqlx::PgPool) -> Result<PgListener, sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
     listener.eager_reconnect(false);
     listener.ignore_pool_close_event(true);
+    register(&mut listener).await?;
     listener.listen(CHANNEL).await?;
     let writing: Vec<String> = sqlx::query_scalar(
         "SELECT l.transactionid::text FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
@@ -439,6 +453,42 @@ async fn listen(pool: &sqlx::PgPool) -> Result<PgListener, sqlx::Error> {
         }
         tokio::time::sleep(SETTLE_POLL).await;
     }
+}
+
+/// Takes a free liveness lock for this replica's listener and records it in `kb_listeners`,
+/// dropping the registrations whose listener is gone (their lock is free).
+async fn register(listener: &mut PgListener) -> Result<(), sqlx::Error> {
+    let names = session_names();
+    let mut key = names.first_key;
+    loop {
+        let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
+            .bind(LISTENER_LOCK_CLASS)
+            .bind(key)
+            .fetch_one(&mut *listener)
+            .await?;
+        if taken {
+            break;
+        }
+        // Another live listener has this key.
+        key = key.wrapping_add(1);
+    }
+    sqlx::query(
+        "DELETE FROM kb_listeners
+          WHERE replica <> $1 AND pg_try_advisory_xact_lock_shared($2, lock_key)",
+    )
+    .bind(&names.replica)
+    .bind(LISTENER_LOCK_CLASS)
+    .execute(&mut *listener)
+    .await?;
+    sqlx::query(
+        "INSERT INTO kb_listeners (replica, lock_key) VALUES ($1, $2)
+         ON CONFLICT (replica) DO UPDATE SET lock_key = EXCLUDED.lock_key, since = now()",
+    )
+    .bind(&names.replica)
+    .bind(key)
+    .execute(&mut *listener)
+    .await?;
+    Ok(())
 }
 
 #[cfg(test)]
