@@ -33,6 +33,7 @@ pub const KNOWLEDGE_BASE_TABLES: &[&str] = &[
     "dependencies",
     "dependency_edges",
     "deployment_scripts",
+    "kb_listeners",
     "keywords",
     "lessons_learned",
     "manifest_dependencies",
