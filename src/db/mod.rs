@@ -208,6 +208,23 @@ impl Database {
     }
 }
 
+/// One dedicated connection (not from a pool), given up after `limit` with a timed-out I/O
+/// error, so a server that accepts the socket but never answers does not hang the caller.
+pub async fn connect_within(
+    options: &PgConnectOptions,
+    limit: Duration,
+) -> Result<PgConnection, sqlx::Error> {
+    use sqlx::Connection;
+    tokio::time::timeout(limit, PgConnection::connect_with(options))
+        .await
+        .map_err(|_| {
+            sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no connection within {limit:?}"),
+            ))
+        })?
+}
+
 /// A lazily connecting pool over `options` whose connections are checked before use ([`usable`]).
 fn pool(options: PgConnectOptions, min_connections: u32, max_connections: u32) -> PgPool {
     PgPoolOptions::new()

@@ -37,7 +37,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sqlx::postgres::{PgConnectOptions, PgRow};
-use sqlx::{Connection, PgConnection, Row};
+use sqlx::{PgConnection, Row};
 
 use super::config::{DatabaseSelection, MetricsConfig};
 use super::exposition::{Exposition, Kind};
@@ -326,14 +326,7 @@ impl PgCollector {
             ("statement_timeout", STATEMENT_TIMEOUT_MS),
             ("lock_timeout", LOCK_TIMEOUT_MS),
         ]);
-        let mut conn = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options))
-            .await
-            .map_err(|_| {
-                sqlx::Error::Io(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("no connection within {CONNECT_TIMEOUT:?}"),
-                ))
-            })??;
+        let mut conn = crate::db::connect_within(&options, CONNECT_TIMEOUT).await?;
         let (version, database): (i32, String) = sqlx::query_as(
             "SELECT current_setting('server_version_num')::int, current_database()::text",
         )

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sqlx::{Connection, PgConnection};
+use sqlx::PgConnection;
 use tokio::sync::{Mutex, Notify};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -120,14 +120,7 @@ impl Worker {
             .connect_options()
             .clone()
             .application_name(SESSION_NAME);
-        let conn = tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&options))
-            .await
-            .map_err(|_| {
-                sqlx::Error::Io(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("no connection within {CONNECT_TIMEOUT:?}"),
-                ))
-            })??;
+        let conn = crate::db::connect_within(&options, CONNECT_TIMEOUT).await?;
         Ok(Arc::new(Mutex::new(conn)))
     }
 
