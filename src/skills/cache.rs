@@ -278,6 +278,16 @@ impl SkillCache {
     }
 }
 
+/// Empties the cache it holds when dropped: held by whatever may have written the knowledge base
+/// for as long as it runs, however it ends.
+pub struct EmptiesOnDrop(pub Arc<SkillCache>);
+
+impl Drop for EmptiesOnDrop {
+    fn drop(&mut self) {
+        self.0.invalidate();
+    }
+}
+
 /// Writes `value` as compact JSON with every object's keys sorted, so inputs that differ only in
 /// key order share an entry.
 fn write_canonical(out: &mut String, value: &Value) {

@@ -521,18 +521,16 @@ async fn run_handler(
     input: Map<String, Value>,
 ) -> Result<SkillOutput, SkillError> {
     let db = ctx.db.clone();
-    let writes = cache::class(skill.id, &input) == cache::Class::Write;
-    let cache = ctx.cache.clone();
+    // Empties the cache when the handler's task ends — after whatever it committed and before
+    // its answer leaves, even when the client has gone, the timeout answered it or the handler
+    // panicked: a read that follows, through this replica, must not be served an answer from
+    // before the write, and the trigger tells no one when no other replica listens (`cache.rs`).
+    let written = (cache::class(skill.id, &input) == cache::Class::Write)
+        .then(|| cache::EmptiesOnDrop(ctx.cache.clone()));
     let handler = (skill.handler)(ctx, input);
     let task = tokio::spawn(async move {
         let result = handler.await;
-        // In the task, after whatever the handler committed and before its answer leaves, even
-        // when the client has gone or the timeout answered it: a read that follows, through
-        // this replica, must not be served an answer from before the write, and the trigger
-        // tells no one when no other replica listens (`cache.rs`).
-        if writes {
-            cache.invalidate();
-        }
+        drop(written);
         result
     });
     match tokio::time::timeout(SKILL_TIMEOUT, task).await {
