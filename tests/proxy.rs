@@ -222,7 +222,11 @@ async fn headers_cors_limits_and_timeouts_at_the_edge() {
 
 #[tokio::test]
 async fn unreachable_upstream_is_a_json_502() {
-    let closed = format!("http://127.0.0.1:{}", support::free_port());
+    // A port bound but not listening: connections are refused, and no server another test
+    // starts meanwhile can take it (a port that was merely free once could be).
+    let holder = tokio::net::TcpSocket::new_v4().unwrap();
+    holder.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let closed = format!("http://127.0.0.1:{}", holder.local_addr().unwrap().port());
     let edge = proxy(&closed, &[]).await;
     let (status, body) = edge.get("/health").await.unwrap();
     assert_eq!(status, 502);
