@@ -124,6 +124,13 @@ async fn a_full_analysis_is_queued_then_done_with_its_result() {
     let (stub, url) = stub_with(&[("acme/svc", service_files()), ("acme/lib", vec![])]).await;
     let db = database(&["acme/svc", "acme/lib"]).await;
     let nexusd = serve(&db, Some(&url), &[]).await;
+    // A cached read from before the job: the job's writes must empty this replica's cache, the
+    // trigger notifying no one while it is alone on the database.
+    let components = json!({"limit": 100, "offset": 0});
+    for _ in 0..2 {
+        let before = nexusd.ok("list_components", components.clone()).await;
+        assert_eq!(before["components"], json!([]), "{before}");
+    }
 
     let queued = nexusd
         .ok(
@@ -172,7 +179,12 @@ async fn a_full_analysis_is_queued_then_done_with_its_result() {
     assert_eq!(result["dependency_edges"], 1, "{result}");
     assert!(result["complexity_score"].as_f64().unwrap() > 0.0);
 
-    // What the job wrote is what the read skills read.
+    // What the job wrote is what the read skills read, the cached ones included.
+    let after = nexusd.ok("list_components", components).await;
+    assert!(
+        after["components"].as_array().unwrap().len() >= 2,
+        "{after}"
+    );
     let details = nexusd
         .ok(
             "get_repository_complexity_details",
