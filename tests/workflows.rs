@@ -127,9 +127,19 @@ async fn a_full_analysis_is_queued_then_done_with_its_result() {
     // A cached read from before the job: the job's writes must empty this replica's cache, the
     // trigger notifying no one while it is alone on the database.
     let components = json!({"limit": 100, "offset": 0});
-    for _ in 0..2 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
         let before = nexusd.ok("list_components", components.clone()).await;
         assert_eq!(before["components"], json!([]), "{before}");
+        // The log, not /metrics: a scrape is cached for a second and the job takes less.
+        if nexusd.log_text().contains("cached=true") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replica never served from its cache"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
     let queued = nexusd
