@@ -576,30 +576,20 @@ async fn every_skill_the_frontend_calls_answers_the_fields_its_types_declare() {
         .iter()
         .filter_map(Value::as_str)
         .collect();
-    for id in FRONTEND_IDS {
-        assert!(ids.contains(id), "{id} is not registered");
+    for id in frontend_ids() {
+        assert!(ids.contains(&id), "{id} is not registered");
     }
 }
 
-/// The ids of this part of the frontend's client (`a2aClient.ts`).
-const FRONTEND_IDS: &[&str] = &[
-    "list_components",
-    "get_component_dependencies",
-    "get_dashboard_overview",
-    "get_pattern_adoption_trends",
-    "get_pattern_health_summary",
-    "get_repository_activity_summary",
-    "get_component_duplication_stats",
-    "update_pattern",
-    "deprecate_pattern",
-    "archive_pattern",
-    "get_pattern_history",
-    "suggest_pattern_from_component",
-    "create_pattern_from_component",
-    "validate_repository_architecture",
-    "check_specific_standard",
-    "suggest_improvements",
-];
+/// The ids of this part of the frontend's client (`a2aClient.ts`): its lifecycle, catalog and
+/// analytics skills and the architecture skills it calls.
+fn frontend_ids() -> impl Iterator<Item = &'static str> {
+    support::skill_ids::FRONTEND.into_iter().chain([
+        "validate_repository_architecture",
+        "check_specific_standard",
+        "suggest_improvements",
+    ])
+}
 
 fn versions(history: &Value) -> Vec<(String, String)> {
     history["versions"]

@@ -18,7 +18,7 @@ use axum::routing::get;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use support::{Nexusd, free_port, shared_db, table_digest};
+use support::{Nexusd, free_port, shared_db, skill_ids, table_digest};
 
 const GH_TOKEN: &str = "gh-test-token-5f1e9a";
 const API_TOKEN: &str = "api-test-token-0123456789abcdef";
@@ -1140,80 +1140,6 @@ async fn external_agents_are_probed_concurrently_with_a_timeout() {
     assert_token_not_logged(&mixed, &["orch-token-secret"]);
 }
 
-const REFERENCE_ORDER: [&str; 22] = [
-    "query_patterns",
-    "get_cross_repo_patterns",
-    "get_repository_list",
-    "get_deployment_info",
-    "add_repository",
-    "add_lesson_learned",
-    "update_dependency_info",
-    "add_deployment_info",
-    "health_check_external",
-    "check_documentation_standards",
-    "validate_documentation_update",
-    "add_runtime_issue",
-    "get_pattern_health",
-    "query_known_issues",
-    "get_recent_actions",
-    "validate_repository_architecture",
-    "check_specific_standard",
-    "suggest_improvements",
-    "detect_misplaced_components",
-    "analyze_component_centrality",
-    "recommend_consolidation_plan",
-    "scan_repository_components",
-];
-
-/// The frontend's complexity, dependency and workflow skills, registered after the reference's
-/// with or without a token.
-const FRONTEND_WORKFLOWS: [&str; 7] = [
-    "analyze_repository_complexity",
-    "get_repository_complexity_details",
-    "discover_repository_dependencies",
-    "update_dependency_verification",
-    "trigger_full_analysis_workflow",
-    "extract_repository_patterns",
-    "get_workflow_metadata",
-];
-
-/// nexusd's own skills, registered after the reference's.
-const NEXUSD_OWN: [&str; 3] = [
-    "record_analysis",
-    "find_similar_patterns",
-    "get_backup_status",
-];
-
-/// The web frontend's skills the original never had, registered after nexusd's own.
-const FRONTEND: [&str; 13] = [
-    "update_pattern",
-    "deprecate_pattern",
-    "archive_pattern",
-    "get_pattern_history",
-    "suggest_pattern_from_component",
-    "create_pattern_from_component",
-    "list_components",
-    "get_component_dependencies",
-    "get_dashboard_overview",
-    "get_pattern_adoption_trends",
-    "get_pattern_health_summary",
-    "get_repository_activity_summary",
-    "get_component_duplication_stats",
-];
-
-/// The reference's skills (minus `skip`), the frontend's workflows, nexusd's own, then the rest
-/// of the frontend's.
-fn expected_ids(skip: &[&str]) -> Vec<String> {
-    REFERENCE_ORDER
-        .iter()
-        .filter(|id| !skip.contains(id))
-        .chain(FRONTEND_WORKFLOWS.iter())
-        .chain(NEXUSD_OWN.iter())
-        .chain(FRONTEND.iter())
-        .map(|id| id.to_string())
-        .collect()
-}
-
 fn card_ids(card: &Value) -> Vec<String> {
     card["skills"]
         .as_array()
@@ -1231,10 +1157,13 @@ async fn agent_card_lists_the_reference_order_with_and_without_github_token() {
     let without = Nexusd::ready(&db.url(), &[("REQUIRE_AUTH_FOR_WRITE", "false")]).await;
 
     let (_, card) = with.get("/.well-known/agent.json").await.unwrap();
-    assert_eq!(card_ids(&card), expected_ids(&[]));
+    assert_eq!(card_ids(&card), skill_ids::registration_order(&[]));
     assert_eq!(
         card["metadata"]["skill_count"],
-        22 + FRONTEND_WORKFLOWS.len() + NEXUSD_OWN.len() + FRONTEND.len()
+        skill_ids::REFERENCE_ORDER.len()
+            + skill_ids::FRONTEND_WORKFLOWS.len()
+            + skill_ids::NEXUSD_OWN.len()
+            + skill_ids::FRONTEND.len()
     );
     let protected: Vec<&str> = card["skills"]
         .as_array()
@@ -1282,11 +1211,14 @@ async fn agent_card_lists_the_reference_order_with_and_without_github_token() {
     // Without a token the GitHub architecture skills are registered all the same and answer
     // `not_configured` (issue 17: the original's "Unknown skill" broke the Compliance page).
     let (_, card) = without.get("/.well-known/agent.json").await.unwrap();
-    let expected = expected_ids(&[]);
+    let expected = skill_ids::registration_order(&[]);
     assert_eq!(card_ids(&card), expected);
     assert_eq!(
         expected.len(),
-        22 + FRONTEND_WORKFLOWS.len() + NEXUSD_OWN.len() + FRONTEND.len()
+        skill_ids::REFERENCE_ORDER.len()
+            + skill_ids::FRONTEND_WORKFLOWS.len()
+            + skill_ids::NEXUSD_OWN.len()
+            + skill_ids::FRONTEND.len()
     );
     let (_, root) = without.get("/").await.unwrap();
     assert_eq!(root["skills_registered"], expected.len());

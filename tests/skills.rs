@@ -1130,57 +1130,7 @@ async fn agent_card_root_and_openapi_describe_what_is_enforced() {
         ],
     )
     .await;
-    let expected_order = [
-        "query_patterns",
-        "get_cross_repo_patterns",
-        "get_repository_list",
-        "get_deployment_info",
-        "add_repository",
-        "add_lesson_learned",
-        "update_dependency_info",
-        "add_deployment_info",
-        "health_check_external",
-        "check_documentation_standards",
-        "validate_documentation_update",
-        "add_runtime_issue",
-        "get_pattern_health",
-        "query_known_issues",
-        "get_recent_actions",
-        // Registered without GITHUB_TOKEN too, answering `not_configured`.
-        "validate_repository_architecture",
-        "check_specific_standard",
-        "suggest_improvements",
-        "detect_misplaced_components",
-        "analyze_component_centrality",
-        "recommend_consolidation_plan",
-        "scan_repository_components",
-        // The frontend's complexity, dependency and workflow skills.
-        "analyze_repository_complexity",
-        "get_repository_complexity_details",
-        "discover_repository_dependencies",
-        "update_dependency_verification",
-        "trigger_full_analysis_workflow",
-        "extract_repository_patterns",
-        "get_workflow_metadata",
-        // nexusd's own, after the reference's.
-        "record_analysis",
-        "find_similar_patterns",
-        "get_backup_status",
-        // The web frontend's, which the original never had.
-        "update_pattern",
-        "deprecate_pattern",
-        "archive_pattern",
-        "get_pattern_history",
-        "suggest_pattern_from_component",
-        "create_pattern_from_component",
-        "list_components",
-        "get_component_dependencies",
-        "get_dashboard_overview",
-        "get_pattern_adoption_trends",
-        "get_pattern_health_summary",
-        "get_repository_activity_summary",
-        "get_component_duplication_stats",
-    ];
+    let expected_order = support::skill_ids::registration_order(&[]);
 
     let (status, card) = nexusd.get("/.well-known/agent.json").await.unwrap();
     assert_eq!(status, 200);

@@ -13,6 +13,7 @@ pub mod pgbouncer;
 pub mod pitr_rows;
 pub mod prometheus;
 pub mod scrape;
+pub mod skill_ids;
 pub mod throttle_proxy;
 
 use std::net::TcpListener;
