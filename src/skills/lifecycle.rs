@@ -200,34 +200,34 @@ async fn run_deprecate(
         notes: notes.as_ref(),
     };
     let summary = format!("Deprecated: {}", q.reason);
-    let rows = change_status(
+    change_status(
         &ctx,
         &q.pattern_name,
         q.repository.as_deref(),
         &change,
         &summary,
+        |n| {
+            format!(
+                "Pattern '{}' deprecated in {n} repositor{}",
+                q.pattern_name,
+                if n == 1 { "y" } else { "ies" }
+            )
+        },
     )
-    .await?;
-    let repositories = repositories_of(&rows);
-    Ok(output(json!({
-        "pattern_name": q.pattern_name,
-        "status": "deprecated",
-        "affected_repositories": repositories,
-        "replacement_pattern": q.replacement_pattern,
-        "message": format!("Pattern '{}' deprecated in {} repositor{}", q.pattern_name, repositories.len(),
-                           if repositories.len() == 1 { "y" } else { "ies" }),
-    })))
+    .await
 }
 
 /// Sets the status of the patterns named `name` in one transaction; archived patterns stay
-/// archived (archiving is the end of the lifecycle).
+/// archived (archiving is the end of the lifecycle). Answers with the repositories touched and
+/// `message` of their number; a deprecation also names its replacement.
 async fn change_status(
     ctx: &SkillContext,
     name: &str,
     repository: Option<&str>,
     change: &StatusChange<'_>,
     summary: &str,
-) -> Result<Vec<PatternRef>, SkillError> {
+    message: impl FnOnce(usize) -> String,
+) -> Result<SkillOutput, SkillError> {
     let mut tx = ctx.pool().begin().await?;
     let rows = lifecycle::find_for_update(&mut tx, name, repository).await?;
     if rows.is_empty() {
@@ -247,7 +247,17 @@ async fn change_status(
     lifecycle::describe_change(&mut tx, &actor, Some(summary), None).await?;
     lifecycle::set_status(&mut tx, &ids, change).await?;
     tx.commit().await?;
-    Ok(rows)
+    let repositories = repositories_of(&rows);
+    let mut answer = json!({
+        "pattern_name": name,
+        "status": change.status,
+        "affected_repositories": repositories,
+    });
+    if change.status == "deprecated" {
+        answer["replacement_pattern"] = json!(change.replacement);
+    }
+    answer["message"] = json!(message(repositories.len()));
+    Ok(output(answer))
 }
 
 pub fn archive_pattern() -> Skill {
@@ -296,21 +306,15 @@ async fn run_archive(
         Some(reason) => format!("Archived: {reason}"),
         None => "Archived".to_string(),
     };
-    let rows = change_status(
+    change_status(
         &ctx,
         &q.pattern_name,
         q.repository.as_deref(),
         &change,
         &summary,
+        |_| format!("Pattern '{}' archived", q.pattern_name),
     )
-    .await?;
-    let repositories = repositories_of(&rows);
-    Ok(output(json!({
-        "pattern_name": q.pattern_name,
-        "status": "archived",
-        "affected_repositories": repositories,
-        "message": format!("Pattern '{}' archived", q.pattern_name),
-    })))
+    .await
 }
 
 pub fn get_pattern_history() -> Skill {
