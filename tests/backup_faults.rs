@@ -35,14 +35,10 @@ async fn big_seed(db: &TestDb) {
 /// A bucket on the shared emulator, reached through a fault proxy of its own.
 async fn proxied_bucket(proxy_ip: &str) -> (FaultProxy, Where, String) {
     let gcs = shared_gcs();
-    let Where::Gcs { bucket, .. } = Where::gcs(gcs).await else {
-        unreachable!()
-    };
+    let direct = Where::gcs(gcs).await;
+    let bucket = direct.bucket().to_string();
     let proxy = FaultProxy::start(proxy_ip, &gcs.ip);
-    let store = Where::Gcs {
-        endpoint: proxy.endpoint(),
-        bucket: bucket.clone(),
-    };
+    let store = direct.through(proxy.endpoint());
     (proxy, store, bucket)
 }
 

@@ -173,14 +173,9 @@ async fn wal_push_stores_once_accepts_an_identical_repeat_and_refuses_a_differen
 #[tokio::test]
 async fn an_unreachable_store_fails_the_push_in_time_and_a_killed_push_leaves_nothing() {
     let gcs = shared_gcs();
-    let Where::Gcs { bucket, .. } = Where::gcs(gcs).await else {
-        unreachable!()
-    };
+    let direct = Where::gcs(gcs).await;
     let proxy = FaultProxy::start("127.0.9.21", &gcs.ip);
-    let store = Where::Gcs {
-        endpoint: proxy.endpoint(),
-        bucket: bucket.clone(),
-    };
+    let store = direct.through(proxy.endpoint());
     let content = segment_bytes(4);
     let data = data_dir(99, &content);
     let path = format!("pg_wal/{SEGMENT}");
@@ -727,14 +722,10 @@ async fn switch_and_wait(conn: &mut PgConnection) -> String {
 async fn past_the_pg_wal_ceiling_an_unreachable_store_drops_wal_loudly_and_a_base_backup_starts_anew()
  {
     let gcs = shared_gcs();
-    let Where::Gcs { bucket, .. } = Where::gcs(gcs).await else {
-        unreachable!()
-    };
+    let direct = Where::gcs(gcs).await;
+    let bucket = direct.bucket().to_string();
     let proxy = FaultProxy::start("127.0.9.47", &gcs.ip);
-    let store = Where::Gcs {
-        endpoint: proxy.endpoint(),
-        bucket: bucket.clone(),
-    };
+    let store = direct.through(proxy.endpoint());
     let owned = store.vars();
     let mut extra: Vec<(&str, &str)> = owned
         .iter()

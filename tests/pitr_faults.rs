@@ -347,14 +347,10 @@ fn running_push(data_dir: &Path) -> Option<(i32, String)> {
 #[tokio::test]
 async fn a_push_killed_mid_upload_leaves_nothing_restorable_and_the_retry_succeeds() {
     let gcs = shared_gcs();
-    let Where::Gcs { bucket, .. } = Where::gcs(gcs).await else {
-        unreachable!()
-    };
+    let direct = Where::gcs(gcs).await;
+    let bucket = direct.bucket().to_string();
     let proxy = ThrottleProxy::start("127.0.9.33", &gcs.ip);
-    let store = Where::Gcs {
-        endpoint: proxy.endpoint(),
-        bucket: bucket.clone(),
-    };
+    let store = direct.through(proxy.endpoint());
     let (site, mut nexusd) = Site::start("nexusd-pitrf-kill-", &store, &[]).await;
     let vars = site.vars();
     nexusd_ok(&["backup", "run", "--physical"], &vars);

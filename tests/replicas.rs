@@ -547,14 +547,10 @@ async fn a_leader_losing_its_lock_mid_backup_stores_no_manifest_and_the_next_lea
     .await
     .unwrap();
     let gcs = support::shared_gcs();
-    let Where::Gcs { bucket, .. } = Where::gcs(gcs).await else {
-        unreachable!()
-    };
+    let direct = Where::gcs(gcs).await;
+    let bucket = direct.bucket().to_string();
     let proxy = ThrottleProxy::start("127.0.9.34", &gcs.ip);
-    let store = Where::Gcs {
-        endpoint: proxy.endpoint(),
-        bucket: bucket.clone(),
-    };
+    let store = direct.through(proxy.endpoint());
     proxy.throttle(64 * 1024);
     let url = db.url();
     let owned = store.vars();

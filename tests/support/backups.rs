@@ -34,6 +34,22 @@ impl Where {
         }
     }
 
+    /// The same bucket reached at `endpoint` (a proxy in front of the emulator).
+    pub fn through(&self, endpoint: String) -> Self {
+        Where::Gcs {
+            endpoint,
+            bucket: self.bucket().to_string(),
+        }
+    }
+
+    /// The bucket's name.
+    pub fn bucket(&self) -> &str {
+        match self {
+            Where::Gcs { bucket, .. } => bucket,
+            Where::Local(dir) => panic!("{} is a directory, not a bucket", dir.display()),
+        }
+    }
+
     pub fn vars(&self) -> Vec<(String, String)> {
         match self {
             Where::Local(dir) => vec![("NEXUSD_BACKUP_DIR".into(), dir.display().to_string())],
