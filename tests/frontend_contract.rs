@@ -591,6 +591,13 @@ fn frontend_ids() -> impl Iterator<Item = &'static str> {
     ])
 }
 
+/// A pattern's history as `get_pattern_history` answers it.
+async fn history(nexusd: &Nexusd, name: &str) -> Value {
+    nexusd
+        .ok("get_pattern_history", json!({"pattern_name": name}))
+        .await
+}
+
 fn versions(history: &Value) -> Vec<(String, String)> {
     history["versions"]
         .as_array()
@@ -609,17 +616,9 @@ fn versions(history: &Value) -> Vec<(String, String)> {
 async fn pattern_history_holds_every_writers_change_in_its_transaction() {
     let (db, nexusd) = seeded().await;
     let pool = db.pool().await;
-    let history = |name: &'static str| {
-        let nexusd = &nexusd;
-        async move {
-            nexusd
-                .ok("get_pattern_history", json!({"pattern_name": name}))
-                .await
-        }
-    };
 
     // Seeded rows: one version each, "created".
-    let start = history("Invoice numbering").await;
+    let start = history(&nexusd, "Invoice numbering").await;
     assert_eq!(start["total_versions"], 1);
     assert_eq!(start["versions"][0]["operation"], "created");
 
@@ -632,7 +631,7 @@ async fn pattern_history_holds_every_writers_change_in_its_transaction() {
         )
         .await;
     assert_eq!(updated["new_version"], 2);
-    let h = history("Invoice numbering").await;
+    let h = history(&nexusd, "Invoice numbering").await;
     let v2 = &h["versions"][1];
     assert_eq!(v2["created_by"], "update_pattern");
     assert_eq!(v2["change_summary"], "Numbers restart per country");
@@ -672,7 +671,7 @@ async fn pattern_history_holds_every_writers_change_in_its_transaction() {
                 {"name": "Invoice numbering", "description": "Gapless numbers, one sequence per year and country"}]}),
         )
         .await;
-    let h = history("Invoice numbering").await;
+    let h = history(&nexusd, "Invoice numbering").await;
     assert_eq!(h["total_versions"], 4, "{h}");
     let by: Vec<(String, String)> = versions(&h);
     assert_eq!(by[3].1, "active");
@@ -687,14 +686,6 @@ async fn pattern_history_holds_every_writers_change_in_its_transaction() {
 async fn deprecating_and_archiving_are_versions_and_archived_is_final() {
     let (db, nexusd) = seeded().await;
     let pool = db.pool().await;
-    let history = |name: &'static str| {
-        let nexusd = &nexusd;
-        async move {
-            nexusd
-                .ok("get_pattern_history", json!({"pattern_name": name}))
-                .await
-        }
-    };
     // Deprecate, then archive: each a version with its status; an archived pattern stays so.
     nexusd
         .ok(
@@ -715,7 +706,7 @@ async fn deprecating_and_archiving_are_versions_and_archived_is_final() {
         )
         .await;
     assert_eq!(again["success"], false, "{again}");
-    let h = history("Invoice numbering").await;
+    let h = history(&nexusd, "Invoice numbering").await;
     let tail: Vec<(String, String)> = versions(&h).split_off(1);
     assert_eq!(
         tail,
@@ -739,7 +730,7 @@ async fn deprecating_and_archiving_are_versions_and_archived_is_final() {
             json!({"pattern_name": "Retry with backoff", "context": "Outbound calls only"}),
         )
         .await;
-    let h = history("Retry with backoff").await;
+    let h = history(&nexusd, "Retry with backoff").await;
     let last = h["versions"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["repositories"], json!(["acme/orders", "acme/zephyr"]));
     // The seed created both in one transaction: that is version 1.
