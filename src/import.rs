@@ -197,7 +197,7 @@ pub async fn run(pool: &PgPool, kb: &Value, dry_run: bool) -> Result<Summary> {
         }
         let mut counts = Summary::default();
         let outcome = async {
-            let mut tx = pool.begin().await?;
+            let mut tx = crate::db::begin(pool).await?;
             repo.write(&mut tx, &mut counts).await?;
             if dry_run {
                 tx.rollback().await?;

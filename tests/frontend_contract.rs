@@ -657,7 +657,7 @@ async fn pattern_history_holds_every_writers_change_in_its_transaction() {
     .await
     .unwrap();
     // A rolled-back change leaves no version.
-    let mut tx = pool.begin().await.unwrap();
+    let mut tx = nexusd::db::begin(&pool).await.unwrap();
     sqlx::query("UPDATE patterns SET context = 'never' WHERE name = 'Invoice numbering'")
         .execute(&mut *tx)
         .await

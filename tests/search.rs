@@ -762,7 +762,7 @@ async fn the_vector_query_runs_on_the_hnsw_index() {
         .ef_search;
 
     for exclude in [None, Some("bulk/r3")] {
-        let mut tx = pool.begin().await.unwrap();
+        let mut tx = nexusd::db::begin(&pool).await.unwrap();
         set_search_width(&mut tx, ef_search, exclude.is_some())
             .await
             .unwrap();

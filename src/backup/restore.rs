@@ -544,6 +544,8 @@ pub async fn user_objects(conn: &mut PgConnection) -> Result<i64> {
 /// Drops everything [`user_objects`] counts, and functions not from extensions, so a dump can be
 /// loaded over an existing database (`restore --force`). Extensions stay.
 pub async fn clear(conn: &mut PgConnection) -> Result<()> {
+    // A dedicated connection, closed when the restore ends: no pool to hand it on half-begun.
+    #[allow(clippy::disallowed_methods)]
     let mut tx = conn.begin().await?;
     sqlx::raw_sql(
         "DO $$

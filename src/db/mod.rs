@@ -1,14 +1,16 @@
 //! The connection pool and where it points: an external server or the embedded cluster.
 //!
-//! The pool connects lazily and checks connections before handing them out, so nexusd starts
-//! with the database down and reconnects by itself when it comes back.
+//! The pool connects lazily and checks connections that sat idle before handing them out, so
+//! nexusd starts with the database down and reconnects by itself when it comes back.
 //!
-//! The check also catches a connection left inside a transaction. sqlx 0.8.6 (and 0.9.0) returns
-//! a connection to the pool when a `Pool::begin()` future is dropped while its `BEGIN` is in
-//! flight (a known sqlx bug, fixed upstream but in no release yet): the server has opened the
-//! transaction, nothing rolls it back, and the next borrower's statements run inside it — a
-//! write answered as a success may never be committed (`tests/pool.rs` shows both). The skills run in tasks of their
-//! own so a client leaving cannot cancel them (`skills/mod.rs`); this check is the pool's side.
+//! Transactions begin through [`begin`], never `Pool::begin()`. sqlx 0.8.6 (and 0.9.0) returns a
+//! connection to the pool when a `Pool::begin()` future is dropped while its `BEGIN` is in flight
+//! (a known sqlx bug, fixed upstream but in no release yet): the server has opened the
+//! transaction, nothing rolls it back, and the next borrower's statements run inside it — a write
+//! answered as a success may never be committed (`tests/pool.rs` shows it). [`begin`] runs the
+//! `BEGIN` in a task of its own, which nobody can cancel halfway; `clippy.toml` refuses the sqlx
+//! methods that can. The skills also run in tasks of their own, so a client leaving never cancels
+//! their database work (`skills/mod.rs`).
 
 pub(crate) mod cluster;
 mod config;
@@ -27,15 +29,21 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use serde::Serialize;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
-use sqlx::{ConnectOptions, Executor, Row};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, Postgres};
+use sqlx::{ConnectOptions, Executor, Row, Transaction};
 
 /// How long a request waits for a pooled connection before the database counts as unavailable.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Bound on the direct connection attempt that explains why the pool cannot connect.
 const DIAGNOSE_TIMEOUT: Duration = Duration::from_secs(2);
-/// Run on an idle connection before it is handed out, in one round trip like the ping it
-/// replaces: an answer proves the connection alive, and `true` means a transaction is open.
+/// A pooled connection that sat idle longer than this gets [`IDLE_CHECK`] before it is handed out.
+/// One used more recently goes straight to its borrower: sqlx pinged it when it came back, and
+/// under load a check per borrow was a third of the round trips of a one-statement request
+/// (BENCHMARKS.md, "One round trip per request").
+pub const CHECK_IDLE_AFTER: Duration = Duration::from_secs(1);
+/// Run on a connection idle for [`CHECK_IDLE_AFTER`] before it is handed out, in one round trip
+/// like sqlx's own ping: an answer proves the connection alive (the server may have restarted
+/// meanwhile), and `true` means a transaction is open.
 /// `now()` is when the transaction began and `statement_timestamp()` when this statement did;
 /// outside a transaction block they are the same instant, inside one opened by an earlier
 /// statement they differ. Sent as a simple query on purpose: with the extended protocol
@@ -225,7 +233,8 @@ pub async fn connect_within(
         })?
 }
 
-/// A lazily connecting pool over `options` whose connections are checked before use ([`usable`]).
+/// A lazily connecting pool over `options` whose idle connections are checked before use
+/// ([`usable`]).
 fn pool(options: PgConnectOptions, min_connections: u32, max_connections: u32) -> PgPool {
     PgPoolOptions::new()
         .min_connections(min_connections)
@@ -234,14 +243,20 @@ fn pool(options: PgConnectOptions, min_connections: u32, max_connections: u32) -
         .idle_timeout(Some(Duration::from_secs(300)))
         .max_lifetime(Some(Duration::from_secs(1800)))
         .test_before_acquire(false)
-        .before_acquire(|conn, _| usable(conn))
+        .before_acquire(|conn, meta| {
+            if meta.idle_for < CHECK_IDLE_AFTER {
+                Box::pin(std::future::ready(Ok(true)))
+            } else {
+                usable(conn)
+            }
+        })
         .connect_lazy_with(options)
 }
 
 type Check<'c> = Pin<Box<dyn Future<Output = Result<bool, sqlx::Error>> + Send + 'c>>;
 
-/// Whether an idle pooled connection may be handed out ([`IDLE_CHECK`]). `false` makes the pool
-/// close it — the server then rolls a stale transaction back — and use another.
+/// Whether a pooled connection that sat idle may be handed out ([`IDLE_CHECK`]). `false` makes
+/// the pool close it — the server then rolls a stale transaction back — and use another.
 fn usable(conn: &mut PgConnection) -> Check<'_> {
     Box::pin(async move {
         // A plain `&str` has no arguments, so sqlx sends it as a simple query.
@@ -261,6 +276,22 @@ fn usable(conn: &mut PgConnection) -> Check<'_> {
         }
         Ok(false)
     })
+}
+
+/// Starts a transaction on a connection from `pool`, in a task of its own so that dropping the
+/// returned future (a timeout, a shutdown, a caller that gave up) cannot leave it half-begun:
+/// sqlx's `Pool::begin()` cut off while its `BEGIN` is in flight hands the connection back with
+/// the transaction open (see the module's documentation). Run to the end, a transaction nobody
+/// takes is dropped, which rolls it back before its connection returns to the pool.
+pub async fn begin(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    let pool = pool.clone();
+    #[allow(clippy::disallowed_methods)] // the one place it runs, where nothing can cancel it
+    let task = tokio::spawn(async move { pool.begin().await });
+    task.await.map_err(|e| {
+        sqlx::Error::Io(std::io::Error::other(format!(
+            "the task beginning a transaction ended: {e}"
+        )))
+    })?
 }
 
 /// Options every nexusd session gets: its name in `pg_stat_activity`, and statements logged at

@@ -116,7 +116,7 @@ pub async fn run(
             }
         };
         let vectors: Vec<Vector> = vectors.into_iter().map(Vector::from).collect();
-        let mut tx = pool.begin().await?;
+        let mut tx = crate::db::begin(pool).await?;
         let stored = store::set_embeddings(&mut tx, &model, &batch, &vectors).await?;
         tx.commit().await?;
         summary.embedded += stored;

@@ -155,7 +155,7 @@ pub async fn replace_named(
     repository: &str,
     found: &[Extracted],
 ) -> Result<Option<Replaced>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     let Some(repo_id) = super::repository_id(&mut tx, repository).await? else {
         return Ok(None);
     };

@@ -29,7 +29,7 @@ use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 /// Starts a read-only REPEATABLE READ transaction: several queries, one consistent snapshot.
 pub async fn snapshot(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool).await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .execute(&mut *tx)
         .await?;

@@ -423,7 +423,7 @@ async fn write(
     patterns: &[Pattern],
     plan: Option<&Planned>,
 ) -> Result<(Written, u64), sqlx::Error> {
-    let mut tx = ctx.pool().begin().await?;
+    let mut tx = crate::db::begin(ctx.pool()).await?;
     let w = analysis::write_analysis(&mut tx, record).await?;
     let mut embedded = 0;
     if let Some(Planned::Ready {

@@ -148,7 +148,7 @@ async fn run_verify(
     input: Map<String, Value>,
 ) -> Result<SkillOutput, SkillError> {
     let q: VerifyInput = parse(input)?;
-    let mut tx = ctx.pool().begin().await?;
+    let mut tx = crate::db::begin(ctx.pool()).await?;
     let mut unknown: Vec<String> = Vec::new();
     for d in &q.dependencies {
         if d.source_repository == d.target_repository {

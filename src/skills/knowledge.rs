@@ -104,7 +104,7 @@ async fn run_add_lesson(
             return Ok(written);
         }
         drop(conn);
-        let mut tx = ctx.pool().begin().await?;
+        let mut tx = crate::db::begin(ctx.pool()).await?;
         let repo_id = kb::ensure_repository(&mut tx, &q.repository).await?;
         let written = knowledge::insert_lesson(&mut tx, Repo::Id(repo_id), &lesson)
             .await?
@@ -272,7 +272,7 @@ async fn run_update_dependencies(
         });
     }
     let written = async {
-        let mut tx = ctx.pool().begin().await?;
+        let mut tx = crate::db::begin(ctx.pool()).await?;
         let repo_id = kb::ensure_repository(&mut tx, &q.repository).await?;
         let written = knowledge::replace_dependencies(&mut tx, repo_id, &deps).await?;
         tx.commit().await?;
@@ -309,7 +309,7 @@ async fn add_dependency_edge(
         version: None,
     };
     let added = async {
-        let mut tx = ctx.pool().begin().await?;
+        let mut tx = crate::db::begin(ctx.pool()).await?;
         let repo_id = kb::ensure_repository(&mut tx, &q.repository).await?;
         let added = knowledge::add_dependencies(&mut tx, repo_id, &[dep]).await?;
         tx.commit().await?;
@@ -431,7 +431,7 @@ async fn run_add_deployment(
         last_deployed,
     };
     let id = async {
-        let mut tx = ctx.pool().begin().await?;
+        let mut tx = crate::db::begin(ctx.pool()).await?;
         let repo_id = kb::ensure_repository(&mut tx, &q.repository).await?;
         let id = knowledge::upsert_deployment(&mut tx, repo_id, &deployment).await?;
         tx.commit().await?;

@@ -116,7 +116,7 @@ async fn run_update(
         set.into_iter().filter(|w| !w.is_empty()).collect()
     });
     let summary = q.change_summary.as_deref().filter(|s| !s.trim().is_empty());
-    let mut tx = ctx.pool().begin().await?;
+    let mut tx = crate::db::begin(ctx.pool()).await?;
     let rows =
         lifecycle::find_for_update(&mut tx, &q.pattern_name, q.repository.as_deref()).await?;
     if rows.is_empty() {
@@ -228,7 +228,7 @@ async fn change_status(
     summary: &str,
     message: impl FnOnce(usize) -> String,
 ) -> Result<SkillOutput, SkillError> {
-    let mut tx = ctx.pool().begin().await?;
+    let mut tx = crate::db::begin(ctx.pool()).await?;
     let rows = lifecycle::find_for_update(&mut tx, name, repository).await?;
     if rows.is_empty() {
         return Err(not_found(name, repository));
@@ -620,7 +620,7 @@ async fn run_create(
     input: Map<String, Value>,
 ) -> Result<SkillOutput, SkillError> {
     let q: CreateInput = parse(input)?;
-    let mut tx = ctx.pool().begin().await?;
+    let mut tx = crate::db::begin(ctx.pool()).await?;
     if kb::repository_id(&mut tx, &q.repository).await?.is_none() {
         return Err(SkillError::failed(format!(
             "Repository '{}' not found in knowledge base",

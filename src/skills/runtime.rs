@@ -150,7 +150,7 @@ async fn run_add_issue(
                 return Ok((false, Vec::new()));
             }
         }
-        let mut tx = ctx.pool().begin().await?;
+        let mut tx = crate::db::begin(ctx.pool()).await?;
         let repo_id = kb::ensure_repository(&mut tx, &q.repository).await?;
         runtime::insert(&mut tx, Repo::Id(repo_id), &issue).await?;
         let (pattern_updated, similar) = match q.pattern_reference.as_deref() {

@@ -108,7 +108,7 @@ async fn similarity_query(ctx: &SkillContext, q: &SimilarInput) -> Result<Query,
             Ok(Query {
                 vector,
                 model: e.model_id(),
-                tx: ctx.pool().begin().await?,
+                tx: crate::db::begin(ctx.pool()).await?,
                 source: None,
             })
         }
@@ -121,7 +121,7 @@ async fn similarity_query(ctx: &SkillContext, q: &SimilarInput) -> Result<Query,
 /// The query of pattern `id`: its stored embedding, or, when it has none yet (the backfill
 /// will store one), its text embedded now without storing.
 async fn pattern_query(ctx: &SkillContext, id: i32) -> Result<Query, SkillError> {
-    let mut tx = ctx.pool().begin().await?;
+    let mut tx = crate::db::begin(ctx.pool()).await?;
     let Some(p) = store::pattern(&mut tx, id).await? else {
         return Err(SkillError::failed(format!("Pattern {id} not found")));
     };
@@ -132,7 +132,7 @@ async fn pattern_query(ctx: &SkillContext, id: i32) -> Result<Query, SkillError>
             tx.rollback().await?;
             let text = pattern_text(&p.name, p.description.as_deref(), p.context.as_deref());
             let v = embed_query(e, &text).await?;
-            (v, e.model_id(), ctx.pool().begin().await?)
+            (v, e.model_id(), crate::db::begin(ctx.pool()).await?)
         }
         _ => {
             return Err(SkillError::failed(format!(
@@ -300,10 +300,16 @@ pub async fn hybrid(ctx: &SkillContext, text: &str, limit: usize) -> Result<Hybr
     let (vector, model) = (vector.as_ref(), model.as_deref());
     let mut first = ctx.pool().acquire().await?;
     let (nearest, matching) = match ctx.pool().try_acquire() {
-        Some(mut second) => tokio::try_join!(
-            nearest_side(ctx, &mut first, vector, model, candidates),
-            full_text_side(ctx, &mut second, text, vector, candidates),
-        )?,
+        Some(mut second) => {
+            // Both run to the end: try_join! would drop the vector side halfway when the text
+            // side fails, and a transaction cut off in its BEGIN stays open on its pooled
+            // connection (src/db/mod.rs).
+            let (nearest, matching) = tokio::join!(
+                nearest_side(ctx, &mut first, vector, model, candidates),
+                full_text_side(ctx, &mut second, text, vector, candidates),
+            );
+            (nearest?, matching?)
+        }
         None => (
             nearest_side(ctx, &mut first, vector, model, candidates).await?,
             full_text_side(ctx, &mut first, text, vector, candidates).await?,
@@ -364,6 +370,8 @@ async fn nearest_side(
     let (Some(vector), Some(model)) = (vector, model) else {
         return Ok(Vec::new());
     };
+    // Never cut off halfway: the skill's task is not cancelled, and the caller joins both sides.
+    #[allow(clippy::disallowed_methods)]
     let mut tx = conn.begin().await?;
     ensure_one_model(&mut tx, model).await?;
     let width = ctx.search.ef_search.max(candidates as u32);

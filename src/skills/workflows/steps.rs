@@ -153,7 +153,7 @@ pub async fn discover_dependencies(
     repo_id: i32,
 ) -> Result<Dependencies, SkillError> {
     let (parsed, manifest_errors) = source.manifests(cancel).await?;
-    let mut tx = ctx.pool().begin().await?;
+    let mut tx = crate::db::begin(ctx.pool()).await?;
     let names = kb::repository_names(&mut tx).await?;
     let edges = manifest_rules::edges(&source.repository, &parsed, &names);
     let stored = manifests::replace_discovered(&mut tx, repo_id, &parsed, &edges).await?;
@@ -249,7 +249,7 @@ pub async fn extract_patterns(
     ctx: &SkillContext,
     repository: &str,
 ) -> Result<(Vec<String>, u64), SkillError> {
-    let mut tx = ctx.pool().begin().await?;
+    let mut tx = crate::db::begin(ctx.pool()).await?;
     let Some(repo_id) = kb::repository_id(&mut tx, repository).await? else {
         return Err(SkillError::failed(format!(
             "Repository '{repository}' not found in knowledge base"
