@@ -93,6 +93,29 @@ async fn metric_reaches(nexusd: &Nexusd, name: &str, want: impl Fn(f64) -> bool)
     }
 }
 
+/// Reads through `nexusd` until its cache stores answers: a replica starts caching only a little
+/// after its listener registers (`listen` in src/skills/cache.rs). Returns the hits so far.
+async fn until_caching(nexusd: &Nexusd) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        nexusd.ok("get_repository_list", json!({})).await;
+        let metrics = fetch(&nexusd.metrics, None).await;
+        if metrics
+            .value("nexusd_skill_cache_entries", &[])
+            .is_some_and(|v| v > 0.0)
+        {
+            return metrics
+                .value("nexusd_skill_cache_hits_total", &[])
+                .unwrap_or(0.0);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cache never stored an answer"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 /// Every read skill answers the same with and without the cache (twice with it, the second
 /// from memory), on the seeded knowledge base and after each kind of write.
 async fn assert_alike(cached: &Nexusd, uncached: &Nexusd, after: &str) {
@@ -112,6 +135,7 @@ async fn the_cache_answers_as_the_database_does_before_and_after_every_kind_of_w
     let db = seeded_db().await;
     let cached = replica(&db, &[]).await;
     let uncached = replica(&db, &[("NEXUSD_SKILL_CACHE", "off")]).await;
+    let before = until_caching(&cached).await;
     assert_alike(&cached, &uncached, "seeding").await;
 
     // A write skill through the other replica, then through this one.
@@ -154,9 +178,9 @@ async fn the_cache_answers_as_the_database_does_before_and_after_every_kind_of_w
     .unwrap();
     assert_alike(&cached, &uncached, "plain SQL").await;
 
-    let hits = metric_reaches(&cached, "nexusd_skill_cache_hits_total", |v| v > 0.0).await;
+    let want = before + (5 * reads().len()) as f64;
     // Each round of reads: the first call of an input is computed, the second served from memory.
-    assert!(hits >= (5 * reads().len()) as f64, "hits {hits}");
+    metric_reaches(&cached, "nexusd_skill_cache_hits_total", |v| v >= want).await;
     let off = fetch(&uncached.metrics, None).await;
     assert_eq!(off.value("nexusd_skill_cache_hits_total", &[]), Some(0.0));
 }
@@ -227,6 +251,7 @@ async fn a_read_after_a_write_sees_it_on_every_replica() {
     let db = seeded_db().await;
     let a = replica(&db, &[]).await;
     let b = replica(&db, &[]).await;
+    let before = until_caching(&b).await;
     let list = json!({});
     let feed = json!({"limit": 1, "action_types": ["lesson"]});
     for i in 0..200 {
@@ -254,8 +279,7 @@ async fn a_read_after_a_write_sees_it_on_every_replica() {
             "round {i}"
         );
     }
-    let hits = metric_reaches(&b, "nexusd_skill_cache_hits_total", |v| v >= 200.0).await;
-    assert!(hits >= 200.0);
+    metric_reaches(&b, "nexusd_skill_cache_hits_total", |v| v >= before + 200.0).await;
 
     let pool = db.pool().await;
     for i in 0..50 {
@@ -423,6 +447,89 @@ async fn a_new_listener_waits_out_writes_that_could_not_see_it() {
         );
     }
     // And once it has ended, the replica caches again.
+    metric_reaches(&a, "nexusd_skill_cache_hits_total", |v| v >= 1.0).await;
+}
+
+/// A `nexusd serve` session that looked for listeners just before this replica's listener
+/// registered, found none, and trusts that look for a second (migration 0008) — its writes in
+/// that second do not notify. The replica does not cache until that second is over, so each of
+/// its reads after such a write sees it. The listener is made to register again on a running
+/// replica (its session killed), so the reads start within the second. Fails without the wait in
+/// `listen`: the replica caches the list at once and serves it without the rows.
+#[tokio::test]
+async fn a_new_listener_outwaits_sessions_that_trust_an_older_look() {
+    use sqlx::Connection;
+    let db = seeded_db().await;
+    let pool = db.pool().await;
+    let a = replica(&db, &[]).await;
+    let list = json!({});
+    let registered = || async {
+        sqlx::query_scalar::<_, f64>("SELECT date_part('epoch', since) FROM kb_listeners")
+            .fetch_optional(&pool)
+            .await
+            .unwrap()
+    };
+    let first = registered().await;
+    let killed: i64 = sqlx::query_scalar(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+          WHERE datname = current_database() AND application_name LIKE 'nexusd listen %'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(killed, 1, "no listener session to kill");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let since = loop {
+        match registered().await {
+            Some(since) if Some(since) != first => break since,
+            _ => {}
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the listener never registered again"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+
+    // Another replica's session whose last look began just before the registration.
+    let options: sqlx::postgres::PgConnectOptions = db.url().parse().unwrap();
+    let mut writer =
+        sqlx::PgConnection::connect_with(&options.application_name("nexusd serve ghost:1/0"))
+            .await
+            .unwrap();
+    sqlx::query("SELECT set_config('nexusd.kb_alone_at', $1::text, false)")
+        .bind(since - 0.001)
+        .execute(&mut writer)
+        .await
+        .unwrap();
+    let mut round = 0;
+    while Instant::now() < deadline {
+        let repository = format!("ghost/w{round}");
+        sqlx::query("INSERT INTO repositories (name) VALUES ($1)")
+            .bind(&repository)
+            .execute(&mut writer)
+            .await
+            .unwrap();
+        let names = repository_names(&a.ok("get_repository_list", list.clone()).await);
+        assert!(
+            names.contains(&repository),
+            "round {round}: a write committed before this read is missing\n{}",
+            a.log_text()
+        );
+        let now: f64 = sqlx::query_scalar("SELECT date_part('epoch', clock_timestamp())")
+            .fetch_one(&mut writer)
+            .await
+            .unwrap();
+        if now > since + 2.0 {
+            break;
+        }
+        round += 1;
+    }
+    assert!(round > 10, "only {round} rounds in the two seconds");
+    // And the replica caches again.
+    for _ in 0..2 {
+        a.ok("get_repository_list", list.clone()).await;
+    }
     metric_reaches(&a, "nexusd_skill_cache_hits_total", |v| v >= 1.0).await;
 }
 

@@ -17,8 +17,9 @@
 //! learns of its own writes without the notification: the write skills
 //! (`mod.rs`), the workflow worker and the embedder's backfill call [`SkillCache::invalidate`]
 //! after they commit. A listener that has just connected may have been missed by a write still
-//! in flight that looked for listeners before it came; so it waits for every transaction in
-//! progress when it started listening to end before its replica caches anything ([`listen`]).
+//! in flight that looked for listeners before it came, or by a session still trusting such a look
+//! (for a second: `migrations/0008_kb_alone_for_a_second.sql`); so it waits out that second, then
+//! for every transaction in progress to end, before its replica caches anything ([`listen`]).
 //!
 //! The rule kept: an answer is served from memory only while nothing has been heard since it was
 //! computed. `epoch` counts what this process has heard: every notification, every loss and
@@ -325,6 +326,9 @@ const RETRY: Duration = Duration::from_secs(1);
 /// How often a new listener looks whether the transactions in progress when it started
 /// listening have ended.
 const SETTLE_POLL: Duration = Duration::from_millis(20);
+/// How long a `nexusd serve` session trusts its last look that found no other replica listening
+/// (one second of the server's clock: migration 0008), with a margin.
+const ALONE_TRUSTED: Duration = Duration::from_millis(1200);
 
 /// How migration 0007's trigger tells this replica's sessions and listener from others'.
 pub struct SessionNames {
@@ -421,11 +425,14 @@ pub fn spawn_listener(
 }
 
 /// Registers this replica's listener in `kb_listeners` (holding its liveness lock for as long
-/// as the session lives), listens on [`CHANNEL`], then waits until every writing transaction on
-/// this database that was in progress at that moment has ended: one of them may be a write of
-/// another replica that looked for listeners before this one registered and so will not notify
-/// (migration 0007). Once they have ended, whatever they wrote is visible to every read that
-/// follows.
+/// as the session lives), listens on [`CHANNEL`], waits out [`ALONE_TRUSTED`], then waits until
+/// every writing transaction on this database that was in progress at that moment has ended.
+/// Another replica's session may have looked for listeners before this one registered, found
+/// none, and trusts that look for a second (migrations 0007 and 0008): a write it begins within
+/// that second does not notify. After the wait every write that begins looks again and sees this
+/// listener; every write that began before holds its transaction id, so it is in the list. Once
+/// they have ended, whatever they wrote is visible to every read that follows. Until then this
+/// replica reads through its cache.
 ///
 /// A writing transaction holds the lock on its own transaction id until it ends, so `pg_locks`
 /// names them all. (A snapshot would not: its `xmax` is the newest *completed* id plus one, and
@@ -436,6 +443,7 @@ async fn listen(pool: &sqlx::PgPool) -> Result<PgListener, sqlx::Error> {
     listener.ignore_pool_close_event(true);
     register(&mut listener).await?;
     listener.listen(CHANNEL).await?;
+    tokio::time::sleep(ALONE_TRUSTED).await;
     let writing: Vec<String> = sqlx::query_scalar(
         "SELECT l.transactionid::text FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
           WHERE l.locktype = 'transactionid' AND l.mode = 'ExclusiveLock' AND l.granted
