@@ -46,14 +46,9 @@ async fn settled(db: &TestDb, limit: Duration) -> i64 {
     }
 }
 
-#[tokio::test]
-async fn an_idle_connection_left_inside_a_transaction_is_never_handed_out() {
-    let db = shared_db().await;
-    let admin = db.pool().await;
-    sqlx::query("CREATE TABLE notes (id int)")
-        .execute(&admin)
-        .await
-        .unwrap();
+/// nexusd's own pool over `options`, with a single connection so each borrower gets the last
+/// one's.
+fn one_connection(options: sqlx::postgres::PgConnectOptions) -> Database {
     let config = DatabaseConfig {
         target: DatabaseTarget::Embedded,
         min_connections: 0,
@@ -61,7 +56,36 @@ async fn an_idle_connection_left_inside_a_transaction_is_never_handed_out() {
         bootstrap: None,
         pg_bindir: None,
     };
-    let database = Database::new(db.options(), None, &config);
+    Database::new(options, None, &config)
+}
+
+/// Creates the table `notes` in `db`; returns an admin pool that sees only committed rows.
+async fn notes_table(db: &TestDb) -> sqlx::PgPool {
+    let admin = db.pool().await;
+    sqlx::query("CREATE TABLE notes (id int)")
+        .execute(&admin)
+        .await
+        .unwrap();
+    admin
+}
+
+/// Writes a note through `pool`; returns how many notes `admin` sees committed.
+async fn note(pool: &sqlx::PgPool, admin: &sqlx::PgPool) -> i64 {
+    sqlx::query("INSERT INTO notes VALUES (1)")
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query_scalar("SELECT count(*) FROM notes")
+        .fetch_one(admin)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_idle_connection_left_inside_a_transaction_is_never_handed_out() {
+    let db = shared_db().await;
+    let admin = notes_table(&db).await;
+    let database = one_connection(db.options());
     let pool = database.pool();
     let pid = || sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()").fetch_one(pool);
 
@@ -83,16 +107,9 @@ async fn an_idle_connection_left_inside_a_transaction_is_never_handed_out() {
     tokio::time::sleep(CHECK_IDLE_AFTER + Duration::from_millis(300)).await;
 
     // The next write must not run inside it.
-    sqlx::query("INSERT INTO notes VALUES (1)")
-        .execute(pool)
-        .await
-        .unwrap();
-    let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM notes")
-        .fetch_one(&admin)
-        .await
-        .unwrap();
     assert_eq!(
-        seen, 1,
+        note(pool, &admin).await,
+        1,
         "a write went into a transaction left open on a pooled connection"
     );
     assert_eq!(settled(&db, Duration::from_secs(5)).await, 0);
@@ -107,21 +124,10 @@ async fn an_idle_connection_left_inside_a_transaction_is_never_handed_out() {
 #[tokio::test]
 async fn a_transaction_cut_off_in_its_begin_is_not_handed_on() {
     let db = shared_db().await;
-    let admin = db.pool().await;
-    sqlx::query("CREATE TABLE notes (id int)")
-        .execute(&admin)
-        .await
-        .unwrap();
+    let admin = notes_table(&db).await;
     // 40 ms on every answer from PostgreSQL: a BEGIN is still in flight after 15 ms.
     let slow = LatencyProxy::start(db.port, Duration::from_millis(40)).await;
-    let config = DatabaseConfig {
-        target: DatabaseTarget::Embedded,
-        min_connections: 0,
-        max_connections: 1,
-        bootstrap: None,
-        pg_bindir: None,
-    };
-    let database = Database::new(db.options().port(slow.port), None, &config);
+    let database = one_connection(db.options().port(slow.port));
     let pool = database.pool();
     sqlx::query("SELECT 1").execute(pool).await.unwrap();
 
@@ -136,16 +142,9 @@ async fn a_transaction_cut_off_in_its_begin_is_not_handed_on() {
             "BEGIN answered through a 40 ms proxy in 15 ms"
         );
         // Straight away: the one connection comes back without sitting idle, so unchecked.
-        sqlx::query("INSERT INTO notes VALUES (1)")
-            .execute(pool)
-            .await
-            .unwrap();
-        let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM notes")
-            .fetch_one(&admin)
-            .await
-            .unwrap();
         assert_eq!(
-            seen, n,
+            note(pool, &admin).await,
+            n,
             "write {n} went into the transaction of a BEGIN that was cut off"
         );
     }
