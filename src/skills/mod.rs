@@ -475,10 +475,10 @@ async fn run_skill(
 /// client disconnects, and a database future dropped mid-flight can leave a pooled connection
 /// inside a transaction nothing rolls back (with sqlx 0.8.6 a dropped `Pool::begin()` does;
 /// `db/mod.rs` explains the bug and `db::begin`, which avoids it). A task is not cancelled by the
-/// client leaving, so its statements finish or fail as a whole. For the same reason the timeout does not abort the
-/// task: the caller is answered, and the task ends on its own (its calls to GitHub, the other
-/// agents and the embeddings API have timeouts of their own; a statement ends when PostgreSQL
-/// answers or the connection breaks).
+/// client leaving, so its statements finish or fail as a whole. For the same reason the timeout
+/// does not abort the task: the caller is answered, and the task ends on its own (its calls to
+/// GitHub, the other agents and the embeddings API have timeouts of their own; a statement ends
+/// when PostgreSQL answers or the connection breaks).
 async fn call(
     state: &AppState,
     skill: &Skill,
