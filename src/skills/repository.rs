@@ -127,14 +127,13 @@ async fn run_deployment_info(
 ) -> Result<SkillOutput, SkillError> {
     let q: DeploymentInput = parse(input)?;
     let include_history = q.include_history.unwrap_or(false);
+    // One statement, so one snapshot: no transaction needed (docs/read-path.md).
     let result = async {
-        let mut tx = kb::snapshot(ctx.pool()).await?;
-        let Some(repo) = repositories::get(&mut tx, &q.repository).await? else {
-            return Err(not_found(&mut tx, &q.repository).await);
-        };
-        let details = repositories::details(&mut tx, repo.id, include_history).await?;
-        tx.commit().await?;
-        Ok((repo, details))
+        let mut conn = ctx.pool().acquire().await?;
+        match repositories::deployment_info(&mut conn, &q.repository, include_history).await? {
+            Some(found) => Ok(found),
+            None => Err(not_found(&mut conn, &q.repository).await),
+        }
     }
     .await
     .map_err(|e: SkillError| e.context("Failed to get deployment info"))?;
