@@ -15,7 +15,10 @@
 -- (src/skills/cache.rs, `listen`) before it takes the list of transactions in progress and waits
 -- for them to end. Every write that begins after the wait looks again and sees the registration;
 -- every write that began before has its transaction id by then, so the list names it.
--- Everything else about migration 0007's rule is unchanged.
+-- Everything else about migration 0007's rule is unchanged. A replica still running an older
+-- nexusd does not wait: during a rolling upgrade, a write made within a second of its listener's
+-- start may be missed by its cache until the next notification (the next write from anywhere
+-- after that second).
 
 CREATE OR REPLACE FUNCTION nexusd_kb_changed() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$

@@ -39,7 +39,9 @@ const DIAGNOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// A pooled connection that sat idle longer than this gets [`IDLE_CHECK`] before it is handed out.
 /// One used more recently goes straight to its borrower: sqlx pinged it when it came back, and
 /// under load a check per borrow was a third of the round trips of a one-statement request
-/// (BENCHMARKS.md, "One round trip per request").
+/// (BENCHMARKS.md, "One round trip per request"). The price: a connection the server dropped
+/// within that second fails the one request that borrows it (503, like any lost connection),
+/// and sqlx's ping on its return closes it.
 pub const CHECK_IDLE_AFTER: Duration = Duration::from_secs(1);
 /// Run on a connection idle for [`CHECK_IDLE_AFTER`] before it is handed out, in one round trip
 /// like sqlx's own ping: an answer proves the connection alive (the server may have restarted
