@@ -15,7 +15,9 @@ use sha2::Digest;
 use sqlx::Executor;
 use support::backups::{Where, backup_name, nexusd, seed, text};
 use support::fault_proxy::{Fault, FaultProxy, Rule};
-use support::{Nexusd, TestDb, free_port, nexusd_command, shared_db, shared_gcs, table_digest};
+use support::{
+    Nexusd, TestDb, free_port, nexusd_command, sessions_settle, shared_db, shared_gcs, table_digest,
+};
 
 /// About 40 MB of text (half that compressed): pg_dump is still producing when a store fails
 /// on the first chunks.
@@ -474,22 +476,6 @@ async fn shutdown_while_the_store_hangs_takes_seconds() {
     assert!(took <= Duration::from_secs(10), "shutdown took {took:?}");
     // pg_dump went with it: no session of nexusd's (pg_dump's included) is left on the server.
     let pool = db.pool().await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let sessions: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name LIKE 'nexusd%'",
-        )
-        .bind(&db.name)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        if sessions == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{sessions} sessions of nexusd outlived it"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let sessions = sessions_settle(&pool, "nexusd%", 0, Duration::from_secs(5)).await;
+    assert_eq!(sessions, 0, "{sessions} sessions of nexusd outlived it");
 }

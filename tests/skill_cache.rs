@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use sqlx::postgres::PgListener;
 use support::scrape::fetch;
-use support::{Nexusd, TestDb, nexusd_command};
+use support::{Nexusd, TestDb, nexusd_command, sessions_settle};
 
 const NO_BACKFILL: (&str, &str) = ("NEXUSD_EMBEDDING_BACKFILL", "false");
 const OPEN: (&str, &str) = ("REQUIRE_AUTH_FOR_WRITE", "false");
@@ -384,24 +384,8 @@ async fn a_lone_replica_writes_without_notifying_and_others_are_told_once_they_l
     // B killed: its registration stays behind, but its lock went with its session, so A's
     // writes go back to not notifying.
     drop(b);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let listeners: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity
-              WHERE datname = current_database() AND application_name LIKE 'nexusd listen %'",
-        )
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        if listeners == 1 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the killed replica's listener stays"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let listeners = sessions_settle(&pool, "nexusd listen %", 1, Duration::from_secs(10)).await;
+    assert_eq!(listeners, 1, "the killed replica's listener stays");
     a.ok("add_repository", json!({"repository": "alone/again"}))
         .await;
     assert_eq!(
@@ -411,20 +395,25 @@ async fn a_lone_replica_writes_without_notifying_and_others_are_told_once_they_l
     );
 }
 
+/// A session named as another replica's skills' pool ("ghost"), whose writes the trigger treats
+/// as that replica's (migrations 0007 and 0008).
+async fn ghost_writer(db: &TestDb) -> sqlx::PgConnection {
+    use sqlx::Connection;
+    let options: sqlx::postgres::PgConnectOptions = db.url().parse().unwrap();
+    sqlx::PgConnection::connect_with(&options.application_name("nexusd serve ghost:1/0"))
+        .await
+        .unwrap()
+}
+
 /// A replica whose listener connects while another replica's write is in flight — one that looked
 /// for listeners before there were any, so it will not notify — does not cache until that write
 /// has ended: its reads after the commit see it. Fails without the wait in `listen`: the replica
 /// caches the list at once and keeps serving it without the row.
 #[tokio::test]
 async fn a_new_listener_waits_out_writes_that_could_not_see_it() {
-    use sqlx::Connection;
     let db = seeded_db().await;
-    let options: sqlx::postgres::PgConnectOptions = db.url().parse().unwrap();
     // A write of a replica that is alone on the database, left open.
-    let mut writer =
-        sqlx::PgConnection::connect_with(&options.application_name("nexusd serve ghost:1/0"))
-            .await
-            .unwrap();
+    let mut writer = ghost_writer(&db).await;
     sqlx::raw_sql("BEGIN; INSERT INTO repositories (name) VALUES ('ghost/in-flight');")
         .execute(&mut writer)
         .await
@@ -458,7 +447,6 @@ async fn a_new_listener_waits_out_writes_that_could_not_see_it() {
 /// `listen`: the replica caches the list at once and serves it without the rows.
 #[tokio::test]
 async fn a_new_listener_outwaits_sessions_that_trust_an_older_look() {
-    use sqlx::Connection;
     let db = seeded_db().await;
     let pool = db.pool().await;
     let a = replica(&db, &[]).await;
@@ -492,11 +480,7 @@ async fn a_new_listener_outwaits_sessions_that_trust_an_older_look() {
     };
 
     // Another replica's session whose last look began just before the registration.
-    let options: sqlx::postgres::PgConnectOptions = db.url().parse().unwrap();
-    let mut writer =
-        sqlx::PgConnection::connect_with(&options.application_name("nexusd serve ghost:1/0"))
-            .await
-            .unwrap();
+    let mut writer = ghost_writer(&db).await;
     sqlx::query("SELECT set_config('nexusd.kb_alone_at', $1::text, false)")
         .bind(since - 0.001)
         .execute(&mut writer)

@@ -219,6 +219,26 @@ pub fn shared_port() -> u16 {
 }
 
 /// A database of its own on the shared cluster.
+/// Waits (at most `limit`) until `pool`'s database has `want` sessions whose `application_name`
+/// is `LIKE` `pattern`; returns how many there were at the end.
+pub async fn sessions_settle(pool: &PgPool, pattern: &str, want: i64, limit: Duration) -> i64 {
+    let deadline = Instant::now() + limit;
+    loop {
+        let sessions: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+              WHERE datname = current_database() AND application_name LIKE $1",
+        )
+        .bind(pattern)
+        .fetch_one(pool)
+        .await
+        .expect("counting sessions");
+        if sessions == want || Instant::now() > deadline {
+            return sessions;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 pub async fn shared_db() -> TestDb {
     create_db(shared_port()).await
 }
