@@ -99,6 +99,11 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<()> {
         database.readiness.clone(),
         shutdown.clone(),
     );
+    let folder = crate::kb::keyword_uses::spawn_folder(
+        database.db.pool().clone(),
+        database.readiness.clone(),
+        shutdown.clone(),
+    );
     let workers = crate::skills::spawn_workflow_workers(
         state.ctx.clone(),
         state.ctx.workflow_wake.clone(),
@@ -121,6 +126,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<()> {
     for task in [backfill, watchdog, cache_listener].into_iter().flatten() {
         task.abort();
     }
+    folder.abort();
     database.stop().await;
     tracing::info!("stopped");
     Ok(())

@@ -42,6 +42,7 @@ pub const KNOWLEDGE_BASE_TABLES: &[&str] = &[
     "patterns",
     "repositories",
     "repository_complexity",
+    "repository_keyword_uses",
     "repository_relationships",
     "reusable_components",
     "runtime_issues",

@@ -9,6 +9,7 @@ pub(crate) mod catalog;
 pub(crate) mod complexity;
 pub(crate) mod components;
 pub(crate) mod jobs;
+pub mod keyword_uses;
 pub(crate) mod knowledge;
 pub(crate) mod lifecycle;
 pub(crate) mod manifests;

@@ -26,16 +26,14 @@ pub struct RepositorySummary {
     pub keywords: Vec<String>,
 }
 
-/// Every repository with its pattern count and five most used keywords, by name, in one pass
-/// over the knowledge base: patterns counted per repository, (repository, keyword) uses ranked,
-/// five kept. Measured against a per-repository formulation (correlated subqueries through the
-/// indexes) with pgbench on 100 repositories × 20 patterns: 1.27× its rate — get_repository_list
-/// returns every repository, so nothing is saved by looking at each one separately
-/// (docs/read-path.md). `tests/read_sql.rs` holds the two formulations to the same rows.
+/// Every repository with its pattern count and five most used keywords, by name, in one
+/// statement: patterns counted per repository; keyword uses summed from the ledger the database
+/// keeps (`super::keyword_uses`: a few hundred rows, not every pattern–keyword link; a sum of
+/// zero is a keyword no longer used), ranked, five kept (docs/read-path.md). `tests/read_sql.rs`
+/// holds it to a per-repository formulation over the links themselves.
 pub const SUMMARIES_SQL: &str = "WITH counts AS (SELECT repo_id, count(*) AS n FROM patterns GROUP BY repo_id),
-      usage AS (SELECT p.repo_id, pk.keyword_id, count(*) AS uses
-                  FROM patterns p JOIN pattern_keywords pk ON pk.pattern_id = p.id
-                 GROUP BY p.repo_id, pk.keyword_id),
+      usage AS (SELECT repo_id, keyword_id, sum(uses) AS uses FROM repository_keyword_uses
+                 GROUP BY repo_id, keyword_id HAVING sum(uses) > 0),
       ranked AS (SELECT u.repo_id, k.keyword,
                         row_number() OVER (PARTITION BY u.repo_id ORDER BY u.uses DESC, k.keyword) AS rank
                    FROM usage u JOIN keywords k ON k.id = u.keyword_id)
