@@ -216,10 +216,16 @@ pub async fn run(pool: &PgPool, kb: &Value, dry_run: bool) -> Result<Summary> {
         }
     }
     if !dry_run && summary.repositories.written + summary.patterns.written > 0 {
+        // The keyword counts the import added, one ledger row per pattern, folded now rather
+        // than by the next `serve` (none may run yet).
+        crate::kb::keyword_uses::fold(pool)
+            .await
+            .context("folding the keyword counts after the import")?;
         // A bulk load leaves the planner's statistics behind until autovacuum notices.
         sqlx::raw_sql(
-            "ANALYZE repositories, patterns, keywords, pattern_keywords, technical_decisions, \
-             reusable_components, dependencies, deployment_scripts, lessons_learned, analysis_history",
+            "ANALYZE repositories, patterns, keywords, pattern_keywords, repository_keyword_uses, \
+             technical_decisions, reusable_components, dependencies, deployment_scripts, \
+             lessons_learned, analysis_history",
         )
         .execute(pool)
         .await

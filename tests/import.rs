@@ -68,6 +68,15 @@ async fn the_example_knowledge_base_lands_where_the_skills_read_it() {
         "{out}"
     );
 
+    // The import folded the keyword counts it added: reads need no `serve` to have run.
+    let pool = db.pool().await;
+    let unfolded: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM repository_keyword_uses WHERE NOT compacted")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(unfolded, 0, "the import left its keyword counts unfolded");
+
     let nexusd = Nexusd::ready(&db.url(), &[]).await;
     let list = nexusd
         .ok("get_repository_list", json!({"include_metadata": false}))
@@ -75,6 +84,15 @@ async fn the_example_knowledge_base_lands_where_the_skills_read_it() {
     assert_eq!(
         list["repositories"],
         json!(["acme/empty", "acme/payments-api", "acme/web"])
+    );
+    let list = nexusd.ok("get_repository_list", json!({})).await;
+    let payments = &list["repositories"][1];
+    assert_eq!(payments["name"], "acme/payments-api");
+    assert!(
+        payments["keywords"]
+            .as_array()
+            .is_some_and(|k| k.contains(&json!("retry"))),
+        "{payments}"
     );
 
     // Repository keywords became pattern keywords: keyword search finds them.
@@ -124,7 +142,6 @@ async fn the_example_knowledge_base_lands_where_the_skills_read_it() {
     );
     assert_eq!(info["history"][0]["commit_sha"], "0ldc0de");
     assert_eq!(info["history"][0]["patterns_count"], 2);
-    let pool = db.pool().await;
     let decision: (String, String) = sqlx::query_as(
         "SELECT why, alternatives FROM technical_decisions WHERE what = 'Use PostgreSQL'",
     )
