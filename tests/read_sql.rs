@@ -6,7 +6,7 @@
 
 mod support;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use sqlx::PgPool;
 use sqlx::postgres::PgArguments;
 
@@ -70,6 +70,17 @@ const PER_REPOSITORY_SUMMARIES: &str = "
       FROM repositories r
      ORDER BY r.name";
 
+/// `query_known_issues`' two statements before they became one (`nexusd::kb::ISSUES_SQL`).
+const OLD_ISSUE_COLUMNS: &str = "r.name::text AS repository, i.issue_id::text AS issue_id, i.detected_at,
+    i.issue_type::text AS issue_type, i.severity::text AS severity, i.service_type::text AS service_type,
+    i.log_snippet, i.root_cause, i.suggested_fix, i.pattern_reference::text AS pattern_reference,
+    i.github_issue_url::text AS github_issue_url, i.status::text AS status, i.metrics, i.resolution_time";
+const OLD_ISSUE_FILTER: &str = "($1::text IS NULL OR i.issue_type = $1)
+    AND ($2::text IS NULL OR i.pattern_reference = $2)
+    AND ($3::text IS NULL OR i.service_type = $3)
+    AND ($4::text IS NULL OR i.severity = $4)
+    AND ($5::text IS NULL OR i.status = $5)";
+
 /// A larger, uneven knowledge base on top of the skills' seed: 40 repositories with 0 to 19
 /// patterns each, shared pattern names, keywords used unevenly (ties included), activity rows of
 /// every kind with equal timestamps (the feed's order among rows equal in all its keys was
@@ -91,6 +102,13 @@ ON CONFLICT DO NOTHING;
 INSERT INTO lessons_learned (repo_id, title, category, impact, date)
 SELECT r.id, 'L' || n || ' ' || r.name, 'cat', 'low', '2026-02-01'::timestamptz + (n % 4) * interval '1 hour'
   FROM repositories r, generate_series(1, 3) n WHERE r.name LIKE 'gen/r0%';
+INSERT INTO runtime_issues (repo_id, issue_id, detected_at, issue_type, severity, service_type,
+                            pattern_reference, status, log_snippet)
+SELECT r.id, 'gen-issue-' || r.id || '-' || n, '2026-03-01'::timestamptz + (n % 3) * interval '1 hour',
+       (ARRAY['timeout', 'error', 'latency'])[n % 3 + 1], (ARRAY['low', 'high', 'critical'])[(n + r.id) % 3 + 1],
+       'api', CASE WHEN n % 2 = 0 THEN 'Shared ' || n % 4 END, CASE WHEN n % 4 = 0 THEN 'resolved' ELSE 'open' END,
+       'log ' || n
+  FROM repositories r, generate_series(1, 4) n WHERE r.name LIKE 'gen/r2%';
 INSERT INTO analysis_history (repo_id, commit_sha, analyzed_at)
 SELECT r.id, 'sha' || n || r.id, '2026-02-01'::timestamptz + (n % 4) * interval '1 hour'
   FROM repositories r, generate_series(1, 2) n WHERE r.name LIKE 'gen/r1%';
@@ -513,4 +531,55 @@ async fn serve_folds_the_ledger() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     assert_counts_exact(&pool, "serve's fold").await;
+}
+
+#[tokio::test]
+async fn known_issues_in_one_statement_return_the_same_page_count_and_repositories() {
+    let pool = seeded().await;
+    let old_page = format!(
+        "SELECT {OLD_ISSUE_COLUMNS} FROM runtime_issues i JOIN repositories r ON r.id = i.repo_id
+          WHERE {OLD_ISSUE_FILTER} ORDER BY i.detected_at DESC, i.id DESC LIMIT $6"
+    );
+    let old_overall = format!(
+        "SELECT count(*) AS total, coalesce(array_agg(DISTINCT r.name::text ORDER BY r.name::text), '{{}}') AS repositories
+           FROM runtime_issues i JOIN repositories r ON r.id = i.repo_id WHERE {OLD_ISSUE_FILTER}"
+    );
+    type Filter = [Option<&'static str>; 5];
+    let filters: [Filter; 7] = [
+        [None; 5],
+        [Some("timeout"), None, None, None, None],
+        [None, Some("Shared 2"), None, None, None],
+        [Some("error"), None, Some("api"), Some("high"), Some("open")],
+        [None, None, None, Some("critical"), None],
+        [None, None, None, None, Some("resolved")],
+        [Some("nothing"), None, None, None, None],
+    ];
+    let mut matched = 0;
+    for [t, p, s, v, st] in filters {
+        for limit in [1i64, 3, 10, 100] {
+            let want_page = rows(&pool, &old_page, args!(t, p, s, v, st, limit)).await;
+            let want_overall = rows(&pool, &old_overall, args!(t, p, s, v, st)).await;
+            let mut got = rows(&pool, &nexusd::kb::ISSUES_SQL, args!(t, p, s, v, st, limit)).await;
+            let page = got.as_array_mut().unwrap();
+            let overall = match page.first() {
+                Some(row) => json!([{"total": row["total"], "repositories": row["repositories"]}]),
+                None => json!([{"total": 0, "repositories": []}]),
+            };
+            for row in page.iter_mut() {
+                let row = row.as_object_mut().unwrap();
+                for extra in ["total", "repositories", "id"] {
+                    row.remove(extra);
+                }
+            }
+            assert_eq!(got, want_page, "{:?} limit {limit}", [t, p, s, v, st]);
+            assert_eq!(
+                overall,
+                want_overall,
+                "{:?} limit {limit}",
+                [t, p, s, v, st]
+            );
+            matched += want_overall[0]["total"].as_i64().unwrap();
+        }
+    }
+    assert!(matched > 100, "only {matched} issues matched");
 }

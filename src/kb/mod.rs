@@ -24,6 +24,7 @@ pub use search::{NEAREST_SQL, set_search_width};
 pub use activity::{ACTIONS_SQL, RECENT_SQL};
 pub use patterns::{BY_KEYWORDS_SQL, BY_PATTERN_NAMES_SQL, SHARED_SQL};
 pub use repositories::SUMMARIES_SQL;
+pub use runtime::SEARCH_SQL as ISSUES_SQL;
 
 use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};

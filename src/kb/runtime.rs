@@ -1,5 +1,7 @@
 //! `runtime_issues`: production issues reported against repositories and patterns.
 
+use std::sync::LazyLock;
+
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use sqlx::PgConnection;
@@ -172,6 +174,40 @@ const FILTER_SQL: &str = "($1::text IS NULL OR i.issue_type = $1)
     AND ($4::text IS NULL OR i.severity = $4)
     AND ($5::text IS NULL OR i.status = $5)";
 
+/// `query_known_issues` in one statement: the matching issues are gathered once; the page (newest
+/// first, at most $6) is cut from them, and each of its rows carries the count of all of them and
+/// their repositories. Was two statements, the page and the count, each scanning the matches
+/// (`tests/read_sql.rs` holds the two to the same answers).
+pub static SEARCH_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH matching AS (SELECT {ISSUE_COLUMNS}, i.id
+                             FROM runtime_issues i JOIN repositories r ON r.id = i.repo_id
+                            WHERE {FILTER_SQL}),
+              overall AS (SELECT count(*) AS total,
+                                 coalesce(array_agg(DISTINCT repository ORDER BY repository), '{{}}') AS repositories
+                            FROM matching)
+         SELECT page.*, overall.total, overall.repositories
+           FROM (SELECT * FROM matching ORDER BY detected_at DESC, id DESC LIMIT $6) page
+          CROSS JOIN overall"
+    )
+});
+
+/// The count and repositories alone: for a page with no row to carry them (a limit below 1).
+static COUNT_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT count(*), coalesce(array_agg(DISTINCT r.name::text ORDER BY r.name::text), '{{}}')
+           FROM runtime_issues i JOIN repositories r ON r.id = i.repo_id WHERE {FILTER_SQL}"
+    )
+});
+
+#[derive(sqlx::FromRow)]
+struct PageRow {
+    #[sqlx(flatten)]
+    issue: Issue,
+    total: i64,
+    repositories: Vec<String>,
+}
+
 /// Matching issues newest first (at most `limit`), the total count, and every affected
 /// repository (sorted).
 pub async fn search(
@@ -179,30 +215,35 @@ pub async fn search(
     filter: &IssueFilter<'_>,
     limit: i64,
 ) -> Result<(i64, Vec<Issue>, Vec<String>), sqlx::Error> {
-    let issues: Vec<Issue> = sqlx::query_as(&format!(
-        "SELECT {ISSUE_COLUMNS} FROM runtime_issues i JOIN repositories r ON r.id = i.repo_id
-          WHERE {FILTER_SQL} ORDER BY i.detected_at DESC, i.id DESC LIMIT $6"
+    let rows: Vec<PageRow> = sqlx::query_as(&SEARCH_SQL)
+        .bind(filter.issue_type)
+        .bind(filter.pattern)
+        .bind(filter.service_type)
+        .bind(filter.severity)
+        .bind(filter.status)
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await?;
+    let Some(first) = rows.first() else {
+        if limit >= 1 {
+            return Ok((0, Vec::new(), Vec::new()));
+        }
+        let (total, repositories) = sqlx::query_as(&COUNT_SQL)
+            .bind(filter.issue_type)
+            .bind(filter.pattern)
+            .bind(filter.service_type)
+            .bind(filter.severity)
+            .bind(filter.status)
+            .fetch_one(conn)
+            .await?;
+        return Ok((total, Vec::new(), repositories));
+    };
+    let (total, repositories) = (first.total, first.repositories.clone());
+    Ok((
+        total,
+        rows.into_iter().map(|r| r.issue).collect(),
+        repositories,
     ))
-    .bind(filter.issue_type)
-    .bind(filter.pattern)
-    .bind(filter.service_type)
-    .bind(filter.severity)
-    .bind(filter.status)
-    .bind(limit)
-    .fetch_all(&mut *conn)
-    .await?;
-    let (total, repositories): (i64, Vec<String>) = sqlx::query_as(&format!(
-        "SELECT count(*), coalesce(array_agg(DISTINCT r.name::text ORDER BY r.name::text), '{{}}')
-           FROM runtime_issues i JOIN repositories r ON r.id = i.repo_id WHERE {FILTER_SQL}"
-    ))
-    .bind(filter.issue_type)
-    .bind(filter.pattern)
-    .bind(filter.service_type)
-    .bind(filter.severity)
-    .bind(filter.status)
-    .fetch_one(conn)
-    .await?;
-    Ok((total, issues, repositories))
 }
 
 /// Repositories (id, name) having a pattern named exactly `pattern`, by name.
