@@ -1,8 +1,8 @@
 //! `repository_keyword_uses`: how many of a repository's patterns use each keyword, as a ledger
-//! the database's triggers append to in the transaction of every change of patterns or their
-//! keywords (`migrations/0009_repository_keyword_uses.sql`). A count is the sum of its rows
-//! (`repositories::SUMMARIES_SQL` reads them); [`spawn_folder`] keeps the ledger short by folding each changed count's rows
-//! into one.
+//! the database's triggers append to whenever a statement links or unlinks keywords
+//! (`migrations/0009_repository_keyword_uses.sql`). A count is the sum of its rows, as
+//! `repositories::SUMMARIES_SQL` reads them; [`spawn_folder`] keeps the ledger short by folding
+//! the rows of each changed count into one.
 
 use std::time::Duration;
 
@@ -21,8 +21,7 @@ pub const FOLD_INTERVAL: Duration = Duration::from_secs(10);
 /// Safe beside writers (they only insert) and beside another fold: each row is deleted by one of
 /// them, and a fold's new rows are invisible to the other's statement.
 const FOLD_SQL: &str =
-    "WITH changed AS (SELECT DISTINCT repo_id, keyword_id FROM repository_keyword_uses
-                                     WHERE NOT compacted),
+    "WITH changed AS (SELECT DISTINCT repo_id, keyword_id FROM repository_keyword_uses WHERE NOT compacted),
       gone AS (DELETE FROM repository_keyword_uses u USING changed c
                 WHERE u.repo_id = c.repo_id AND u.keyword_id = c.keyword_id
             RETURNING u.repo_id, u.keyword_id, u.uses),
