@@ -156,7 +156,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(log_request))
         .layer(middleware::from_fn_with_state(cors, cors::layer))
-        .with_state(state)
+        .with_state(Arc::new(state))
 }
 
 async fn not_found() -> SkillError {
@@ -204,7 +204,7 @@ fn agent_url(state: &AppState) -> &str {
     &state.ctx.config.api.public_url
 }
 
-async fn root(State(state): State<AppState>) -> Response {
+async fn root(State(state): State<Arc<AppState>>) -> Response {
     let url = agent_url(&state);
     json_response(
         StatusCode::OK,
@@ -228,7 +228,7 @@ async fn root(State(state): State<AppState>) -> Response {
     )
 }
 
-async fn agent_card(State(state): State<AppState>) -> Response {
+async fn agent_card(State(state): State<Arc<AppState>>) -> Response {
     let protected: Vec<&str> = state
         .skills
         .iter()
@@ -303,7 +303,7 @@ fn kind(value: &Value) -> &'static str {
 }
 
 /// `POST /a2a/execute` with `{"skill_id", "input"}`.
-async fn execute(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+async fn execute(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
     let body_timeout = state.ctx.config.api.http.body_timeout;
     let (skill_id, input) = match read_request(body, body_timeout).await {
@@ -580,7 +580,7 @@ fn stamp(body: &mut Value, started: Instant) {
 /// run within their request (in a task of their own only so a client leaving cannot cut one off),
 /// so any other task id has nothing left to cancel; that answer keeps the original's shape.
 async fn cancel(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, SkillError> {
