@@ -500,7 +500,7 @@ async fn call(
     {
         let host = replica.host.clone();
         let mut on_replica = ctx.clone();
-        on_replica.db = replica;
+        on_replica.db = Arc::new(replica);
         match run_handler(skill, on_replica, input.clone()).await {
             Err(SkillError::Unavailable(why)) => {
                 tracing::warn!(replica = %host, reason = %why, "a read replica failed a read; reading from the primary");
