@@ -72,7 +72,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<()> {
         ctx: SkillContext {
             caller: Caller::default(),
             config: Arc::new(config.skills.clone()),
-            db: database.db.clone(),
+            db: Arc::new(database.db.clone()),
             readiness: database.readiness.clone(),
             search: search.clone(),
             backups: backups.backups.clone(),

@@ -246,7 +246,9 @@ impl Authenticator {
         if token.split('.').count() != 3 {
             return Err(AuthFailure::UnknownToken);
         }
-        self.verify_id_token(token).await
+        // Boxed: its future (it may fetch Google's signing keys) is large, and every request's
+        // future would be as large.
+        Box::pin(self.verify_id_token(token)).await
     }
 
     async fn verify_id_token(&self, token: &str) -> Result<Principal, AuthFailure> {

@@ -39,6 +39,7 @@
 //! What is stored is the skill's own answer, serialised; `success`, `timestamp` and
 //! `execution_time_ms` are added fresh to every response (`mod.rs`).
 
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -192,7 +193,7 @@ impl SkillCache {
         let mut key = String::with_capacity(64);
         key.push_str(skill);
         key.push('\n');
-        write_canonical(&mut key, &Value::Object(input.clone()));
+        write_object(&mut key, input);
         Some(Ticket { key, epoch })
     }
 
@@ -293,20 +294,7 @@ impl Drop for EmptiesOnDrop {
 /// key order share an entry.
 fn write_canonical(out: &mut String, value: &Value) {
     match value {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, key) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(key.clone()).to_string());
-                out.push(':');
-                write_canonical(out, &map[key]);
-            }
-            out.push('}');
-        }
+        Value::Object(map) => write_object(out, map),
         Value::Array(items) => {
             out.push('[');
             for (i, item) in items.iter().enumerate() {
@@ -317,8 +305,27 @@ fn write_canonical(out: &mut String, value: &Value) {
             }
             out.push(']');
         }
-        other => out.push_str(&other.to_string()),
+        // Writing to a String cannot fail.
+        other => {
+            let _ = write!(out, "{other}");
+        }
     }
+}
+
+/// [`write_canonical`] for an object.
+fn write_object(out: &mut String, map: &Map<String, Value>) {
+    let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+    entries.sort_by_key(|&(key, _)| key);
+    out.push('{');
+    for (i, (key, value)) in entries.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&Value::String(key.clone()).to_string());
+        out.push(':');
+        write_canonical(out, value);
+    }
+    out.push('}');
 }
 
 /// How long to wait before listening again after the connection failed or was lost.

@@ -33,7 +33,9 @@ pub struct SkillContext {
     /// Set per call.
     pub caller: Caller,
     pub config: Arc<SkillsConfig>,
-    pub db: Database,
+    /// Shared: a `Database` holds its connection settings, so cloning one copies several strings,
+    /// and every call clones its context.
+    pub db: Arc<Database>,
     pub readiness: watch::Receiver<Readiness>,
     /// The embedder and search settings (`query`, `find_similar_patterns`, `record_analysis`).
     pub search: Arc<Search>,

@@ -9,6 +9,7 @@
 //! anyone) does everything show to everyone; with auth required and no credential configured,
 //! nobody sees them here (`nexusd check` and the log say the same things to the operator).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
@@ -62,7 +63,7 @@ async fn probe(state: &AppState) -> Result<(String, Option<String>), String> {
 }
 
 pub async fn health(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> (StatusCode, Json<Value>) {
     let readiness = state.ctx.readiness.borrow().clone();

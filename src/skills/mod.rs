@@ -156,7 +156,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(log_request))
         .layer(middleware::from_fn_with_state(cors, cors::layer))
-        .with_state(state)
+        .with_state(Arc::new(state))
 }
 
 async fn not_found() -> SkillError {
@@ -178,6 +178,10 @@ async fn log_request(request: Request, next: Next) -> Response {
 }
 
 async fn log_request_in_span(request: Request, next: Next) -> Response {
+    // Below info (the health line is debug) nothing here is logged: skip gathering it.
+    if !tracing::enabled!(tracing::Level::INFO) {
+        return next.run(request).await;
+    }
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_string();
@@ -204,7 +208,7 @@ fn agent_url(state: &AppState) -> &str {
     &state.ctx.config.api.public_url
 }
 
-async fn root(State(state): State<AppState>) -> Response {
+async fn root(State(state): State<Arc<AppState>>) -> Response {
     let url = agent_url(&state);
     json_response(
         StatusCode::OK,
@@ -228,7 +232,7 @@ async fn root(State(state): State<AppState>) -> Response {
     )
 }
 
-async fn agent_card(State(state): State<AppState>) -> Response {
+async fn agent_card(State(state): State<Arc<AppState>>) -> Response {
     let protected: Vec<&str> = state
         .skills
         .iter()
@@ -303,7 +307,7 @@ fn kind(value: &Value) -> &'static str {
 }
 
 /// `POST /a2a/execute` with `{"skill_id", "input"}`.
-async fn execute(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+async fn execute(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
     let body_timeout = state.ctx.config.api.http.body_timeout;
     let (skill_id, input) = match read_request(body, body_timeout).await {
@@ -346,30 +350,32 @@ async fn execute(State(state): State<AppState>, headers: HeaderMap, body: Body) 
     if let Some(answer) = ticket.as_ref().and_then(|t| state.ctx.cache.get(t)) {
         return cached_response(&state, skill, &answer, started);
     }
-    let (status, body) = run_skill(&state, skill, input, caller, started, ticket).await;
+    // Boxed: the future of a skill's run is large, and inline it would make every request's
+    // future as large, cached ones too (axum moves that future into a box of its own).
+    let (status, body) = Box::pin(run_skill(&state, skill, input, caller, started, ticket)).await;
     json_response(status, body)
 }
 
 /// A successful answer from the cache: the stored keys between a fresh `success` and fresh
-/// `timestamp` / `execution_time_ms`, exactly as [`run_skill`] lays a response out.
+/// `timestamp` / `execution_time_ms`, exactly as [`run_skill`] lays a response out (and as
+/// serde_json writes them), written straight into one buffer.
 fn cached_response(state: &AppState, skill: &Skill, answer: &[u8], started: Instant) -> Response {
-    let mut stamps = Value::Object(Map::new());
-    stamp(&mut stamps, started);
-    let stamps = serde_json::to_vec(&stamps).unwrap_or_else(|_| b"{}".to_vec());
-    // Both are JSON objects: `{...}`; splice their insides.
-    let inner = |object: &[u8]| -> Vec<u8> {
-        object
-            .get(1..object.len().saturating_sub(1))
-            .unwrap_or_default()
-            .to_vec()
-    };
-    let mut body = b"{\"success\":true".to_vec();
-    for part in [inner(answer), inner(&stamps)] {
-        if !part.is_empty() {
-            body.push(b',');
-            body.extend_from_slice(&part);
-        }
+    // The answer is a JSON object, `{...}`: its inside goes between the fresh keys.
+    let inside = answer
+        .get(1..answer.len().saturating_sub(1))
+        .unwrap_or_default();
+    let mut body = Vec::with_capacity(inside.len() + 96);
+    body.extend_from_slice(b"{\"success\":true");
+    if !inside.is_empty() {
+        body.push(b',');
+        body.extend_from_slice(inside);
     }
+    // RFC 3339 has nothing JSON escapes.
+    body.extend_from_slice(b",\"timestamp\":\"");
+    body.extend_from_slice(now_rfc3339().as_bytes());
+    body.extend_from_slice(b"\",\"execution_time_ms\":");
+    // Writing to a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut body, &elapsed_ms(started));
     body.push(b'}');
     let elapsed = started.elapsed();
     state
@@ -382,12 +388,12 @@ fn cached_response(state: &AppState, skill: &Skill, answer: &[u8], started: Inst
         cached = true,
         "skill"
     );
-    (
-        StatusCode::OK,
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        body,
-    )
-        .into_response()
+    let mut response = Response::new(Body::from(body));
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 /// The skill id and input of an execute request.
@@ -500,7 +506,7 @@ async fn call(
     {
         let host = replica.host.clone();
         let mut on_replica = ctx.clone();
-        on_replica.db = replica;
+        on_replica.db = Arc::new(replica);
         match run_handler(skill, on_replica, input.clone()).await {
             Err(SkillError::Unavailable(why)) => {
                 tracing::warn!(replica = %host, reason = %why, "a read replica failed a read; reading from the primary");
@@ -571,16 +577,20 @@ fn unready_reason(state: &AppState) -> Option<String> {
 fn stamp(body: &mut Value, started: Instant) {
     if let Value::Object(map) = body {
         map.insert("timestamp".into(), Value::String(now_rfc3339()));
-        let ms = (started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
-        map.insert("execution_time_ms".into(), json!(ms));
+        map.insert("execution_time_ms".into(), json!(elapsed_ms(started)));
     }
+}
+
+/// Milliseconds since `started`, to the microsecond.
+fn elapsed_ms(started: Instant) -> f64 {
+    (started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0
 }
 
 /// `POST /a2a/cancel`: a workflow id (a UUID) cancels that workflow (`workflows/mod.rs`). Skills
 /// run within their request (in a task of their own only so a client leaving cannot cut one off),
 /// so any other task id has nothing left to cancel; that answer keeps the original's shape.
 async fn cancel(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, SkillError> {

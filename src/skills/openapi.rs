@@ -1,6 +1,8 @@
 //! `GET /openapi.json`: an OpenAPI 3.1 description of the endpoints, generated from the
 //! registry so every skill's request schema is the one the executor enforces.
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -10,7 +12,7 @@ use super::context::API_VERSION;
 use super::state::AppState;
 use crate::http::json_response;
 
-pub async fn document(State(state): State<AppState>) -> Response {
+pub async fn document(State(state): State<Arc<AppState>>) -> Response {
     json_response(StatusCode::OK, build(&state))
 }
 

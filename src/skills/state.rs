@@ -9,8 +9,8 @@ use super::registry::Registry;
 use crate::http::auth::Authenticator;
 use crate::metrics::SkillStats;
 
-/// What every route can reach.
-#[derive(Clone)]
+/// What every route can reach. The router holds it in an `Arc`: axum clones the state for every
+/// request (twice), and a clone of this struct would clone each of its services.
 pub struct AppState {
     pub ctx: SkillContext,
     pub skills: Arc<Registry>,

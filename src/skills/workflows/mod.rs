@@ -10,6 +10,7 @@ mod worker;
 
 pub use worker::spawn;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{Path, State};
@@ -326,7 +327,7 @@ async fn authorise(state: &AppState, headers: &HeaderMap) -> Result<(), Response
 
 /// `GET /a2a/workflow/{id}`: a job's status, progress and result.
 pub async fn status(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
