@@ -346,18 +346,14 @@ async fn concurrent_keyword_edits_and_folds_neither_deadlock_nor_drift() {
     .execute(&pool)
     .await
     .unwrap();
-    let names: Vec<String> = sqlx::query_scalar("SELECT name::text FROM patterns ORDER BY id")
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-    let keywords: Vec<i32> = sqlx::query_scalar("SELECT id FROM keywords ORDER BY id")
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-    let repos: Vec<i32> = sqlx::query_scalar("SELECT id FROM repositories ORDER BY id")
-        .fetch_all(&pool)
-        .await
-        .unwrap();
+    let (names, keywords, repos): (Vec<String>, Vec<i32>, Vec<i32>) = sqlx::query_as(
+        "SELECT (SELECT array_agg(name::text ORDER BY id) FROM patterns),
+                (SELECT array_agg(id ORDER BY id) FROM keywords),
+                (SELECT array_agg(id ORDER BY id) FROM repositories)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut folds = Vec::new();

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use sqlx::postgres::PgListener;
-use support::scrape::fetch;
+use support::scrape::{Scrape, fetch};
 use support::{Nexusd, TestDb, nexusd_command, sessions_settle};
 
 const NO_BACKFILL: (&str, &str) = ("NEXUSD_EMBEDDING_BACKFILL", "false");
@@ -93,47 +93,41 @@ async fn metric_reaches(nexusd: &Nexusd, name: &str, want: impl Fn(f64) -> bool)
     }
 }
 
-/// Reads through `nexusd` until its cache stores answers: a replica starts caching only a little
-/// after its listener registers (`listen` in src/skills/cache.rs). Returns the hits so far.
-async fn until_caching(nexusd: &Nexusd) -> f64 {
+/// Reads `get_repository_list` through `nexusd` until its `/metrics` satisfy `done` (within 20 s);
+/// returns them.
+async fn read_until(nexusd: &Nexusd, what: &str, done: impl Fn(&Scrape) -> bool) -> Scrape {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         nexusd.ok("get_repository_list", json!({})).await;
         let metrics = fetch(&nexusd.metrics, None).await;
-        if metrics
-            .value("nexusd_skill_cache_entries", &[])
-            .is_some_and(|v| v > 0.0)
-        {
-            return metrics
-                .value("nexusd_skill_cache_hits_total", &[])
-                .unwrap_or(0.0);
+        if done(&metrics) {
+            return metrics;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the cache never stored an answer"
-        );
+        assert!(Instant::now() < deadline, "{what}");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
 
-/// Reads through `nexusd` until one read is served from memory. Caching starts again only once
-/// the listener's wait is over, which a loaded machine may stretch past a fixed number of reads.
+/// Reads until the cache stores answers: a replica starts caching only a little after its
+/// listener registers (`listen` in src/skills/cache.rs). Returns the hits so far.
+async fn until_caching(nexusd: &Nexusd) -> f64 {
+    read_until(nexusd, "the cache never stored an answer", |m| {
+        m.value("nexusd_skill_cache_entries", &[])
+            .is_some_and(|v| v > 0.0)
+    })
+    .await
+    .value("nexusd_skill_cache_hits_total", &[])
+    .unwrap_or(0.0)
+}
+
+/// Reads until one read is served from memory. Caching starts again only once the listener's
+/// wait is over, which a loaded machine may stretch past a fixed number of reads.
 async fn until_hit(nexusd: &Nexusd) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        nexusd.ok("get_repository_list", json!({})).await;
-        let hits = fetch(&nexusd.metrics, None)
-            .await
-            .value("nexusd_skill_cache_hits_total", &[]);
-        if hits.is_some_and(|v| v >= 1.0) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no read was served from memory: hits {hits:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    read_until(nexusd, "no read was served from memory", |m| {
+        m.value("nexusd_skill_cache_hits_total", &[])
+            .is_some_and(|v| v >= 1.0)
+    })
+    .await;
 }
 
 /// Every read skill answers the same with and without the cache (twice with it, the second

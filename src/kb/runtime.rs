@@ -192,14 +192,6 @@ pub static SEARCH_SQL: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// The count and repositories alone: for a page with no row to carry them (a limit below 1).
-static COUNT_SQL: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "SELECT count(*), coalesce(array_agg(DISTINCT r.name::text ORDER BY r.name::text), '{{}}')
-           FROM runtime_issues i JOIN repositories r ON r.id = i.repo_id WHERE {FILTER_SQL}"
-    )
-});
-
 #[derive(sqlx::FromRow)]
 struct PageRow {
     #[sqlx(flatten)]
@@ -208,8 +200,8 @@ struct PageRow {
     repositories: Vec<String>,
 }
 
-/// Matching issues newest first (at most `limit`), the total count, and every affected
-/// repository (sorted).
+/// Matching issues newest first (at most `limit`, which is at least 1), the total count, and
+/// every affected repository (sorted).
 pub async fn search(
     conn: &mut PgConnection,
     filter: &IssueFilter<'_>,
@@ -224,19 +216,9 @@ pub async fn search(
         .bind(limit)
         .fetch_all(&mut *conn)
         .await?;
+    // A page with no row means no match: `limit` is at least 1 (the skill's schema says so).
     let Some(first) = rows.first() else {
-        if limit >= 1 {
-            return Ok((0, Vec::new(), Vec::new()));
-        }
-        let (total, repositories) = sqlx::query_as(&COUNT_SQL)
-            .bind(filter.issue_type)
-            .bind(filter.pattern)
-            .bind(filter.service_type)
-            .bind(filter.severity)
-            .bind(filter.status)
-            .fetch_one(conn)
-            .await?;
-        return Ok((total, Vec::new(), repositories));
+        return Ok((0, Vec::new(), Vec::new()));
     };
     let (total, repositories) = (first.total, first.repositories.clone());
     Ok((
