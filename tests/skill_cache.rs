@@ -132,11 +132,30 @@ async fn until_hit(nexusd: &Nexusd) {
 
 /// Every read skill answers the same with and without the cache (twice with it, the second
 /// from memory), on the seeded knowledge base and after each kind of write.
+/// Each cached call's `timestamp` and `execution_time_ms` are its own: the stamp is later than
+/// the previous call's, even when the answer comes from memory.
 async fn assert_alike(cached: &Nexusd, uncached: &Nexusd, after: &str) {
+    let mut last = chrono::DateTime::<chrono::FixedOffset>::MIN_UTC.fixed_offset();
     for (skill, input) in reads() {
         let want = answer(uncached.ok(skill, input.clone()).await);
         for round in 0..2 {
-            let got = answer(cached.ok(skill, input.clone()).await);
+            let body = cached.ok(skill, input.clone()).await;
+            let stamp = body["timestamp"]
+                .as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .unwrap_or_else(|| panic!("{skill} (call {round}): no timestamp: {body}"));
+            assert!(
+                stamp > last,
+                "{skill} (call {round}): a stale timestamp: {body}"
+            );
+            assert!(
+                body["execution_time_ms"]
+                    .as_f64()
+                    .is_some_and(|ms| ms >= 0.0),
+                "{skill} (call {round}): no execution_time_ms: {body}"
+            );
+            last = stamp;
+            let got = answer(body);
             assert_eq!(got, want, "{skill} {input} after {after} (call {round})");
         }
     }
