@@ -1,9 +1,9 @@
 //! Async workflows through the real `nexusd serve` on a real database, against a local stand-in
 //! for GitHub: a full analysis queued and done with its result readable through
-//! `GET /a2a/workflow/{id}`; a job whose server is killed with SIGKILL finished by the next
-//! server; a running job cancelled for real; two servers on one database running each job
-//! exactly once; bad ids answered 400/404; and the GitHub skills without a token answering
-//! `not_configured`.
+//! `GET /a2a/workflow/{id}`, and a read cached while it ran seeing what it wrote; a job whose
+//! server is killed with SIGKILL finished by the next server; a running job cancelled for real;
+//! two servers on one database running each job exactly once; bad ids answered 400/404; and the
+//! GitHub skills without a token answering `not_configured`.
 
 #[path = "support/github_stub.rs"]
 mod github_stub;
@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use github_stub::{GH_TOKEN, Stub, service_files};
 use serde_json::{Value, json};
+use support::scrape::fetch;
 use support::{Nexusd, TestDb, http, shared_db};
 
 const API_TOKEN: &str = "api-token-workflows-0123456789";
@@ -108,6 +109,30 @@ async fn trigger(nexusd: &Nexusd, repos: &[&str], phases: Value) -> String {
         .to_string()
 }
 
+/// Reads `skill` until `/metrics` shows a read of it served from the cache (within 20 s), checking
+/// each answer: a replica caches only a little after its listener starts.
+async fn served_from_memory(nexusd: &Nexusd, skill: &str, input: &Value, check: impl Fn(&Value)) {
+    let hits = || async {
+        fetch(&nexusd.metrics, None)
+            .await
+            .value("nexusd_skill_cache_hits_total", &[])
+            .unwrap_or(0.0)
+    };
+    let before = hits().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        check(&nexusd.ok(skill, input.clone()).await);
+        if hits().await > before {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{skill} was never served from memory"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 async fn cancel(nexusd: &Nexusd, id: &str) -> (u16, Value) {
     let response = http()
         .post(format!("{}/a2a/cancel", nexusd.api))
@@ -124,14 +149,12 @@ async fn a_full_analysis_is_queued_then_done_with_its_result() {
     let (stub, url) = stub_with(&[("acme/svc", service_files()), ("acme/lib", vec![])]).await;
     let db = database(&["acme/svc", "acme/lib"]).await;
     let nexusd = serve(&db, Some(&url), &[]).await;
-    // A read the cache holds from before the job (the job's own writes empty this replica's
-    // cache after each phase; the trigger call itself empties it too, so this alone cannot tell
-    // the two apart).
+    // The job waits in its first phase, on GitHub's answer, until the cache holds a read made
+    // after the trigger (the trigger call empties the cache itself). This replica is alone, so
+    // its writes notify nobody: only the job's own emptying after each phase lets the read see
+    // what the job wrote.
+    stub.hold("acme/svc");
     let components = json!({"limit": 100, "offset": 0});
-    for _ in 0..2 {
-        let before = nexusd.ok("list_components", components.clone()).await;
-        assert_eq!(before["components"], json!([]), "{before}");
-    }
 
     let queued = nexusd
         .ok(
@@ -143,6 +166,19 @@ async fn a_full_analysis_is_queued_then_done_with_its_result() {
     assert_eq!(queued["repositories_count"], 1);
     assert!(queued["polling_interval_ms"].as_u64().unwrap() > 0);
     let id = queued["workflow_id"].as_str().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while stub.count("acme/svc", "contents") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the job never read the repository"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    served_from_memory(&nexusd, "list_components", &components, |before| {
+        assert_eq!(before["components"], json!([]), "{before}");
+    })
+    .await;
+    stub.release("acme/svc");
 
     let done = wait_for(&nexusd, id, Duration::from_secs(60), ended).await;
     assert_eq!(done["status"], "completed", "{done}");
@@ -180,7 +216,7 @@ async fn a_full_analysis_is_queued_then_done_with_its_result() {
     assert_eq!(result["dependency_edges"], 1, "{result}");
     assert!(result["complexity_score"].as_f64().unwrap() > 0.0);
 
-    // What the job wrote is what the read skills read, the cached ones included.
+    // What the job wrote is what the read skills read, the cached one included.
     let after = nexusd.ok("list_components", components).await;
     assert!(
         after["components"].as_array().unwrap().len() >= 2,
@@ -223,13 +259,19 @@ async fn extraction_and_metrics(nexusd: &Nexusd) {
     assert_eq!(done["status"], "completed", "{done}");
     assert!(done["results"][0]["patterns_extracted"].as_u64().unwrap() >= 1);
 
-    let metrics = support::scrape::fetch(&nexusd.metrics, None).await.text;
-    assert!(
-        metrics
-            .contains(r#"nexusd_workflow_jobs_total{kind="full_analysis",status="completed"} 1"#),
-        "{metrics}"
-    );
-    assert!(metrics.contains("nexusd_workflow_jobs_queued 0"));
+    // `/metrics` is cached for a second, and the queue gauge is what the workers last saw.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = fetch(&nexusd.metrics, None).await.text;
+        if metrics
+            .contains(r#"nexusd_workflow_jobs_total{kind="full_analysis",status="completed"} 1"#)
+            && metrics.contains("nexusd_workflow_jobs_queued 0")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{metrics}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }
 
 #[tokio::test]
