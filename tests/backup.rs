@@ -564,6 +564,7 @@ async fn scheduled_backups_in_serve_report_success_and_failure() {
     let mut vars: Vec<(&str, &str)> = vec![
         ("DATABASE_URL", url.as_str()),
         ("NEXUSD_BACKUP_SCHEDULE", "*/2 * * * * *"),
+        ("NEXUSD_BACKUP_VERIFY_SCHEDULE", "*/3 * * * * *"),
     ];
     vars.extend(owned.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     let mut serve = Nexusd::serve(&vars);
@@ -595,6 +596,21 @@ async fn scheduled_backups_in_serve_report_success_and_failure() {
     );
     assert_eq!(status["newest"]["complete"], true);
     assert!(status["next_backup_at"].is_string());
+    // The verification job runs on its own schedule and reports its outcome and next tick.
+    let status = loop {
+        let status = serve.ok("get_backup_status", json!({})).await;
+        if status["last_verification"]["ok"] == true {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no scheduled verification: {status}\n{}",
+            serve.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert!(status["next_verify_at"].is_string(), "{status}");
+    assert!(status["last_verify_success_at"].is_string(), "{status}");
     let (code, _) = serve.terminate(Duration::from_secs(15));
     assert!(code.success());
 

@@ -1,16 +1,19 @@
 //! The backup jobs inside `nexusd serve`, on tokio-cron-scheduler (UTC, seconds first): the
-//! nightly backup, followed by pruning only when it succeeded, and the weekly verification. A
-//! failing job is logged and counted; the scheduler keeps going. With several replicas on one
-//! database every replica ticks, and only the leader (`db/leader.rs`) runs the job: losing
-//! leadership cancels it, and its manifest is written only while the lease still holds.
+//! nightly backup, followed by pruning only when it succeeded, the weekly verification and the
+//! weekly base backup. A failing job is logged and counted; the scheduler keeps going. With
+//! several replicas on one database every replica ticks, and only the leader (`db/leader.rs`)
+//! runs the job: losing leadership cancels it, and its manifest is written only while the lease
+//! still holds.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
 use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
 
+use super::status::BackupStatus;
 use super::{Backups, Progress};
 use crate::db::leader::{Leader, Lease};
 
@@ -36,37 +39,30 @@ pub async fn start(backups: Arc<Backups>, leader: Leader) -> Result<Option<Sched
     let abort = CancellationToken::new();
 
     if let Some(cron) = &config.schedule {
-        add_backup_job(&scheduler, &backups, &abort, cron, &leader).await?;
+        let job = Tick {
+            variable: "NEXUSD_BACKUP_SCHEDULE",
+            what: "backup",
+            next: Some(|s, next| s.next_backup_at = next),
+        };
+        let next = add_job(&scheduler, &backups, &abort, &leader, cron, job, backup).await?;
+        tracing::info!(schedule = %cron, next = ?next, store = %backups.store().describe(), "nightly backups scheduled (UTC)");
     }
     if let Some(cron) = &config.verify_schedule {
-        let b = backups.clone();
-        let leader = leader.clone();
-        let job = Job::new_async(cron.as_str(), move |id, mut scheduler| {
-            let b = b.clone();
-            let lease = lead(&leader, "verification");
-            Box::pin(async move {
-                if lease.is_some() {
-                    if let Err(e) = b.verify(None, &Progress::off()).await {
-                        tracing::error!(error = %format!("{e:#}"), "the scheduled backup verification could not run");
-                    }
-                    // The physical part is a singleton job too: one scratch recovery per tick.
-                    b.verify_physical_if_archiving().await;
-                }
-                if let Ok(next) = scheduler.next_tick_for_job(id).await {
-                    b.status().update(|s| s.next_verify_at = next);
-                }
-            })
-        })
-        .with_context(|| format!("NEXUSD_BACKUP_VERIFY_SCHEDULE {cron:?}"))?;
-        let id = scheduler
-            .add(job)
-            .await
-            .context("scheduling the verification")?;
-        let next = scheduler.clone().next_tick_for_job(id).await.ok().flatten();
-        backups.status().update(|s| s.next_verify_at = next);
+        let job = Tick {
+            variable: "NEXUSD_BACKUP_VERIFY_SCHEDULE",
+            what: "verification",
+            next: Some(|s, next| s.next_verify_at = next),
+        };
+        add_job(&scheduler, &backups, &abort, &leader, cron, job, verify).await?;
     }
     if let Some(cron) = &config.base_schedule {
-        add_base_job(&scheduler, &backups, &abort, cron, &leader).await?;
+        let job = Tick {
+            variable: "NEXUSD_BASEBACKUP_SCHEDULE",
+            what: "base backup",
+            next: None,
+        };
+        add_job(&scheduler, &backups, &abort, &leader, cron, job, base).await?;
+        tracing::info!(schedule = %cron, "weekly base backups scheduled (UTC)");
     }
     scheduler
         .start()
@@ -75,78 +71,94 @@ pub async fn start(backups: Arc<Backups>, leader: Leader) -> Result<Option<Sched
     Ok(Some(Schedule { scheduler, abort }))
 }
 
-/// The nightly logical backup, then pruning when it succeeded, on the leader only.
-async fn add_backup_job(
+/// Writes a job's next tick into the status.
+type KeepNext = fn(&mut BackupStatus, Option<DateTime<Utc>>);
+
+/// What a scheduled job is called, and where the status keeps its next tick (if it does).
+struct Tick {
+    /// The variable that set its schedule, named in the error when the schedule is refused.
+    variable: &'static str,
+    what: &'static str,
+    next: Option<KeepNext>,
+}
+
+/// Adds one job: every replica ticks, only the leader runs `run` under that tick's lease (the
+/// lease's guard cancels it on `abort` or when leadership is lost). Returns its first tick.
+async fn add_job<F, Fut>(
     scheduler: &JobScheduler,
     backups: &Arc<Backups>,
     abort: &CancellationToken,
-    cron: &str,
     leader: &Leader,
-) -> Result<()> {
+    cron: &str,
+    tick: Tick,
+    run: F,
+) -> Result<Option<DateTime<Utc>>>
+where
+    F: Fn(Arc<Backups>, Lease, CancellationToken) -> Fut + Copy + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let b = backups.clone();
     let token = abort.clone();
     let leader = leader.clone();
+    let Tick {
+        variable,
+        what,
+        next,
+    } = tick;
     let job = Job::new_async(cron, move |id, mut scheduler| {
         let b = b.clone();
         let token = token.clone();
-        let lease = lead(&leader, "backup");
+        let lease = lead(&leader, what);
         Box::pin(async move {
             if let Some(lease) = lease {
-                let cancel = lease.guard(&token);
-                let result = b.run_fenced(cancel, &Progress::off(), Some(&lease)).await;
-                // Never prune after a failed backup (the old ones may be all there is), nor
-                // once leadership is gone (the new leader prunes after its own).
-                if result.is_ok()
-                    && !lease.ended()
-                    && let Err(e) = b.prune(false).await
-                {
-                    tracing::error!(error = %format!("{e:#}"), "pruning after the backup failed");
-                }
+                run(b.clone(), lease, token).await;
             }
-            if let Ok(next) = scheduler.next_tick_for_job(id).await {
-                b.status().update(|s| s.next_backup_at = next);
+            if let Some(next) = next
+                && let Ok(at) = scheduler.next_tick_for_job(id).await
+            {
+                b.status().update(|s| next(s, at));
             }
         })
     })
-    .with_context(|| format!("NEXUSD_BACKUP_SCHEDULE {cron:?}"))?;
-    let id = scheduler.add(job).await.context("scheduling the backup")?;
-    let next = scheduler.clone().next_tick_for_job(id).await.ok().flatten();
-    backups.status().update(|s| s.next_backup_at = next);
-    tracing::info!(schedule = %cron, next = ?next, store = %backups.store().describe(), "nightly backups scheduled (UTC)");
-    Ok(())
+    .with_context(|| format!("{variable} {cron:?}"))?;
+    let id = scheduler
+        .add(job)
+        .await
+        .with_context(|| format!("scheduling the {what}"))?;
+    let first = scheduler.clone().next_tick_for_job(id).await.ok().flatten();
+    if let Some(next) = next {
+        backups.status().update(|s| next(s, first));
+    }
+    Ok(first)
+}
+
+/// The nightly logical backup, then pruning when it succeeded.
+async fn backup(b: Arc<Backups>, lease: Lease, abort: CancellationToken) {
+    let cancel = lease.guard(&abort);
+    let result = b.run_fenced(cancel, &Progress::off(), Some(&lease)).await;
+    // Never prune after a failed backup (the old ones may be all there is), nor once leadership
+    // is gone (the new leader prunes after its own).
+    if result.is_ok()
+        && !lease.ended()
+        && let Err(e) = b.prune(false).await
+    {
+        tracing::error!(error = %format!("{e:#}"), "pruning after the backup failed");
+    }
+}
+
+/// The weekly verification: the logical part, then the physical one while the server archives
+/// WAL. The physical part is a singleton job too: one scratch recovery per tick.
+async fn verify(b: Arc<Backups>, _lease: Lease, _abort: CancellationToken) {
+    if let Err(e) = b.verify(None, &Progress::off()).await {
+        tracing::error!(error = %format!("{e:#}"), "the scheduled backup verification could not run");
+    }
+    b.verify_physical_if_archiving().await;
 }
 
 /// The weekly physical base backup (src/backup/base.rs); it fails, logged, while archiving is
-/// off.
-async fn add_base_job(
-    scheduler: &JobScheduler,
-    backups: &Arc<Backups>,
-    abort: &CancellationToken,
-    cron: &str,
-    leader: &Leader,
-) -> Result<()> {
-    let b = backups.clone();
-    let token = abort.clone();
-    let leader = leader.clone();
-    let job = Job::new_async(cron, move |_, _| {
-        let b = b.clone();
-        let token = token.clone();
-        let lease = lead(&leader, "base backup");
-        Box::pin(async move {
-            let Some(lease) = lease else {
-                return;
-            };
-            // Its outcome is logged by run_physical.
-            let _ = b.run_physical(lease.guard(&token), &Progress::off()).await;
-        })
-    })
-    .with_context(|| format!("NEXUSD_BASEBACKUP_SCHEDULE {cron:?}"))?;
-    scheduler
-        .add(job)
-        .await
-        .context("scheduling the base backup")?;
-    tracing::info!(schedule = %cron, "weekly base backups scheduled (UTC)");
-    Ok(())
+/// off. Its outcome is logged by run_physical.
+async fn base(b: Arc<Backups>, lease: Lease, abort: CancellationToken) {
+    let _ = b.run_physical(lease.guard(&abort), &Progress::off()).await;
 }
 
 /// This tick's lease when this replica leads (a process running no election, such as a test
