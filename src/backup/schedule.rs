@@ -23,7 +23,7 @@ pub struct Schedule {
     abort: CancellationToken,
 }
 
-/// Starts the configured jobs; `None` when both schedules are off.
+/// Starts the configured jobs; `None` when every schedule is off.
 pub async fn start(backups: Arc<Backups>, leader: Leader) -> Result<Option<Schedule>> {
     let config = backups.config().clone();
     if config.schedule.is_none()
@@ -82,8 +82,9 @@ struct Tick {
     next: Option<KeepNext>,
 }
 
-/// Adds one job: every replica ticks, only the leader runs `run` under that tick's lease (the
-/// lease's guard cancels it on `abort` or when leadership is lost). Returns its first tick.
+/// Adds one job: every replica ticks, only the leader runs `run`, given that tick's lease and the
+/// shutdown's abort token (work run under `lease.guard(&abort)` stops on either). Returns its
+/// first tick.
 async fn add_job<F, Fut>(
     scheduler: &JobScheduler,
     backups: &Arc<Backups>,
