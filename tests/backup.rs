@@ -597,18 +597,17 @@ async fn scheduled_backups_in_serve_report_success_and_failure() {
     assert_eq!(status["newest"]["complete"], true);
     assert!(status["next_backup_at"].is_string());
     // The verification job runs on its own schedule and reports its outcome and next tick.
-    let status = loop {
+    let left = deadline.saturating_duration_since(Instant::now());
+    let status = support::eventually(left, || async {
         let status = serve.ok("get_backup_status", json!({})).await;
         if status["last_verification"]["ok"] == true {
-            break status;
+            Ok(status)
+        } else {
+            let log = serve.log_text();
+            Err(format!("no scheduled verification: {status}\n{log}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "no scheduled verification: {status}\n{}",
-            serve.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
+    })
+    .await;
     assert!(status["next_verify_at"].is_string(), "{status}");
     assert!(status["last_verify_success_at"].is_string(), "{status}");
     let (code, _) = serve.terminate(Duration::from_secs(15));

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use sqlx::postgres::PgListener;
-use support::scrape::{Scrape, fetch};
+use support::scrape::{fetch, read_until};
 use support::{Nexusd, TestDb, nexusd_command, sessions_settle};
 
 const NO_BACKFILL: (&str, &str) = ("NEXUSD_EMBEDDING_BACKFILL", "false");
@@ -93,28 +93,21 @@ async fn metric_reaches(nexusd: &Nexusd, name: &str, want: impl Fn(f64) -> bool)
     }
 }
 
-/// Reads `get_repository_list` through `nexusd` until its `/metrics` satisfy `done` (within 20 s);
-/// returns them.
-async fn read_until(nexusd: &Nexusd, what: &str, done: impl Fn(&Scrape) -> bool) -> Scrape {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        nexusd.ok("get_repository_list", json!({})).await;
-        let metrics = fetch(&nexusd.metrics, None).await;
-        if done(&metrics) {
-            return metrics;
-        }
-        assert!(Instant::now() < deadline, "{what}");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
-
-/// Reads until the cache stores answers: a replica starts caching only a little after its
+/// Reads `get_repository_list` until the cache stores answers: a replica starts caching only a little after its
 /// listener registers (`listen` in src/skills/cache.rs). Returns the hits so far.
 async fn until_caching(nexusd: &Nexusd) -> f64 {
-    read_until(nexusd, "the cache never stored an answer", |m| {
-        m.value("nexusd_skill_cache_entries", &[])
-            .is_some_and(|v| v > 0.0)
-    })
+    let what = "the cache never stored an answer";
+    read_until(
+        nexusd,
+        "get_repository_list",
+        &json!({}),
+        what,
+        |_| {},
+        |m| {
+            m.value("nexusd_skill_cache_entries", &[])
+                .is_some_and(|v| v > 0.0)
+        },
+    )
     .await
     .value("nexusd_skill_cache_hits_total", &[])
     .unwrap_or(0.0)
@@ -123,17 +116,25 @@ async fn until_caching(nexusd: &Nexusd) -> f64 {
 /// Reads until one read is served from memory. Caching starts again only once the listener's
 /// wait is over, which a loaded machine may stretch past a fixed number of reads.
 async fn until_hit(nexusd: &Nexusd) {
-    read_until(nexusd, "no read was served from memory", |m| {
-        m.value("nexusd_skill_cache_hits_total", &[])
-            .is_some_and(|v| v >= 1.0)
-    })
+    let what = "no read was served from memory";
+    read_until(
+        nexusd,
+        "get_repository_list",
+        &json!({}),
+        what,
+        |_| {},
+        |m| {
+            m.value("nexusd_skill_cache_hits_total", &[])
+                .is_some_and(|v| v >= 1.0)
+        },
+    )
     .await;
 }
 
 /// Every read skill answers the same with and without the cache (twice with it, the second
 /// from memory), on the seeded knowledge base and after each kind of write.
-/// Each cached call's `timestamp` and `execution_time_ms` are its own: the stamp is later than
-/// the previous call's, even when the answer comes from memory.
+/// Each cached call's `timestamp` is its own, later than the previous call's even when the answer
+/// comes from memory, and it carries an `execution_time_ms`.
 async fn assert_alike(cached: &Nexusd, uncached: &Nexusd, after: &str) {
     let mut last = chrono::DateTime::<chrono::FixedOffset>::MIN_UTC.fixed_offset();
     for (skill, input) in reads() {

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use github_stub::{GH_TOKEN, Stub, service_files};
 use serde_json::{Value, json};
-use support::scrape::fetch;
-use support::{Nexusd, TestDb, http, shared_db};
+use support::scrape::{Scrape, fetch, read_until};
+use support::{Nexusd, TestDb, eventually, http, shared_db};
 
 const API_TOKEN: &str = "api-token-workflows-0123456789";
 
@@ -109,30 +109,6 @@ async fn trigger(nexusd: &Nexusd, repos: &[&str], phases: Value) -> String {
         .to_string()
 }
 
-/// Reads `skill` until `/metrics` shows a read of it served from the cache (within 20 s), checking
-/// each answer: a replica caches only a little after its listener starts.
-async fn served_from_memory(nexusd: &Nexusd, skill: &str, input: &Value, check: impl Fn(&Value)) {
-    let hits = || async {
-        fetch(&nexusd.metrics, None)
-            .await
-            .value("nexusd_skill_cache_hits_total", &[])
-            .unwrap_or(0.0)
-    };
-    let before = hits().await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        check(&nexusd.ok(skill, input.clone()).await);
-        if hits().await > before {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{skill} was never served from memory"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
-
 async fn cancel(nexusd: &Nexusd, id: &str) -> (u16, Value) {
     let response = http()
         .post(format!("{}/a2a/cancel", nexusd.api))
@@ -166,16 +142,22 @@ async fn a_full_analysis_is_queued_then_done_with_its_result() {
     assert_eq!(queued["repositories_count"], 1);
     assert!(queued["polling_interval_ms"].as_u64().unwrap() > 0);
     let id = queued["workflow_id"].as_str().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while stub.count("acme/svc", "contents") == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the job never read the repository"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    served_from_memory(&nexusd, "list_components", &components, |before| {
-        assert_eq!(before["components"], json!([]), "{before}");
+    eventually(Duration::from_secs(20), || async {
+        if stub.count("acme/svc", "contents") > 0 {
+            Ok(())
+        } else {
+            Err("the job never read the repository".to_string())
+        }
+    })
+    .await;
+    // Read until one is served from memory: a replica caches only a little after its listener
+    // starts.
+    let hits = |m: &Scrape| m.value("nexusd_skill_cache_hits_total", &[]);
+    let before = hits(&fetch(&nexusd.metrics, None).await).unwrap_or(0.0);
+    let what = "list_components was never served from memory";
+    let empty = |answer: &Value| assert_eq!(answer["components"], json!([]), "{answer}");
+    read_until(&nexusd, "list_components", &components, what, empty, |m| {
+        hits(m).is_some_and(|v| v > before)
     })
     .await;
     stub.release("acme/svc");
@@ -260,18 +242,17 @@ async fn extraction_and_metrics(nexusd: &Nexusd) {
     assert!(done["results"][0]["patterns_extracted"].as_u64().unwrap() >= 1);
 
     // `/metrics` is cached for a second, and the queue gauge is what the workers last saw.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    eventually(Duration::from_secs(10), || async {
         let metrics = fetch(&nexusd.metrics, None).await.text;
-        if metrics
-            .contains(r#"nexusd_workflow_jobs_total{kind="full_analysis",status="completed"} 1"#)
-            && metrics.contains("nexusd_workflow_jobs_queued 0")
-        {
-            break;
+        let counted = metrics
+            .contains(r#"nexusd_workflow_jobs_total{kind="full_analysis",status="completed"} 1"#);
+        if counted && metrics.contains("nexusd_workflow_jobs_queued 0") {
+            Ok(())
+        } else {
+            Err(metrics)
         }
-        assert!(Instant::now() < deadline, "{metrics}");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -39,29 +39,29 @@ pub async fn start(backups: Arc<Backups>, leader: Leader) -> Result<Option<Sched
     let abort = CancellationToken::new();
 
     if let Some(cron) = &config.schedule {
-        let job = Tick {
+        let tick = Tick {
             variable: "NEXUSD_BACKUP_SCHEDULE",
             what: "backup",
             next: Some(|s, next| s.next_backup_at = next),
         };
-        let next = add_job(&scheduler, &backups, &abort, &leader, cron, job, backup).await?;
+        let next = add_job(&scheduler, &backups, &abort, &leader, cron, tick, backup).await?;
         tracing::info!(schedule = %cron, next = ?next, store = %backups.store().describe(), "nightly backups scheduled (UTC)");
     }
     if let Some(cron) = &config.verify_schedule {
-        let job = Tick {
+        let tick = Tick {
             variable: "NEXUSD_BACKUP_VERIFY_SCHEDULE",
             what: "verification",
             next: Some(|s, next| s.next_verify_at = next),
         };
-        add_job(&scheduler, &backups, &abort, &leader, cron, job, verify).await?;
+        add_job(&scheduler, &backups, &abort, &leader, cron, tick, verify).await?;
     }
     if let Some(cron) = &config.base_schedule {
-        let job = Tick {
+        let tick = Tick {
             variable: "NEXUSD_BASEBACKUP_SCHEDULE",
             what: "base backup",
             next: None,
         };
-        add_job(&scheduler, &backups, &abort, &leader, cron, job, base).await?;
+        add_job(&scheduler, &backups, &abort, &leader, cron, tick, base).await?;
         tracing::info!(schedule = %cron, "weekly base backups scheduled (UTC)");
     }
     scheduler

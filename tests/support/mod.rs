@@ -28,6 +28,22 @@ use nexusd::db::{Cluster, ClusterSpec, Postmaster, small_vm_settings};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Executor};
 
+/// Calls `probe` every 300 ms until it gives `Ok`, and returns that; after `limit`, fails with
+/// the last `Err` (which says what is still missing).
+pub async fn eventually<T, F>(limit: Duration, mut probe: impl FnMut() -> F) -> T
+where
+    F: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        match probe().await {
+            Ok(value) => return value,
+            Err(missing) => assert!(Instant::now() < deadline, "{missing}"),
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 /// A free TCP port on 127.0.0.1 (the OS picks it; a tiny race with other processes remains).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 /// One sample: name, labels, value.
 #[derive(Debug, Clone)]
@@ -129,6 +130,28 @@ pub async fn fetch(metrics: &str, timeout_header: Option<&str>) -> Scrape {
     let response = request.send().await.expect("GET /metrics");
     assert_eq!(response.status(), 200);
     Scrape::parse(response.text().await.expect("a text body"))
+}
+
+/// Calls `skill` with `input` through `nexusd`, each answer through `check`, until its
+/// `/metrics` (cached for a second) satisfy `done`; returns them. Fails with `what` after 20 s.
+pub async fn read_until(
+    nexusd: &super::Nexusd,
+    skill: &str,
+    input: &serde_json::Value,
+    what: &str,
+    check: impl Fn(&serde_json::Value),
+    done: impl Fn(&Scrape) -> bool,
+) -> Scrape {
+    super::eventually(Duration::from_secs(20), || async {
+        check(&nexusd.ok(skill, input.clone()).await);
+        let metrics = fetch(&nexusd.metrics, None).await;
+        if done(&metrics) {
+            Ok(metrics)
+        } else {
+            Err(what.to_string())
+        }
+    })
+    .await
 }
 
 /// The lints promtool raises on postgres_exporter's and node_exporter's own output.
