@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use sqlx::postgres::PgListener;
-use support::scrape::{fetch, read_until};
-use support::{Nexusd, TestDb, nexusd_command, sessions_settle};
+use support::scrape::{Scrape, fetch, read_until};
+use support::{Nexusd, TestDb, assert_envelope, nexusd_command, sessions_settle};
 
 const NO_BACKFILL: (&str, &str) = ("NEXUSD_EMBEDDING_BACKFILL", "false");
 const OPEN: (&str, &str) = ("REQUIRE_AUTH_FOR_WRITE", "false");
@@ -93,42 +93,37 @@ async fn metric_reaches(nexusd: &Nexusd, name: &str, want: impl Fn(f64) -> bool)
     }
 }
 
-/// Reads `get_repository_list` until the cache stores answers: a replica starts caching only a little after its
-/// listener registers (`listen` in src/skills/cache.rs). Returns the hits so far.
-async fn until_caching(nexusd: &Nexusd) -> f64 {
-    let what = "the cache never stored an answer";
+/// Reads `get_repository_list` through `nexusd` until its `/metrics` show `name` above zero
+/// (failing with `what` after 20 s); returns them.
+async fn list_until(nexusd: &Nexusd, name: &str, what: &str) -> Scrape {
+    let above_zero = |m: &Scrape| m.value(name, &[]).is_some_and(|v| v > 0.0);
+    let list = json!({});
     read_until(
         nexusd,
         "get_repository_list",
-        &json!({}),
+        &list,
         what,
         |_| {},
-        |m| {
-            m.value("nexusd_skill_cache_entries", &[])
-                .is_some_and(|v| v > 0.0)
-        },
+        above_zero,
     )
     .await
-    .value("nexusd_skill_cache_hits_total", &[])
-    .unwrap_or(0.0)
+}
+
+/// Reads until the cache stores answers: a replica starts caching only a little after its
+/// listener registers (`listen` in src/skills/cache.rs). Returns the hits so far.
+async fn until_caching(nexusd: &Nexusd) -> f64 {
+    let what = "the cache never stored an answer";
+    list_until(nexusd, "nexusd_skill_cache_entries", what)
+        .await
+        .value("nexusd_skill_cache_hits_total", &[])
+        .unwrap_or(0.0)
 }
 
 /// Reads until one read is served from memory. Caching starts again only once the listener's
 /// wait is over, which a loaded machine may stretch past a fixed number of reads.
 async fn until_hit(nexusd: &Nexusd) {
     let what = "no read was served from memory";
-    read_until(
-        nexusd,
-        "get_repository_list",
-        &json!({}),
-        what,
-        |_| {},
-        |m| {
-            m.value("nexusd_skill_cache_hits_total", &[])
-                .is_some_and(|v| v >= 1.0)
-        },
-    )
-    .await;
+    list_until(nexusd, "nexusd_skill_cache_hits_total", what).await;
 }
 
 /// Every read skill answers the same with and without the cache (twice with it, the second
@@ -141,19 +136,10 @@ async fn assert_alike(cached: &Nexusd, uncached: &Nexusd, after: &str) {
         let want = answer(uncached.ok(skill, input.clone()).await);
         for round in 0..2 {
             let body = cached.ok(skill, input.clone()).await;
-            let stamp = body["timestamp"]
-                .as_str()
-                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-                .unwrap_or_else(|| panic!("{skill} (call {round}): no timestamp: {body}"));
+            let stamp = assert_envelope(&body);
             assert!(
                 stamp > last,
                 "{skill} (call {round}): a stale timestamp: {body}"
-            );
-            assert!(
-                body["execution_time_ms"]
-                    .as_f64()
-                    .is_some_and(|ms| ms >= 0.0),
-                "{skill} (call {round}): no execution_time_ms: {body}"
             );
             last = stamp;
             let got = answer(body);

@@ -6,7 +6,7 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::{Nexusd, TestDb, http, shared_db, table_digest};
+use support::{Nexusd, TestDb, assert_envelope, http, shared_db, table_digest};
 
 /// A seeded database and a nexusd serving it without auth (auth has its own tests), and
 /// without the background embedding of the seeded patterns, so that every write seen is a
@@ -29,24 +29,6 @@ fn strings(list: &Value) -> Vec<String> {
         .iter()
         .map(|v| v.as_str().unwrap().to_string())
         .collect()
-}
-
-/// Every skill response carries success, an RFC 3339 UTC timestamp and execution_time_ms.
-fn assert_envelope(body: &Value) {
-    assert!(body["success"].is_boolean(), "no success: {body}");
-    let ts = body["timestamp"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no timestamp: {body}"));
-    assert!(
-        ts.ends_with('Z') && chrono::DateTime::parse_from_rfc3339(ts).is_ok(),
-        "bad timestamp {ts}"
-    );
-    assert!(
-        body["execution_time_ms"]
-            .as_f64()
-            .is_some_and(|ms| ms >= 0.0),
-        "no execution_time_ms: {body}"
-    );
 }
 
 #[tokio::test]

@@ -44,6 +44,26 @@ where
     }
 }
 
+/// Every skill response carries success, an RFC 3339 UTC timestamp and execution_time_ms;
+/// returns the timestamp.
+pub fn assert_envelope(body: &serde_json::Value) -> chrono::DateTime<chrono::FixedOffset> {
+    assert!(body["success"].is_boolean(), "no success: {body}");
+    let ts = body["timestamp"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no timestamp: {body}"));
+    let stamp = chrono::DateTime::parse_from_rfc3339(ts)
+        .ok()
+        .filter(|_| ts.ends_with('Z'))
+        .unwrap_or_else(|| panic!("bad timestamp {ts}"));
+    assert!(
+        body["execution_time_ms"]
+            .as_f64()
+            .is_some_and(|ms| ms >= 0.0),
+        "no execution_time_ms: {body}"
+    );
+    stamp
+}
+
 /// A free TCP port on 127.0.0.1 (the OS picks it; a tiny race with other processes remains).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
